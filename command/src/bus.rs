@@ -1,0 +1,184 @@
+//! Running commands: load the aggregate, decide, append, and retry a bounded
+//! number of times when another command appended first.
+//!
+//! Every command runs in its own task, so a client that disconnects cannot
+//! cancel a write half-way (sqlx is not cancel-safe inside `BEGIN`).
+
+use crate::constraints::Violation;
+use crate::store::EventRepo;
+use crate::user::{User, UserCommand, UserError};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
+use cqrs_es::{Aggregate, AggregateError, EventStore};
+use roster_events::user::UserDoc;
+use roster_events::{meta, Timestamp};
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tracing::instrument;
+use uuid::Uuid;
+
+/// Attempts per command before an optimistic conflict is reported.
+const MAX_ATTEMPTS: usize = 5;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Who caused a command, and when: stored as every event's metadata.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    pub company_id: String,
+    pub client_id: String,
+    pub request_id: String,
+    pub idempotency_key: Option<String>,
+    pub at: Timestamp,
+}
+
+impl Meta {
+    fn to_map(&self) -> HashMap<String, String> {
+        let mut m = HashMap::with_capacity(5);
+        m.insert(meta::COMPANY_ID.into(), self.company_id.clone());
+        m.insert(meta::CLIENT_ID.into(), self.client_id.clone());
+        m.insert(meta::REQUEST_ID.into(), self.request_id.clone());
+        m.insert(meta::OCCURRED_AT.into(), self.at.to_string());
+        if let Some(k) = &self.idempotency_key {
+            m.insert(meta::IDEMPOTENCY_KEY.into(), k.clone());
+        }
+        m
+    }
+}
+
+/// The outcome of a command: the resulting document and its version.
+#[derive(Debug, Clone)]
+pub struct Committed<D> {
+    pub doc: D,
+    pub version: u64,
+    /// Number of events appended (0 for a no-op).
+    pub appended: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    User(#[from] UserError),
+    #[error(transparent)]
+    Violation(#[from] Violation),
+    #[error("too many concurrent modifications")]
+    Conflict,
+    #[error("event store unavailable: {0}")]
+    Unavailable(BoxError),
+    #[error("internal error: {0}")]
+    Internal(BoxError),
+}
+
+impl<E: std::error::Error + Into<CommandError>> From<AggregateError<E>> for CommandError {
+    fn from(e: AggregateError<E>) -> Self {
+        match e {
+            AggregateError::UserError(e) => e.into(),
+            AggregateError::AggregateConflict => CommandError::Conflict,
+            AggregateError::DatabaseConnectionError(e) => CommandError::Unavailable(e),
+            AggregateError::DeserializationError(e) => CommandError::Internal(e),
+            AggregateError::UnexpectedError(e) => match e.downcast::<Violation>() {
+                Ok(v) => CommandError::Violation(*v),
+                Err(e) => CommandError::Internal(e),
+            },
+        }
+    }
+}
+
+/// Whether the aggregate may already have events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Load {
+    /// A new id the service just generated: skip the read. Should it exist
+    /// after all, the append conflicts and the retry loads it.
+    Fresh,
+    Existing,
+}
+
+/// Entry point of the write side.
+#[derive(Clone)]
+pub struct Commands {
+    users: Arc<PersistedEventStore<EventRepo, User>>,
+}
+
+impl Commands {
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            users: Arc::new(PersistedEventStore::new_event_store(EventRepo::new(pool))),
+        }
+    }
+
+    /// Runs a command on one user to completion and returns the user.
+    #[instrument(skip_all, fields(user_id = %user_id), err(level = "debug"))]
+    pub async fn user(
+        &self,
+        user_id: Uuid,
+        command: UserCommand,
+        meta: Meta,
+        load: Load,
+    ) -> Result<Committed<UserDoc>, CommandError> {
+        let store = self.users.clone();
+        let task =
+            tokio::spawn(async move { execute(&*store, user_id, command, &meta, load).await });
+        let (user, version, appended) = task
+            .await
+            .map_err(|e| CommandError::Internal(Box::new(e)))??;
+        let doc = user
+            .doc()
+            .cloned()
+            .ok_or(CommandError::User(UserError::NotFound))?;
+        Ok(Committed {
+            doc,
+            version,
+            appended,
+        })
+    }
+}
+
+async fn execute<A, S>(
+    store: &S,
+    id: Uuid,
+    command: A::Command,
+    meta: &Meta,
+    mut load: Load,
+) -> Result<(A, u64, usize), CommandError>
+where
+    A: Aggregate<Services = ()> + Clone,
+    A::Command: Clone,
+    A::Error: Into<CommandError>,
+    S: EventStore<A, AC = EventStoreAggregateContext<A>>,
+{
+    let id_text = id.to_string();
+    for _ in 0..MAX_ATTEMPTS {
+        let mut context = match load {
+            Load::Fresh => EventStoreAggregateContext {
+                aggregate_id: id_text.clone(),
+                aggregate: A::default(),
+                current_sequence: 0,
+                current_snapshot: None,
+            },
+            Load::Existing => store.load_aggregate(&id_text).await?,
+        };
+        let sink = EventSink::default();
+        context
+            .aggregate
+            .handle(command.clone(), &(), &sink)
+            .await
+            .map_err(AggregateError::UserError)?;
+        let events = sink.collect().await;
+        let version = (context.current_sequence + events.len()) as u64;
+        let after = context.aggregate.clone();
+        let appended = events.len();
+        if appended == 0 {
+            return Ok((after, version, 0));
+        }
+        match store.commit(events, context, meta.to_map()).await {
+            Ok(_) => return Ok((after, version, appended)),
+            Err(AggregateError::AggregateConflict) => {
+                tracing::debug!("optimistic conflict, retrying");
+                load = Load::Existing;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(CommandError::Conflict)
+}

@@ -1,0 +1,134 @@
+//! Write-side constraints: what an event claims or requires beyond its own
+//! aggregate. Deriving them is pure (here); enforcing them happens in the
+//! append transaction ([`crate::store`]).
+
+use cqrs_es::persist::PersistenceError;
+use roster_events::user::UserEvent;
+use serde_json::Value;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimKind {
+    Email,
+    ExternalRef,
+    Account,
+}
+
+impl ClaimKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ClaimKind::Email => "email",
+            ClaimKind::ExternalRef => "external_ref",
+            ClaimKind::Account => "account",
+        }
+    }
+}
+
+/// A value that must be unique per company.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Compared case-insensitively.
+    Email(String),
+    ExternalRef {
+        kind: String,
+        id: String,
+    },
+    Account(String),
+}
+
+impl Claim {
+    pub fn kind(&self) -> ClaimKind {
+        match self {
+            Claim::Email(_) => ClaimKind::Email,
+            Claim::ExternalRef { .. } => ClaimKind::ExternalRef,
+            Claim::Account(_) => ClaimKind::Account,
+        }
+    }
+
+    /// The normalised value the uniqueness holds on.
+    pub fn value(&self) -> String {
+        match self {
+            Claim::Email(e) => e.to_lowercase(),
+            // The unit separator cannot occur in validated text.
+            Claim::ExternalRef { kind, id } => format!("{kind}\u{1f}{id}"),
+            Claim::Account(a) => a.clone(),
+        }
+    }
+
+    pub fn taken(&self) -> Violation {
+        match self {
+            Claim::Email(_) => Violation::EmailTaken,
+            Claim::ExternalRef { .. } => Violation::ExternalIdTaken,
+            Claim::Account(_) => Violation::AccountTaken,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Constraint {
+    /// The aggregate claims a unique value.
+    Claim(Claim),
+    /// The aggregate gives up its claim of this kind.
+    Release(ClaimKind),
+    /// A new user, with its parent, which must exist in the same company.
+    Register { parent: Option<Uuid> },
+}
+
+/// A cross-aggregate rule the append would break.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    #[error("email already taken")]
+    EmailTaken,
+    #[error("external reference already taken")]
+    ExternalIdTaken,
+    #[error("account already taken")]
+    AccountTaken,
+    #[error("parent user not found")]
+    ParentNotFound,
+    #[error("relationship would form a cycle")]
+    RelationshipCycle,
+}
+
+/// The constraints of one stored event.
+pub fn of(aggregate_type: &str, payload: &Value) -> Result<Vec<Constraint>, PersistenceError> {
+    match aggregate_type {
+        "user" => Ok(of_user(&serde_json::from_value(payload.clone())?)),
+        _ => Ok(Vec::new()),
+    }
+}
+
+pub fn of_user(event: &UserEvent) -> Vec<Constraint> {
+    match event {
+        UserEvent::UserEnrolled(e) => {
+            let mut out = vec![Constraint::Register {
+                parent: e.parent_user_id,
+            }];
+            if let Some(email) = &e.profile.email {
+                out.push(Constraint::Claim(Claim::Email(email.clone())));
+            }
+            if let Some(r) = &e.profile.external_ref {
+                out.push(Constraint::Claim(Claim::ExternalRef {
+                    kind: r.kind.clone(),
+                    id: r.id.clone(),
+                }));
+            }
+            if let Some(a) = &e.account {
+                out.push(Constraint::Claim(Claim::Account(a.account_id.clone())));
+            }
+            out
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_claimed_case_insensitively() {
+        assert_eq!(
+            Claim::Email("John@Example.COM".into()).value(),
+            "john@example.com"
+        );
+    }
+}

@@ -1,0 +1,19 @@
+//! Deciding in Roster.
+//!
+//! - [`user`]: the User aggregate (pure rules, given/when/then tests) and
+//!   the requests that become its commands;
+//! - [`validate`], [`secret`]: field rules and secret hashing;
+//! - [`constraints`], [`store`]: cross-aggregate rules enforced in the same
+//!   transaction as the append;
+//! - [`bus`]: runs a command to completion (load, decide, append, retry on
+//!   conflict) in its own task.
+
+pub mod bus;
+pub mod constraints;
+pub mod secret;
+pub mod store;
+pub mod user;
+pub mod validate;
+
+pub use bus::{CommandError, Commands, Committed, Meta};
+pub use constraints::Violation;

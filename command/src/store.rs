@@ -1,0 +1,234 @@
+//! The event store: postgres-es for reads, our own append for writes.
+//!
+//! postgres-es opens its own transaction per append and maps every unique
+//! violation to one optimistic-lock error. Rules that span aggregates
+//! (unique email / external reference / account id per company, parents in
+//! the same company) must hold under concurrency with a precise error, so
+//! [`EventRepo::persist`] appends the events *and* the write-side
+//! constraint rows ([`crate::constraints`]) in one transaction. A failed
+//! command therefore leaves no reservation behind, and two racing commands
+//! serialise on the constraint row.
+
+use crate::constraints::{self, Claim, Constraint, Violation};
+use cqrs_es::persist::{
+    PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
+};
+use cqrs_es::Aggregate;
+use postgres_es::PostgresEventRepository;
+use roster_events::meta;
+use serde_json::Value;
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+/// Reads through postgres-es; appends through [`EventRepo::append`].
+pub struct EventRepo {
+    pool: PgPool,
+    reads: PostgresEventRepository,
+}
+
+impl EventRepo {
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            reads: PostgresEventRepository::new(pool.clone()),
+            pool,
+        }
+    }
+
+    async fn append(
+        &self,
+        aggregate_type: &str,
+        events: &[SerializedEvent],
+    ) -> Result<(), PersistenceError> {
+        let mut tx = self.pool.begin().await.map_err(connection)?;
+        insert_events(&mut tx, aggregate_type, events).await?;
+        for event in events {
+            let company = event
+                .metadata
+                .get(meta::COMPANY_ID)
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let owner: Uuid = event
+                .aggregate_id
+                .parse()
+                .map_err(|e| PersistenceError::UnknownError(Box::new(e)))?;
+            for c in constraints::of(aggregate_type, &event.payload)? {
+                apply(&mut tx, company, owner, c).await?;
+            }
+        }
+        tx.commit().await.map_err(connection)
+    }
+}
+
+fn connection(e: sqlx::Error) -> PersistenceError {
+    PersistenceError::ConnectionError(Box::new(e))
+}
+
+fn violation(v: Violation) -> PersistenceError {
+    PersistenceError::UnknownError(Box::new(v))
+}
+
+/// One statement for the whole batch; a duplicate `(type, id, sequence)`
+/// means another command appended first: an optimistic-lock conflict.
+async fn insert_events(
+    tx: &mut Transaction<'_, Postgres>,
+    aggregate_type: &str,
+    events: &[SerializedEvent],
+) -> Result<(), PersistenceError> {
+    let n = events.len();
+    let (mut ids, mut seqs, mut types, mut versions, mut payloads, mut metas) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for e in events {
+        ids.push(e.aggregate_id.as_str());
+        seqs.push(e.sequence as i64);
+        types.push(e.event_type.as_str());
+        versions.push(e.event_version.as_str());
+        payloads.push(e.payload.to_string());
+        metas.push(e.metadata.to_string());
+    }
+    let result = sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         SELECT $1, a, s, t, v, p::json, m::json
+           FROM UNNEST($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[]) AS u(a, s, t, v, p, m)",
+    )
+    .bind(aggregate_type)
+    .bind(&ids)
+    .bind(&seqs)
+    .bind(&types)
+    .bind(&versions)
+    .bind(&payloads)
+    .bind(&metas)
+    .execute(&mut **tx)
+    .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+            Err(PersistenceError::OptimisticLockError)
+        }
+        Err(e) => Err(connection(e)),
+    }
+}
+
+async fn apply(
+    tx: &mut Transaction<'_, Postgres>,
+    company: &str,
+    owner: Uuid,
+    constraint: Constraint,
+) -> Result<(), PersistenceError> {
+    match constraint {
+        Constraint::Claim(claim) => {
+            // A claim already held by the same owner is kept; one held by
+            // another owner is a conflict. A racing insert of the same value
+            // waits here until the other transaction ends.
+            let (kind, value) = claim.key();
+            let row = sqlx::query_scalar::<_, Uuid>(
+                "INSERT INTO unique_claims (company_id, kind, value, owner_id) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (company_id, kind, value) DO UPDATE SET owner_id = unique_claims.owner_id
+                 RETURNING owner_id",
+            )
+            .bind(company)
+            .bind(kind)
+            .bind(&value)
+            .bind(owner)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(connection)?;
+            if row != owner {
+                return Err(violation(claim.taken()));
+            }
+        }
+        Constraint::Release(kind) => {
+            sqlx::query(
+                "DELETE FROM unique_claims WHERE company_id = $1 AND kind = $2 AND owner_id = $3",
+            )
+            .bind(company)
+            .bind(kind.as_str())
+            .bind(owner)
+            .execute(&mut **tx)
+            .await
+            .map_err(connection)?;
+        }
+        Constraint::Register { parent } => {
+            if let Some(parent) = parent {
+                let exists: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM user_registry WHERE company_id = $1 AND user_id = $2)",
+                )
+                .bind(company)
+                .bind(parent)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(connection)?;
+                if !exists {
+                    return Err(violation(Violation::ParentNotFound));
+                }
+            }
+            sqlx::query(
+                "INSERT INTO user_registry (user_id, company_id, parent_id) VALUES ($1, $2, $3)",
+            )
+            .bind(owner)
+            .bind(company)
+            .bind(parent)
+            .execute(&mut **tx)
+            .await
+            .map_err(connection)?;
+        }
+    }
+    Ok(())
+}
+
+impl PersistedEventRepository for EventRepo {
+    async fn get_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.reads.get_events::<A>(aggregate_id).await
+    }
+
+    async fn get_last_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        last_sequence: usize,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.reads
+            .get_last_events::<A>(aggregate_id, last_sequence)
+            .await
+    }
+
+    async fn get_snapshot<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
+        self.reads.get_snapshot::<A>(aggregate_id).await
+    }
+
+    async fn persist<A: Aggregate>(
+        &self,
+        events: &[SerializedEvent],
+        _snapshot_update: Option<(String, Value, usize)>,
+    ) -> Result<(), PersistenceError> {
+        // The store is configured without snapshots (`new_event_store`).
+        self.append(A::TYPE, events).await
+    }
+
+    async fn stream_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<ReplayStream, PersistenceError> {
+        self.reads.stream_events::<A>(aggregate_id).await
+    }
+
+    async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
+        self.reads.stream_all_events::<A>().await
+    }
+}
+
+impl Claim {
+    fn key(&self) -> (&'static str, String) {
+        (self.kind().as_str(), self.value())
+    }
+}

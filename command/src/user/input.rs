@@ -1,0 +1,374 @@
+//! The enrollment request as clients send it, and its validation into the
+//! normalised values the aggregate decides on.
+
+use crate::secret::Secret;
+use crate::validate::{self, Errors, FieldError};
+use chrono::NaiveDate;
+use roster_events::user::{
+    Account, Address, CommunicationPreferences, ExternalRef, Kyc, KycStatus, Profile, UserStatus,
+};
+use serde::Deserialize;
+use uuid::Uuid;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalRefInput {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddressInput {
+    pub line1: String,
+    pub line2: Option<String>,
+    pub city: String,
+    pub region: Option<String>,
+    pub postal_code: Option<String>,
+    pub country: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommunicationPreferencesInput {
+    pub email: Option<bool>,
+    pub sms: Option<bool>,
+    pub post: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KycInput {
+    pub kyc_id: Option<String>,
+    pub status: Option<KycStatus>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountInput {
+    pub account_id: String,
+    pub account_id_type: String,
+    pub status: String,
+    pub product_code: String,
+    pub program_identifier: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuestionInput {
+    pub code: String,
+    pub answer: String,
+}
+
+/// `POST /v1/users` body.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollUserRequest {
+    pub external_ref: Option<ExternalRefInput>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub email: Option<String>,
+    pub email_verified: Option<bool>,
+    pub mobile: Option<String>,
+    pub office_phone: Option<String>,
+    pub office_extension: Option<String>,
+    pub employee_id: Option<String>,
+    pub date_of_birth: Option<NaiveDate>,
+    pub gender: Option<String>,
+    pub nationality: Option<String>,
+    pub locale: Option<String>,
+    pub address: Option<AddressInput>,
+    pub billing_address: Option<AddressInput>,
+    pub communication_preferences: Option<CommunicationPreferencesInput>,
+    pub status: Option<UserStatus>,
+    pub status_reason: Option<String>,
+    pub kyc: Option<KycInput>,
+    pub password: Option<String>,
+    pub parent_user_id: Option<Uuid>,
+    pub verification_questions: Option<Vec<QuestionInput>>,
+    pub account: Option<AccountInput>,
+}
+
+/// A question with its normalised (not yet hashed) answer.
+#[derive(Debug, Clone)]
+pub struct Question {
+    pub code: String,
+    pub answer: Secret,
+}
+
+/// A valid enrollment: every value normalised; secrets still in plain text
+/// inside [`Secret`] until the service hashes them.
+#[derive(Debug, Clone)]
+pub struct Enrollment {
+    pub profile: Profile,
+    pub status: UserStatus,
+    pub status_reason: Option<String>,
+    pub kyc: Option<Kyc>,
+    pub password: Option<Secret>,
+    pub parent_user_id: Option<Uuid>,
+    pub verification_questions: Vec<Question>,
+    pub account: Option<Account>,
+}
+
+fn opt<T>(
+    errors: &mut Errors,
+    field: &str,
+    value: Option<&str>,
+    f: impl Fn(&str) -> Result<T, String>,
+) -> Option<T> {
+    value.and_then(|v| errors.check(field, f(v)))
+}
+
+fn address(errors: &mut Errors, field: &str, a: &AddressInput) -> Option<Address> {
+    let line1 = errors.check(&format!("{field}.line1"), validate::text(&a.line1, 1, 100));
+    let line2 = opt(errors, &format!("{field}.line2"), a.line2.as_deref(), |v| {
+        validate::text(v, 1, 100)
+    });
+    let city = errors.check(&format!("{field}.city"), validate::text(&a.city, 1, 100));
+    let region = opt(
+        errors,
+        &format!("{field}.region"),
+        a.region.as_deref(),
+        |v| validate::text(v, 1, 100),
+    );
+    let postal_code = opt(
+        errors,
+        &format!("{field}.postal_code"),
+        a.postal_code.as_deref(),
+        |v| validate::text(v, 1, 20),
+    );
+    let country = errors.check(&format!("{field}.country"), validate::country(&a.country));
+    Some(Address {
+        line1: line1?,
+        line2,
+        city: city?,
+        region,
+        postal_code,
+        country: country?,
+    })
+}
+
+/// Validates the questions of an enrollment or of `PUT /verification-questions`.
+pub fn questions(errors: &mut Errors, field: &str, input: &[QuestionInput]) -> Vec<Question> {
+    if input.is_empty() || input.len() > 5 {
+        errors.add(field, "must hold 1 to 5 questions");
+    }
+    let mut out: Vec<Question> = Vec::with_capacity(input.len());
+    for (i, q) in input.iter().enumerate() {
+        let code = errors.check(
+            &format!("{field}[{i}].code"),
+            validate::text(&q.code, 1, 50),
+        );
+        let answer = validate::normalise_answer(&q.answer);
+        if answer.is_empty() || answer.chars().count() > 200 {
+            errors.add(
+                format!("{field}[{i}].answer"),
+                "must be 1 to 200 characters",
+            );
+        }
+        if let Some(code) = code {
+            if out.iter().any(|o| o.code == code) {
+                errors.add(format!("{field}[{i}].code"), "must be unique");
+            }
+            out.push(Question {
+                code,
+                answer: Secret::new(answer),
+            });
+        }
+    }
+    out
+}
+
+impl EnrollUserRequest {
+    pub fn validate(self) -> Result<Enrollment, Vec<FieldError>> {
+        let mut e = Errors::default();
+        let external_ref = self.external_ref.as_ref().and_then(|r| {
+            let id = e.check("external_ref.id", validate::text(&r.id, 1, 100));
+            let kind = e.check("external_ref.type", validate::text(&r.kind, 1, 50));
+            Some(ExternalRef {
+                id: id?,
+                kind: kind?,
+            })
+        });
+        let email = opt(&mut e, "email", self.email.as_deref(), validate::email);
+        if self.email.is_none() && self.external_ref.is_none() {
+            e.add("email", "email or external_ref is required");
+        }
+        let profile = Profile {
+            external_ref,
+            first_name: opt(
+                &mut e,
+                "first_name",
+                self.first_name.as_deref(),
+                validate::name,
+            ),
+            last_name: opt(
+                &mut e,
+                "last_name",
+                self.last_name.as_deref(),
+                validate::name,
+            ),
+            email,
+            email_verified: self.email_verified.unwrap_or(false),
+            mobile: opt(&mut e, "mobile", self.mobile.as_deref(), validate::mobile),
+            office_phone: opt(&mut e, "office_phone", self.office_phone.as_deref(), |v| {
+                validate::text(v, 1, 30)
+            }),
+            office_extension: opt(
+                &mut e,
+                "office_extension",
+                self.office_extension.as_deref(),
+                |v| validate::text(v, 1, 10),
+            ),
+            employee_id: opt(&mut e, "employee_id", self.employee_id.as_deref(), |v| {
+                validate::text(v, 1, 100)
+            }),
+            date_of_birth: self
+                .date_of_birth
+                .and_then(|d| e.check("date_of_birth", validate::date_of_birth(d))),
+            gender: opt(&mut e, "gender", self.gender.as_deref(), |v| {
+                validate::text(v, 1, 50)
+            }),
+            nationality: opt(
+                &mut e,
+                "nationality",
+                self.nationality.as_deref(),
+                validate::country,
+            ),
+            locale: opt(&mut e, "locale", self.locale.as_deref(), validate::locale),
+            address: self
+                .address
+                .as_ref()
+                .and_then(|a| address(&mut e, "address", a)),
+            billing_address: self
+                .billing_address
+                .as_ref()
+                .and_then(|a| address(&mut e, "billing_address", a)),
+            communication_preferences: self
+                .communication_preferences
+                .map(|c| CommunicationPreferences {
+                    email: c.email.unwrap_or(false),
+                    sms: c.sms.unwrap_or(false),
+                    post: c.post.unwrap_or(false),
+                })
+                .unwrap_or_default(),
+        };
+        let status = self.status.unwrap_or_default();
+        if status == UserStatus::Closed {
+            e.add("status", "a user cannot be enrolled closed");
+        }
+        let status_reason = opt(
+            &mut e,
+            "status_reason",
+            self.status_reason.as_deref(),
+            |v| validate::text(v, 1, 200),
+        );
+        let kyc = self.kyc.map(|k| Kyc {
+            kyc_id: opt(&mut e, "kyc.kyc_id", k.kyc_id.as_deref(), |v| {
+                validate::text(v, 1, 100)
+            }),
+            status: k.status,
+        });
+        let password = self.password.and_then(|p| {
+            let n = p.chars().count();
+            if !(8..=128).contains(&n) {
+                e.add("password", "must be 8 to 128 characters");
+                None
+            } else {
+                Some(Secret::new(p))
+            }
+        });
+        if password.is_some() && self.email.is_none() {
+            e.add("password", "a password needs an email to log in with");
+        }
+        let verification_questions = match &self.verification_questions {
+            Some(q) => questions(&mut e, "verification_questions", q),
+            None => Vec::new(),
+        };
+        let account = self.account.as_ref().and_then(|a| {
+            let f = |e: &mut Errors, name: &str, v: &str| {
+                e.check(&format!("account.{name}"), validate::text(v, 1, 100))
+            };
+            Some(Account {
+                account_id: f(&mut e, "account_id", &a.account_id)?,
+                account_id_type: f(&mut e, "account_id_type", &a.account_id_type)?,
+                status: f(&mut e, "status", &a.status)?,
+                product_code: f(&mut e, "product_code", &a.product_code)?,
+                program_identifier: f(&mut e, "program_identifier", &a.program_identifier)?,
+            })
+        });
+        let enrollment = Enrollment {
+            profile,
+            status,
+            status_reason,
+            kyc,
+            password,
+            parent_user_id: self.parent_user_id,
+            verification_questions,
+            account,
+        };
+        e.into_result(enrollment)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: serde_json::Value) -> EnrollUserRequest {
+        serde_json::from_value(v).expect("parses")
+    }
+
+    #[test]
+    fn reports_every_bad_field() {
+        let errs = parse(json!({
+            "first_name": " ", "email": "nope", "mobile": "12", "nationality": "XX",
+            "locale": "??", "date_of_birth": "2999-01-01", "password": "short",
+            "verification_questions": [{"code": "A", "answer": "x"}, {"code": "A", "answer": "y"}],
+            "address": {"line1": "", "city": "Dubai", "country": "ZZ"}
+        }))
+        .validate()
+        .expect_err("invalid");
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        for f in [
+            "first_name",
+            "email",
+            "mobile",
+            "nationality",
+            "locale",
+            "date_of_birth",
+            "password",
+            "verification_questions[1].code",
+            "address.line1",
+            "address.country",
+        ] {
+            assert!(fields.contains(&f), "missing {f} in {fields:?}");
+        }
+    }
+
+    #[test]
+    fn needs_an_identifier() {
+        let errs = parse(json!({"first_name": "John"}))
+            .validate()
+            .expect_err("invalid");
+        assert_eq!(errs[0].field, "email");
+        assert!(
+            parse(json!({"external_ref": {"id": "C1", "type": "CUSTOMER_ID"}}))
+                .validate()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn normalises_values() {
+        let ok = parse(json!({"email": " John@Example.com ", "mobile": "+971 50 123 4567", "nationality": "ae"}))
+            .validate()
+            .expect("valid");
+        assert_eq!(ok.profile.email.as_deref(), Some("John@Example.com"));
+        assert_eq!(ok.profile.mobile.as_deref(), Some("+971501234567"));
+        assert_eq!(ok.profile.nationality.as_deref(), Some("AE"));
+        assert_eq!(ok.status, UserStatus::Inactive);
+    }
+}

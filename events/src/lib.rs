@@ -1,0 +1,117 @@
+//! What happened in Roster.
+//!
+//! This crate holds the event types of every aggregate (past tense, with an
+//! explicit version), the public [`user::UserDoc`] that user events fold
+//! into, and the rules for what of an event may leave the service
+//! ([`public_data`]). It does no I/O: the write side (`roster-command`), the
+//! projections and the HTTP layer all build on it.
+
+pub mod time;
+pub mod user;
+
+pub use time::Timestamp;
+
+use serde_json::Value;
+
+/// Event metadata keys, stored in the `metadata` column of every event.
+pub mod meta {
+    /// The company (tenant) the event belongs to.
+    pub const COMPANY_ID: &str = "company_id";
+    /// The API client that caused the event (the actor).
+    pub const CLIENT_ID: &str = "client_id";
+    /// The request id of the HTTP request that caused the event.
+    pub const REQUEST_ID: &str = "request_id";
+    /// The `Idempotency-Key` of that request, when it had one.
+    pub const IDEMPOTENCY_KEY: &str = "idempotency_key";
+    /// When the event happened (RFC 3339, microseconds, UTC).
+    pub const OCCURRED_AT: &str = "occurred_at";
+}
+
+/// The public data of a stored event: the inner object of the stored
+/// payload (`{"UserEnrolled": {...}}` → `{...}`) with every secret removed.
+///
+/// Secrets follow one naming rule, enforced here for every event type at
+/// once: a field whose name ends in `_hash` (password and answer hashes)
+/// never leaves the aggregate. The audit trail, Kafka and logs only ever see
+/// this function's output.
+pub fn public_data(payload: &Value) -> Value {
+    let inner = match payload {
+        Value::Object(map) if map.len() == 1 => map.values().next().cloned().unwrap_or(Value::Null),
+        other => other.clone(),
+    };
+    scrub(inner)
+}
+
+fn scrub(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(k, _)| !k.ends_with("_hash"))
+                .map(|(k, v)| (k, scrub(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(scrub).collect()),
+        other => other,
+    }
+}
+
+/// The CloudEvents `type` of an event: `roster.<aggregate>.<event>.v<major>`,
+/// where `<event>` is the event name without the aggregate prefix, in
+/// snake_case (`UserEnrolled` → `roster.user.enrolled.v1`).
+pub fn cloud_event_type(aggregate_type: &str, event_type: &str, event_version: &str) -> String {
+    let prefix: String = {
+        let mut c = aggregate_type.chars();
+        c.next()
+            .map(|f| f.to_uppercase().chain(c).collect())
+            .unwrap_or_default()
+    };
+    let name = event_type.strip_prefix(&prefix).unwrap_or(event_type);
+    let mut snake = String::with_capacity(name.len() + 4);
+    for (i, ch) in name.chars().enumerate() {
+        if ch.is_ascii_uppercase() {
+            if i > 0 {
+                snake.push('_');
+            }
+            snake.push(ch.to_ascii_lowercase());
+        } else {
+            snake.push(ch);
+        }
+    }
+    let major = event_version.split('.').next().unwrap_or("1");
+    format!("roster.{aggregate_type}.{snake}.v{major}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn public_data_unwraps_and_drops_every_hash() {
+        let payload = json!({"UserEnrolled": {
+            "email": "a@b.co",
+            "password_hash": "$argon2id$secret",
+            "verification_questions": [{"code": "PET", "answer_hash": "$argon2id$x"}]
+        }});
+        assert_eq!(
+            public_data(&payload),
+            json!({"email": "a@b.co", "verification_questions": [{"code": "PET"}]})
+        );
+    }
+
+    #[test]
+    fn cloud_event_types_follow_the_contract() {
+        assert_eq!(
+            cloud_event_type("user", "UserEnrolled", "1.0"),
+            "roster.user.enrolled.v1"
+        );
+        assert_eq!(
+            cloud_event_type("user", "CardOrdered", "1.0"),
+            "roster.user.card_ordered.v1"
+        );
+        assert_eq!(
+            cloud_event_type("household", "HouseholdMemberAdded", "2.0"),
+            "roster.household.member_added.v2"
+        );
+    }
+}

@@ -1,0 +1,234 @@
+//! User events and the public user document they fold into.
+//!
+//! [`UserDoc`] is the user resource of the API. The write side keeps one in
+//! its aggregate and the user view projection keeps one per row; both build
+//! it with the same [`UserDoc::apply`], so a write's response and a later
+//! read are the same document.
+
+use crate::Timestamp;
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Current version of every user event's schema (cqrs-es `event_version`).
+pub const EVENT_VERSION: &str = "1.0";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum UserEvent {
+    UserEnrolled(UserEnrolled),
+}
+
+impl UserEvent {
+    pub fn name(&self) -> &'static str {
+        match self {
+            UserEvent::UserEnrolled(_) => "UserEnrolled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UserStatus {
+    #[default]
+    Inactive,
+    Active,
+    Blocked,
+    Closed,
+}
+
+impl UserStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            UserStatus::Inactive => "inactive",
+            UserStatus::Active => "active",
+            UserStatus::Blocked => "blocked",
+            UserStatus::Closed => "closed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalRef {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Address {
+    pub line1: String,
+    pub line2: Option<String>,
+    pub city: String,
+    pub region: Option<String>,
+    pub postal_code: Option<String>,
+    pub country: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CommunicationPreferences {
+    pub email: bool,
+    pub sms: bool,
+    pub post: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KycStatus {
+    Pending,
+    Approved,
+    Rejected,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kyc {
+    pub kyc_id: Option<String>,
+    pub status: Option<KycStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub account_id: String,
+    pub account_id_type: String,
+    pub status: String,
+    pub product_code: String,
+    pub program_identifier: String,
+}
+
+/// The profile fields a client writes directly (at enrollment, and later by
+/// update). Every field is already validated and normalised.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Profile {
+    pub external_ref: Option<ExternalRef>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub mobile: Option<String>,
+    pub office_phone: Option<String>,
+    pub office_extension: Option<String>,
+    pub employee_id: Option<String>,
+    pub date_of_birth: Option<NaiveDate>,
+    pub gender: Option<String>,
+    pub nationality: Option<String>,
+    pub locale: Option<String>,
+    pub address: Option<Address>,
+    pub billing_address: Option<Address>,
+    pub communication_preferences: CommunicationPreferences,
+}
+
+/// A security question as stored in the event: the answer only as a hash
+/// (the `_hash` suffix keeps it out of every public view, see
+/// [`crate::public_data`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuestionHash {
+    pub code: String,
+    pub answer_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserEnrolled {
+    pub user_id: Uuid,
+    pub company_id: String,
+    #[serde(flatten)]
+    pub profile: Profile,
+    pub status: UserStatus,
+    pub status_reason: Option<String>,
+    pub parent_user_id: Option<Uuid>,
+    pub kyc: Option<Kyc>,
+    pub account: Option<Account>,
+    /// Argon2id hash of the password; secret.
+    pub password_hash: Option<String>,
+    pub verification_questions: Vec<QuestionHash>,
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Login {
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountDoc {
+    #[serde(flatten)]
+    pub account: Account,
+    pub household_id: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerificationDoc {
+    pub question_codes: Vec<String>,
+    pub locked: bool,
+}
+
+/// The user resource as the API shows it. Holds no secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserDoc {
+    pub id: Uuid,
+    pub company_id: String,
+    #[serde(flatten)]
+    pub profile: Profile,
+    pub status: UserStatus,
+    pub status_reason: Option<String>,
+    pub parent_user_id: Option<Uuid>,
+    pub kyc: Option<Kyc>,
+    pub login: Option<Login>,
+    pub accounts: Vec<AccountDoc>,
+    pub verification: Option<VerificationDoc>,
+    pub version: u64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl UserDoc {
+    /// The document right after enrollment (version 1).
+    pub fn enrolled(e: &UserEnrolled) -> Self {
+        UserDoc {
+            id: e.user_id,
+            company_id: e.company_id.clone(),
+            profile: e.profile.clone(),
+            status: e.status,
+            status_reason: e.status_reason.clone(),
+            parent_user_id: e.parent_user_id,
+            kyc: e.kyc.clone(),
+            login: e.password_hash.as_ref().map(|_| Login {
+                email: e.profile.email.clone(),
+            }),
+            accounts: e
+                .account
+                .iter()
+                .map(|a| AccountDoc {
+                    account: a.clone(),
+                    household_id: None,
+                })
+                .collect(),
+            verification: (!e.verification_questions.is_empty()).then(|| VerificationDoc {
+                question_codes: e
+                    .verification_questions
+                    .iter()
+                    .map(|q| q.code.clone())
+                    .collect(),
+                locked: false,
+            }),
+            version: 1,
+            created_at: e.at,
+            updated_at: e.at,
+        }
+    }
+
+    /// Folds one event into the document: `None` before enrollment.
+    pub fn fold(doc: Option<UserDoc>, event: &UserEvent) -> Option<UserDoc> {
+        match (doc, event) {
+            (_, UserEvent::UserEnrolled(e)) => Some(Self::enrolled(e)),
+        }
+    }
+}
+
+impl cqrs_es::DomainEvent for UserEvent {
+    fn event_type(&self) -> String {
+        self.name().to_string()
+    }
+
+    fn event_version(&self) -> String {
+        EVENT_VERSION.to_string()
+    }
+}

@@ -1,0 +1,340 @@
+//! The catch-up engine shared by every projector and the publisher.
+//!
+//! A reader that pages by `global_position` alone skips events whose
+//! transaction commits after a later position was already read. This
+//! engine pages by `(transaction_id, global_position)` and only reads
+//! transactions older than the oldest one still running
+//! (`pg_snapshot_xmin`), so everything it has passed is final.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{Connection, PgConnection, PgPool, Row};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// The channel the `events` trigger notifies on every append.
+pub const CHANNEL: &str = "roster_events";
+
+/// How long an idle runner sleeps when no notification arrives.
+const POLL: Duration = Duration::from_millis(500);
+/// How long a runner waits before retrying after an error or as a standby.
+const BACKOFF: Duration = Duration::from_secs(1);
+
+/// A place in the store's commit order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    pub xid: i64,
+    pub pos: i64,
+}
+
+/// One row of the `events` table.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub position: Position,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Value,
+    pub metadata: Value,
+    pub event_id: Uuid,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl StoredEvent {
+    pub fn meta(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).and_then(Value::as_str)
+    }
+}
+
+/// Events after `after`, in commit order, up to `limit`, never past the
+/// watermark.
+pub async fn read_after(
+    conn: &mut PgConnection,
+    after: Position,
+    limit: i64,
+) -> sqlx::Result<Vec<StoredEvent>> {
+    let rows = sqlx::query(
+        "SELECT transaction_id::text::bigint AS xid, global_position, aggregate_type, aggregate_id,
+                sequence, event_type, event_version, payload, metadata, event_id, recorded_at
+           FROM events
+          WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
+            AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+          ORDER BY transaction_id, global_position
+          LIMIT $3",
+    )
+    .bind(after.xid.to_string())
+    .bind(after.pos)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(StoredEvent {
+                position: Position {
+                    xid: r.try_get("xid")?,
+                    pos: r.try_get("global_position")?,
+                },
+                aggregate_type: r.try_get("aggregate_type")?,
+                aggregate_id: r.try_get("aggregate_id")?,
+                sequence: r.try_get("sequence")?,
+                event_type: r.try_get("event_type")?,
+                event_version: r.try_get("event_version")?,
+                payload: r.try_get("payload")?,
+                metadata: r.try_get("metadata")?,
+                event_id: r.try_get("event_id")?,
+                recorded_at: r.try_get("recorded_at")?,
+            })
+        })
+        .collect()
+}
+
+/// A subscriber's checkpoint; `lock` holds its row until the transaction
+/// ends, which serialises batches even if two runners ever overlapped.
+pub async fn checkpoint(conn: &mut PgConnection, name: &str, lock: bool) -> sqlx::Result<Position> {
+    sqlx::query("INSERT INTO subscriber_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(name)
+        .execute(&mut *conn)
+        .await?;
+    let sql = if lock {
+        "SELECT last_xid::text::bigint, last_pos FROM subscriber_checkpoints WHERE name = $1 FOR UPDATE"
+    } else {
+        "SELECT last_xid::text::bigint, last_pos FROM subscriber_checkpoints WHERE name = $1"
+    };
+    let (xid, pos): (i64, i64) = sqlx::query_as(sql).bind(name).fetch_one(conn).await?;
+    Ok(Position { xid, pos })
+}
+
+pub async fn save_checkpoint(
+    conn: &mut PgConnection,
+    name: &str,
+    at: Position,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE subscriber_checkpoints SET last_xid = $2::text::xid8, last_pos = $3, updated_at = now()
+          WHERE name = $1",
+    )
+    .bind(name)
+    .bind(at.xid.to_string())
+    .bind(at.pos)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Events a subscriber has still to handle (counted up to `cap`).
+pub async fn lag(pool: &PgPool, name: &str, cap: i64) -> sqlx::Result<i64> {
+    let at: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT last_xid::text::bigint, last_pos FROM subscriber_checkpoints WHERE name = $1",
+    )
+    .bind(name)
+    .fetch_optional(pool)
+    .await?;
+    let (xid, pos) = at.unwrap_or_default();
+    sqlx::query_scalar(
+        "SELECT count(*) FROM (
+            SELECT 1 FROM events WHERE (transaction_id, global_position) > ($1::text::xid8, $2) LIMIT $3) s",
+    )
+    .bind(xid.to_string())
+    .bind(pos)
+    .bind(cap)
+    .fetch_one(pool)
+    .await
+}
+
+/// Whether a subscriber has handled the event `(aggregate_type,
+/// aggregate_id, sequence)`; `None` when there is no such event.
+pub async fn has_applied(
+    pool: &PgPool,
+    name: &str,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    sequence: i64,
+) -> sqlx::Result<Option<bool>> {
+    sqlx::query_scalar(
+        "SELECT coalesce((SELECT (c.last_xid, c.last_pos) >= (e.transaction_id, e.global_position)
+                            FROM subscriber_checkpoints c WHERE c.name = $1), false)
+           FROM events e
+          WHERE e.aggregate_type = $2 AND e.aggregate_id = $3 AND e.sequence = $4",
+    )
+    .bind(name)
+    .bind(aggregate_type)
+    .bind(aggregate_id)
+    .bind(sequence)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Builds one read model from events. `apply` runs inside the batch's
+/// transaction, together with the checkpoint update, and must tolerate an
+/// event it has already applied (keep the last applied sequence per
+/// aggregate).
+pub trait Projector: Send + Sync + 'static {
+    /// The subscriber name: checkpoint row, lock key, `replay --projection`.
+    fn name(&self) -> &'static str;
+
+    fn apply(
+        &self,
+        tx: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Removes every row of the read model (for a replay).
+    fn reset(&self, tx: &mut PgConnection) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// Applies one batch and advances the checkpoint, atomically. Returns the
+/// number of events applied.
+pub async fn run_batch<P: Projector>(
+    conn: &mut PgConnection,
+    projector: &P,
+    limit: i64,
+) -> anyhow::Result<usize> {
+    let mut tx = conn.begin().await?;
+    let at = checkpoint(&mut tx, projector.name(), true).await?;
+    let events = read_after(&mut tx, at, limit).await?;
+    let Some(last) = events.last().map(|e| e.position) else {
+        tx.commit().await?;
+        return Ok(0);
+    };
+    projector.apply(&mut tx, &events).await?;
+    save_checkpoint(&mut tx, projector.name(), last).await?;
+    tx.commit().await?;
+    Ok(events.len())
+}
+
+/// Rebuilds a read model from position zero in one transaction: readers
+/// keep seeing the old rows until the rebuilt ones commit, and the live
+/// runner waits on the checkpoint row meanwhile. Calls `progress` with the
+/// size of each batch.
+pub async fn replay<P: Projector>(
+    pool: &PgPool,
+    projector: &P,
+    batch: i64,
+    mut progress: impl FnMut(usize),
+) -> anyhow::Result<u64> {
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
+    checkpoint(&mut tx, projector.name(), true).await?;
+    projector.reset(&mut tx).await?;
+    let mut at = Position::default();
+    let mut total = 0u64;
+    loop {
+        let events = read_after(&mut tx, at, batch).await?;
+        let Some(last) = events.last().map(|e| e.position) else {
+            break;
+        };
+        projector.apply(&mut tx, &events).await?;
+        at = last;
+        total += events.len() as u64;
+        progress(events.len());
+    }
+    save_checkpoint(&mut tx, projector.name(), at).await?;
+    tx.commit().await?;
+    Ok(total)
+}
+
+/// Wake-ups shared by every runner of a process.
+pub type Wake = watch::Receiver<u64>;
+
+/// Listens for append notifications and bumps the returned counter; the
+/// runners still poll, so a lost connection only slows them down.
+pub fn listen(pool: PgPool, shutdown: CancellationToken) -> Wake {
+    let (tx, rx) = watch::channel(0u64);
+    tokio::spawn(async move {
+        loop {
+            let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for appends; polling");
+                    tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(BACKOFF) => continue }
+                }
+            };
+            if let Err(e) = listener.listen(CHANNEL).await {
+                tracing::warn!(error = %e, "LISTEN failed; polling");
+                tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(BACKOFF) => continue }
+            }
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    msg = listener.try_recv() => match msg {
+                        Ok(Some(_)) => { tx.send_modify(|n| *n = n.wrapping_add(1)); }
+                        // The connection dropped; we may have missed appends.
+                        Ok(None) => { tx.send_modify(|n| *n = n.wrapping_add(1)); }
+                        Err(e) => { tracing::warn!(error = %e, "listener failed"); break; }
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a notification, the poll interval, or shutdown (→ false).
+pub async fn idle(wake: &mut Wake, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        r = wake.changed() => {
+            if r.is_err() { tokio::time::sleep(POLL).await; }
+            true
+        }
+        _ = tokio::time::sleep(POLL) => true,
+    }
+}
+
+/// Opens a dedicated connection holding the subscriber's session advisory
+/// lock, or `None` if another runner holds it. Work done on this connection
+/// stops with the lock: if the connection dies, so does the leadership.
+pub async fn lead(pool: &PgPool, name: &str) -> sqlx::Result<Option<PgConnection>> {
+    let mut conn = PgConnection::connect_with(&pool.connect_options()).await?;
+    let got: bool =
+        sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('roster.subscriber.' || $1))")
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await?;
+    Ok(got.then_some(conn))
+}
+
+/// Runs a projector until shutdown: one active runner per projection across
+/// every process, batches of `batch` events.
+pub async fn run<P: Projector>(
+    pool: PgPool,
+    projector: Arc<P>,
+    mut wake: Wake,
+    batch: i64,
+    shutdown: CancellationToken,
+) {
+    let name = projector.name();
+    while !shutdown.is_cancelled() {
+        let mut conn = match lead(&pool, name).await {
+            Ok(Some(conn)) => conn,
+            Ok(None) => {
+                tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(BACKOFF) => continue }
+            }
+            Err(e) => {
+                tracing::warn!(projection = name, error = %e, "cannot reach the database");
+                tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(BACKOFF) => continue }
+            }
+        };
+        tracing::info!(projection = name, "projection runner active");
+        loop {
+            match run_batch(&mut conn, &*projector, batch).await {
+                Ok(n) if n as i64 >= batch => continue,
+                Ok(_) => {
+                    if !idle(&mut wake, &shutdown).await {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(projection = name, error = %e, "projection batch failed");
+                    tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(BACKOFF) => break }
+                }
+            }
+        }
+    }
+}

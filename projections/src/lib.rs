@@ -1,0 +1,16 @@
+//! Catch-up subscribers of the event store.
+//!
+//! - [`engine`]: reads events in `(transaction_id, global_position)` order
+//!   below the snapshot's xmin watermark, so an append that commits late is
+//!   never skipped; keeps one checkpoint per subscriber; elects one runner
+//!   per subscriber with an advisory lock; wakes on `NOTIFY` and polls as a
+//!   fallback. [`engine::run_batch`] drives one batch, for tests.
+//! - [`user_view`]: the projector of the `user_view` read model.
+//! - [`publisher`]: publishes every event to Kafka, checkpointing only
+//!   after delivery.
+
+pub mod engine;
+pub mod publisher;
+pub mod user_view;
+
+pub use engine::{Position, Projector, StoredEvent};

@@ -1,0 +1,227 @@
+//! The Kafka publisher: one more catch-up subscriber. It produces a batch
+//! with an idempotent producer, waits for every delivery report, and only
+//! then advances its checkpoint. A crash in between repeats messages
+//! (consumers drop repeats by `ce_id`); nothing is lost or reordered within
+//! an aggregate, since all its events share a key and so a partition.
+//! While the broker is down it retries; commands never wait for it.
+
+use crate::engine::{self, StoredEvent, Wake};
+use anyhow::Context;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use roster_events::meta;
+use sqlx::{Connection, PgConnection, PgPool};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub const NAME: &str = "kafka_publisher";
+const PARTITIONS: i32 = 3;
+const RETRY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    pub topic: String,
+}
+
+pub struct Publisher {
+    config: KafkaConfig,
+    producer: FutureProducer,
+    topic_ready: bool,
+}
+
+impl Publisher {
+    pub fn new(config: KafkaConfig) -> anyhow::Result<Self> {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "15000")
+            .create()
+            .context("cannot create the Kafka producer")?;
+        Ok(Self {
+            config,
+            producer,
+            topic_ready: false,
+        })
+    }
+
+    /// Creates the topic unless it exists (tansu does not create topics on
+    /// produce, and a memory broker forgets them on restart).
+    pub async fn ensure_topic(&mut self) -> anyhow::Result<()> {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.config.brokers)
+            .create()
+            .context("cannot create the Kafka admin client")?;
+        let topic = NewTopic::new(&self.config.topic, PARTITIONS, TopicReplication::Fixed(1));
+        let opts = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(10)))
+            .request_timeout(Some(Duration::from_secs(10)));
+        let results = admin.create_topics([&topic], &opts).await?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((t, code)) => anyhow::bail!("cannot create topic {t}: {code}"),
+            }
+        }
+        self.topic_ready = true;
+        Ok(())
+    }
+
+    /// Publishes the next batch after the checkpoint and advances it once
+    /// every message is acknowledged. Returns the number published.
+    pub async fn publish_batch(
+        &mut self,
+        conn: &mut PgConnection,
+        limit: i64,
+    ) -> anyhow::Result<usize> {
+        if !self.topic_ready {
+            self.ensure_topic().await?;
+        }
+        let at = engine::checkpoint(conn, NAME, false).await?;
+        let events = engine::read_after(conn, at, limit).await?;
+        let Some(last) = events.last().map(|e| e.position) else {
+            return Ok(0);
+        };
+        let mut deliveries = Vec::with_capacity(events.len());
+        for event in &events {
+            let message = Message::of(event);
+            let record = FutureRecord::to(&self.config.topic)
+                .key(&event.aggregate_id)
+                .payload(&message.value)
+                .headers(message.headers);
+            match self.producer.send_result(record) {
+                Ok(delivery) => deliveries.push(delivery),
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+        for delivery in deliveries {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => {
+                    if matches!(
+                        e,
+                        KafkaError::MessageProduction(
+                            RDKafkaErrorCode::UnknownTopicOrPartition
+                                | RDKafkaErrorCode::UnknownTopic
+                        )
+                    ) {
+                        self.topic_ready = false;
+                    }
+                    return Err(e).context("delivery failed");
+                }
+                Err(_) => anyhow::bail!("producer dropped a delivery"),
+            }
+        }
+        engine::save_checkpoint(conn, NAME, last).await?;
+        Ok(events.len())
+    }
+
+    /// Waits until every message handed to the producer is delivered.
+    pub fn flush(&self, timeout: Duration) {
+        if let Err(e) = self.producer.flush(timeout) {
+            tracing::warn!(error = %e, "producer flush incomplete");
+        }
+    }
+}
+
+/// A stored event as a Kafka message: value = public data, CloudEvents
+/// binary-mode headers.
+pub struct Message {
+    pub value: Vec<u8>,
+    pub headers: OwnedHeaders,
+}
+
+impl Message {
+    pub fn of(e: &StoredEvent) -> Self {
+        let value = serde_json::to_vec(&roster_events::public_data(&e.payload)).unwrap_or_default();
+        let company = e.meta(meta::COMPANY_ID).unwrap_or_default();
+        let time = e
+            .meta(meta::OCCURRED_AT)
+            .map(str::to_string)
+            .unwrap_or_else(|| roster_events::Timestamp::from(e.recorded_at).to_string());
+        let headers = [
+            ("ce_specversion", "1.0".to_string()),
+            ("ce_id", e.event_id.to_string()),
+            ("ce_source", format!("roster/{company}")),
+            (
+                "ce_type",
+                roster_events::cloud_event_type(&e.aggregate_type, &e.event_type, &e.event_version),
+            ),
+            (
+                "ce_subject",
+                format!("{}s/{}", e.aggregate_type, e.aggregate_id),
+            ),
+            ("ce_time", time),
+            ("ce_sequence", e.sequence.to_string()),
+            ("content-type", "application/json".to_string()),
+        ]
+        .into_iter()
+        .fold(OwnedHeaders::new_with_capacity(8), |h, (key, value)| {
+            h.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            })
+        });
+        Self { value, headers }
+    }
+}
+
+/// Runs the publisher until shutdown, as the single leader across processes.
+pub async fn run(
+    pool: PgPool,
+    config: KafkaConfig,
+    mut wake: Wake,
+    batch: i64,
+    shutdown: CancellationToken,
+) {
+    let mut publisher = match Publisher::new(config) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "publisher disabled");
+            return;
+        }
+    };
+    while !shutdown.is_cancelled() {
+        let mut conn = match engine::lead(&pool, NAME).await {
+            Ok(Some(conn)) => conn,
+            Ok(None) => {
+                tokio::select! { _ = shutdown.cancelled() => break, _ = tokio::time::sleep(RETRY) => continue }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "publisher cannot reach the database");
+                tokio::select! { _ = shutdown.cancelled() => break, _ = tokio::time::sleep(RETRY) => continue }
+            }
+        };
+        tracing::info!("kafka publisher active");
+        loop {
+            // Cancelling mid-batch is safe: nothing is checkpointed until
+            // every delivery is confirmed, and the connection is dropped.
+            let published = tokio::select! {
+                r = publisher.publish_batch(&mut conn, batch) => r,
+                _ = shutdown.cancelled() => break,
+            };
+            match published {
+                Ok(n) if n as i64 >= batch => continue,
+                Ok(_) => {
+                    if !engine::idle(&mut wake, &shutdown).await {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = format!("{e:#}"), "publishing failed; retrying");
+                    tokio::select! { _ = shutdown.cancelled() => break, _ = tokio::time::sleep(RETRY) => {} }
+                    if conn.ping().await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    publisher.flush(Duration::from_secs(5));
+}

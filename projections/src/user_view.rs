@@ -1,0 +1,110 @@
+//! The `user_view` read model: one row per user holding the user resource
+//! as the API returns it, folded with the same [`UserDoc::fold`] as the
+//! aggregate uses.
+
+use crate::engine::{Projector, StoredEvent};
+use anyhow::Context;
+use roster_events::user::{UserDoc, UserEvent};
+use sqlx::PgConnection;
+use std::collections::HashMap;
+use uuid::Uuid;
+
+pub const NAME: &str = "user_view";
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct UserView;
+
+impl Projector for UserView {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn apply(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()> {
+        let users: Vec<&StoredEvent> = events
+            .iter()
+            .filter(|e| e.aggregate_type == "user")
+            .collect();
+        if users.is_empty() {
+            return Ok(());
+        }
+        let mut ids: Vec<Uuid> = Vec::with_capacity(users.len());
+        for e in &users {
+            let id: Uuid = e
+                .aggregate_id
+                .parse()
+                .context("user aggregate id is not a uuid")?;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        let rows: Vec<(Uuid, sqlx::types::Json<UserDoc>)> =
+            sqlx::query_as("SELECT id, doc FROM user_view WHERE id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut docs: HashMap<Uuid, UserDoc> = rows.into_iter().map(|(id, d)| (id, d.0)).collect();
+        for e in users {
+            let id: Uuid = e.aggregate_id.parse()?;
+            let current = docs.remove(&id);
+            if current
+                .as_ref()
+                .is_some_and(|d| d.version >= e.sequence as u64)
+            {
+                // Already applied (a batch replayed after a crash).
+                docs.insert(id, current.expect("checked above"));
+                continue;
+            }
+            let event: UserEvent =
+                serde_json::from_value(e.payload.clone()).with_context(|| {
+                    format!("cannot read {} {} of user {id}", e.event_type, e.sequence)
+                })?;
+            let doc = UserDoc::fold(current, &event).with_context(|| {
+                format!(
+                    "{} {} of user {id} has no enrollment",
+                    e.event_type, e.sequence
+                )
+            })?;
+            docs.insert(id, doc);
+        }
+        upsert(tx, docs.values()).await
+    }
+
+    async fn reset(&self, tx: &mut PgConnection) -> anyhow::Result<()> {
+        sqlx::query("DELETE FROM user_view").execute(tx).await?;
+        Ok(())
+    }
+}
+
+/// One statement for the whole batch.
+async fn upsert<'a>(
+    tx: &mut PgConnection,
+    docs: impl Iterator<Item = &'a UserDoc>,
+) -> anyhow::Result<()> {
+    let (mut ids, mut companies, mut versions, mut statuses, mut parents, mut bodies) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for d in docs {
+        ids.push(d.id);
+        companies.push(d.company_id.as_str());
+        versions.push(d.version as i64);
+        statuses.push(d.status.as_str());
+        parents.push(d.parent_user_id);
+        bodies.push(serde_json::to_string(d)?);
+    }
+    sqlx::query(
+        "INSERT INTO user_view (id, company_id, version, status, parent_user_id, doc)
+         SELECT i, c, v, s, p, d::jsonb
+           FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::uuid[], $6::text[]) AS u(i, c, v, s, p, d)
+         ON CONFLICT (id) DO UPDATE SET
+             company_id = excluded.company_id, version = excluded.version, status = excluded.status,
+             parent_user_id = excluded.parent_user_id, doc = excluded.doc",
+    )
+    .bind(&ids)
+    .bind(&companies)
+    .bind(&versions)
+    .bind(&statuses)
+    .bind(&parents)
+    .bind(&bodies)
+    .execute(tx)
+    .await?;
+    Ok(())
+}

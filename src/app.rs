@@ -1,0 +1,111 @@
+//! Wiring: start the parts of `roster serve` (API, projectors, publisher)
+//! on one pool, and stop them cleanly.
+
+use crate::auth::Tokens;
+use crate::config::Role;
+use crate::http::{self, AppState};
+use anyhow::Context;
+use roster_command::Commands;
+use roster_projections::publisher::{self, KafkaConfig};
+use roster_projections::{engine, user_view::UserView};
+use sqlx::PgPool;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Events per projector batch.
+pub const PROJECTION_BATCH: i64 = 500;
+/// Events per publisher batch.
+pub const PUBLISH_BATCH: i64 = 500;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub roles: Vec<Role>,
+    /// `None` disables publishing.
+    pub kafka: Option<KafkaConfig>,
+}
+
+/// A running Roster.
+pub struct App {
+    /// Where the API listens, when it runs.
+    pub addr: Option<SocketAddr>,
+    pub shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl App {
+    /// Starts every role of `settings` on `pool`; the API on `listener`.
+    pub async fn start(
+        pool: PgPool,
+        settings: Settings,
+        listener: Option<TcpListener>,
+    ) -> anyhow::Result<App> {
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let has = |r: Role| settings.roles.contains(&r);
+        let wake = engine::listen(pool.clone(), shutdown.clone());
+        if has(Role::Projector) {
+            tasks.spawn(engine::run(
+                pool.clone(),
+                Arc::new(UserView),
+                wake.clone(),
+                PROJECTION_BATCH,
+                shutdown.clone(),
+            ));
+        }
+        if let (true, Some(kafka)) = (has(Role::Publisher), settings.kafka.clone()) {
+            tasks.spawn(publisher::run(
+                pool.clone(),
+                kafka,
+                wake.clone(),
+                PUBLISH_BATCH,
+                shutdown.clone(),
+            ));
+        }
+        let mut addr = None;
+        if let (true, Some(listener)) = (has(Role::Api), listener) {
+            addr = Some(listener.local_addr()?);
+            let state = AppState {
+                commands: Commands::new(pool.clone()),
+                tokens: Arc::new(
+                    Tokens::load(&pool)
+                        .await
+                        .context("cannot load the token signing key")?,
+                ),
+                metrics: http::metrics_handle(),
+                publisher_enabled: settings.kafka.is_some(),
+                pool,
+            };
+            let router = http::router(state);
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(stop.clone().cancelled_owned())
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "HTTP server failed");
+                    stop.cancel();
+                }
+            });
+        }
+        Ok(App {
+            addr,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Stops accepting requests, lets in-flight ones finish, flushes the
+    /// producer, and waits for every part to end.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Waits until a part stops by itself (e.g. the server failed).
+    pub async fn wait(&mut self) {
+        self.tasks.join_next().await;
+    }
+}

@@ -1,0 +1,241 @@
+//! API clients, access tokens and scopes (CONTRACT §2).
+//!
+//! A client belongs to exactly one company. Its secret is stored as an
+//! Argon2id hash. Access tokens are HS256 JWTs signed with a key kept in
+//! the database, so they stay valid across restarts and processes until
+//! they expire; checking one needs no database round trip.
+
+use anyhow::Context;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use roster_command::secret::{self, Secret};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Lifetime of an access token.
+pub const TOKEN_TTL_SECS: i64 = 3600;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    UsersRead,
+    UsersWrite,
+    CardsWrite,
+    Admin,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 4] = [
+        Scope::UsersRead,
+        Scope::UsersWrite,
+        Scope::CardsWrite,
+        Scope::Admin,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Scope::UsersRead => "users:read",
+            Scope::UsersWrite => "users:write",
+            Scope::CardsWrite => "cards:write",
+            Scope::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// What `client create` prints.
+#[derive(Debug, Serialize)]
+pub struct NewClient {
+    pub client_id: Uuid,
+    pub client_secret: String,
+    pub company_id: String,
+    pub scopes: Vec<&'static str>,
+}
+
+/// Provisions a client, creating its company if new.
+pub async fn create_client(
+    pool: &PgPool,
+    company: &str,
+    name: Option<&str>,
+    scopes: Option<&[String]>,
+) -> anyhow::Result<NewClient> {
+    let company = company.trim();
+    anyhow::ensure!(
+        !company.is_empty()
+            && company.len() <= 64
+            && company
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "--company must be 1 to 64 letters, digits, '-' or '_'"
+    );
+    let scopes: Vec<Scope> = match scopes {
+        None => Scope::ALL.to_vec(),
+        Some(list) => list
+            .iter()
+            .map(|s| Scope::parse(s.trim()).with_context(|| format!("unknown scope {s:?}")))
+            .collect::<anyhow::Result<_>>()?,
+    };
+    let mut raw = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut raw);
+    let client_secret = URL_SAFE_NO_PAD.encode(raw);
+    let hash = secret::hash(&Secret::new(client_secret.clone()));
+    let client_id = Uuid::now_v7();
+    let scope_names: Vec<&'static str> = scopes.iter().map(Scope::as_str).collect();
+    let mut tx = pool.begin().await?;
+    sqlx::query("INSERT INTO companies (id) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(company)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("INSERT INTO clients (client_id, company_id, name, secret_hash, scopes) VALUES ($1, $2, $3, $4, $5)")
+        .bind(client_id)
+        .bind(company)
+        .bind(name)
+        .bind(&hash)
+        .bind(&scope_names)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(NewClient {
+        client_id,
+        client_secret,
+        company_id: company.to_string(),
+        scopes: scope_names,
+    })
+}
+
+/// The claims of an access token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// The client id.
+    pub sub: String,
+    /// The company the client acts for.
+    pub company: String,
+    /// Space-separated scopes.
+    pub scope: String,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub client_id: String,
+    pub company_id: String,
+    pub scopes: Vec<Scope>,
+}
+
+impl Caller {
+    pub fn has(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+    }
+}
+
+pub struct Tokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("invalid client credentials")]
+    BadCredentials,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("token signing failed")]
+    Signing,
+}
+
+/// What `POST /v1/oauth/token` returns.
+#[derive(Debug, Serialize)]
+pub struct AccessToken {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    pub scope: String,
+}
+
+impl Tokens {
+    /// Loads the signing key, generating it on first use.
+    pub async fn load(pool: &PgPool) -> anyhow::Result<Self> {
+        let mut candidate = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut candidate);
+        sqlx::query("INSERT INTO signing_keys (id, secret) VALUES (1, $1) ON CONFLICT DO NOTHING")
+            .bind(&candidate[..])
+            .execute(pool)
+            .await?;
+        let key: Vec<u8> = sqlx::query_scalar("SELECT secret FROM signing_keys WHERE id = 1")
+            .fetch_one(pool)
+            .await?;
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Ok(Self {
+            encoding: EncodingKey::from_secret(&key),
+            decoding: DecodingKey::from_secret(&key),
+            validation,
+        })
+    }
+
+    /// Checks client credentials and issues a token.
+    pub async fn issue(
+        &self,
+        pool: &PgPool,
+        client_id: &str,
+        client_secret: Secret,
+    ) -> Result<AccessToken, TokenError> {
+        let Ok(id) = client_id.parse::<Uuid>() else {
+            return Err(TokenError::BadCredentials);
+        };
+        let row: Option<(String, String, Vec<String>)> = sqlx::query_as(
+            "SELECT company_id, secret_hash, scopes FROM clients WHERE client_id = $1",
+        )
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+        let Some((company, hash, scopes)) = row else {
+            return Err(TokenError::BadCredentials);
+        };
+        let ok = tokio::task::spawn_blocking(move || secret::verify(&client_secret, &hash))
+            .await
+            .unwrap_or(false);
+        if !ok {
+            return Err(TokenError::BadCredentials);
+        }
+        let now = chrono::Utc::now().timestamp();
+        let claims = Claims {
+            sub: id.to_string(),
+            company,
+            scope: scopes.join(" "),
+            iat: now,
+            exp: now + TOKEN_TTL_SECS,
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|_| TokenError::Signing)?;
+        Ok(AccessToken {
+            access_token: token,
+            token_type: "Bearer",
+            expires_in: TOKEN_TTL_SECS,
+            scope: claims.scope,
+        })
+    }
+
+    /// Verifies a bearer token presented with `x-appid`.
+    pub fn verify(&self, token: &str, app_id: &str) -> Option<Caller> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
+        let c = data.claims;
+        if c.sub != app_id {
+            return None;
+        }
+        Some(Caller {
+            client_id: c.sub,
+            company_id: c.company,
+            scopes: c.scope.split(' ').filter_map(Scope::parse).collect(),
+        })
+    }
+}

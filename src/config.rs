@@ -1,0 +1,128 @@
+//! The command line and configuration (CONTRACT §1): every setting is a flag
+//! with an environment variable and a default, loaded once at start.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "roster",
+    version,
+    about = "Event-sourced user and account registry"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// HTTP API, projectors and the Kafka publisher in one process. Creates
+    /// the database if missing and applies migrations first.
+    Serve(ServeArgs),
+    /// Create the database if missing, apply migrations, exit.
+    Migrate(DbArgs),
+    /// Manage API clients.
+    Client {
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
+    /// Rebuild read models from the event store, with progress; exits 0 when caught up.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Provision an API client (creates the company if new); prints
+    /// {"client_id","client_secret","company_id","scopes"} on stdout.
+    Create(ClientCreateArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    /// Postgres: event store and read models.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/roster"
+    )]
+    pub database_url: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log format.
+    #[arg(
+        long,
+        env = "ROSTER_LOG_FORMAT",
+        default_value = "pretty",
+        global = true
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
+pub enum Role {
+    /// The HTTP API.
+    Api,
+    /// The read-model projectors.
+    Projector,
+    /// The Kafka publisher.
+    Publisher,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// HTTP listen address.
+    #[arg(long, env = "ROSTER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Kafka bootstrap servers; an empty string disables publishing.
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+    /// Topic for all domain events.
+    #[arg(long, env = "KAFKA_TOPIC", default_value = "roster.events.v1")]
+    pub kafka_topic: String,
+    /// The parts to run in this process.
+    #[arg(long, value_delimiter = ',', default_value = "api,projector,publisher")]
+    pub role: Vec<Role>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ClientCreateArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// The company (tenant) slug the client acts for.
+    #[arg(long)]
+    pub company: String,
+    /// A display name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Comma-separated scopes (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub scopes: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// The projection to rebuild (default: all).
+    #[arg(long)]
+    pub projection: Option<ProjectionName>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProjectionName {
+    /// Users: retrieve and list.
+    #[value(name = "user_view")]
+    UserView,
+}

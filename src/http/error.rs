@@ -1,0 +1,205 @@
+//! The one edge error type: every failure a client can see, as an RFC 9457
+//! problem with a stable `code` (CONTRACT §6). Internal details are logged,
+//! never returned.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use roster_command::validate::FieldError;
+use roster_command::{user::UserError, CommandError, Violation};
+use roster_query::QueryError;
+use serde::Serialize;
+
+#[derive(Debug)]
+pub enum ApiError {
+    Malformed(String),
+    Validation(Vec<FieldError>),
+    Unauthenticated,
+    Forbidden(&'static str),
+    NotFound(&'static str, &'static str),
+    Conflict(&'static str, &'static str),
+    PreconditionFailed,
+    Unprocessable(&'static str, &'static str),
+    Unavailable,
+    NotYetConsistent,
+    Internal,
+}
+
+impl ApiError {
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::Validation(vec![FieldError {
+            field: field.into(),
+            message: message.into(),
+        }])
+    }
+
+    pub fn internal(error: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %error, "internal error");
+        ApiError::Internal
+    }
+
+    pub fn user_not_found() -> Self {
+        ApiError::NotFound("USER_NOT_FOUND", "No such user.")
+    }
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    code: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a [FieldError]>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        use ApiError::*;
+        let (status, code, detail): (StatusCode, &str, String) = match &self {
+            Malformed(d) => (StatusCode::BAD_REQUEST, "MALFORMED_REQUEST", d.clone()),
+            Validation(_) => (
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_FAILED",
+                "The request has invalid fields.".into(),
+            ),
+            Unauthenticated => (
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHENTICATED",
+                "A valid bearer token and its x-appid are required.".into(),
+            ),
+            Forbidden(scope) => (
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                format!("This route needs the {scope} scope."),
+            ),
+            NotFound(code, d) => (StatusCode::NOT_FOUND, code, d.to_string()),
+            Conflict(code, d) => (StatusCode::CONFLICT, code, d.to_string()),
+            PreconditionFailed => (
+                StatusCode::PRECONDITION_FAILED,
+                "PRECONDITION_FAILED",
+                "If-Match does not match the current version.".into(),
+            ),
+            Unprocessable(code, d) => (StatusCode::UNPROCESSABLE_ENTITY, code, d.to_string()),
+            Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "The service is temporarily unavailable; retry later.".into(),
+            ),
+            NotYetConsistent => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "NOT_YET_CONSISTENT",
+                "The read model has not caught up with this write yet; retry later.".into(),
+            ),
+            Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "An unexpected error occurred.".into(),
+            ),
+        };
+        let errors = match &self {
+            Validation(e) => Some(e.as_slice()),
+            _ => None,
+        };
+        let body = Problem {
+            kind: format!(
+                "https://roster.dev/problems/{}",
+                code.to_lowercase().replace('_', "-")
+            ),
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail,
+            code,
+            errors,
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if matches!(self, Unavailable | NotYetConsistent) {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if matches!(self, Unauthenticated) {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::User(u) => match u {
+                UserError::NotFound => ApiError::user_not_found(),
+                UserError::AlreadyEnrolled => {
+                    ApiError::Conflict("CONCURRENT_MODIFICATION", "The user already exists.")
+                }
+                UserError::SelfParent => ApiError::Unprocessable(
+                    "RELATIONSHIP_CYCLE",
+                    "A user cannot be its own parent.",
+                ),
+            },
+            CommandError::Violation(v) => match v {
+                Violation::EmailTaken => ApiError::Conflict(
+                    "EMAIL_TAKEN",
+                    "Another user of this company has this email.",
+                ),
+                Violation::ExternalIdTaken => ApiError::Conflict(
+                    "EXTERNAL_ID_TAKEN",
+                    "Another user of this company has this external reference.",
+                ),
+                Violation::AccountTaken => ApiError::Conflict(
+                    "ACCOUNT_TAKEN",
+                    "Another user of this company has this account id.",
+                ),
+                Violation::ParentNotFound => ApiError::Unprocessable(
+                    "PARENT_NOT_FOUND",
+                    "The parent user does not exist in this company.",
+                ),
+                Violation::RelationshipCycle => ApiError::Unprocessable(
+                    "RELATIONSHIP_CYCLE",
+                    "The parent is this user or one of its descendants.",
+                ),
+            },
+            CommandError::Conflict => ApiError::Conflict(
+                "CONCURRENT_MODIFICATION",
+                "The resource was modified concurrently too many times; retry.",
+            ),
+            CommandError::Unavailable(e) => {
+                tracing::warn!(error = %e, "event store unavailable");
+                ApiError::Unavailable
+            }
+            CommandError::Internal(e) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        match e {
+            QueryError::InvalidCursor => {
+                ApiError::field("after", "is not a cursor this API returned")
+            }
+            QueryError::Database(e) => e.into(),
+            QueryError::Corrupt(e) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::Io(_)
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_) => {
+                tracing::warn!(error = %e, "database unavailable");
+                ApiError::Unavailable
+            }
+            e => ApiError::internal(e),
+        }
+    }
+}

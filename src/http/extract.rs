@@ -1,0 +1,179 @@
+//! Extractors: authenticate and authorise, parse and validate, so handlers
+//! only issue one command or one query.
+
+use super::error::ApiError;
+use super::AppState;
+use crate::auth::{Caller, Scope};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::marker::PhantomData;
+
+/// A scope a route requires.
+pub trait Required: Send + Sync {
+    const SCOPE: Scope;
+}
+
+pub struct UsersRead;
+impl Required for UsersRead {
+    const SCOPE: Scope = Scope::UsersRead;
+}
+
+pub struct UsersWrite;
+impl Required for UsersWrite {
+    const SCOPE: Scope = Scope::UsersWrite;
+}
+
+/// An authenticated caller holding scope `S`: 401 without valid
+/// credentials, 403 without the scope.
+pub struct Auth<S: Required>(pub Caller, pub PhantomData<S>);
+
+impl<S: Required> FromRequestParts<AppState> for Auth<S> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let token = header("authorization")
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .ok_or(ApiError::Unauthenticated)?;
+        let app_id = header("x-appid").ok_or(ApiError::Unauthenticated)?;
+        let caller = state
+            .tokens
+            .verify(token.trim(), app_id.trim())
+            .ok_or(ApiError::Unauthenticated)?;
+        if !caller.has(S::SCOPE) {
+            return Err(ApiError::Forbidden(S::SCOPE.as_str()));
+        }
+        Ok(Auth(caller, PhantomData))
+    }
+}
+
+/// Request id (set by the request-id layer) and `Idempotency-Key`.
+pub struct RequestInfo {
+    pub request_id: String,
+    pub idempotency_key: Option<String>,
+}
+
+impl<St: Send + Sync> FromRequestParts<St> for RequestInfo {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &St) -> Result<Self, ApiError> {
+        let request_id = parts
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let idempotency_key = match parts.headers.get("idempotency-key") {
+            None => None,
+            Some(v) => {
+                let k = v
+                    .to_str()
+                    .map_err(|_| ApiError::field("Idempotency-Key", "must be visible ASCII"))?;
+                if k.is_empty() || k.len() > 255 {
+                    return Err(ApiError::field(
+                        "Idempotency-Key",
+                        "must be 1 to 255 characters",
+                    ));
+                }
+                Some(k.to_string())
+            }
+        };
+        Ok(RequestInfo {
+            request_id,
+            idempotency_key,
+        })
+    }
+}
+
+/// A JSON body: unparsable → 400 `MALFORMED_REQUEST`; unknown fields, wrong
+/// types → 400 `VALIDATION_FAILED` naming the field.
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned, St: Send + Sync> FromRequest<St> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &St) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::Malformed(format!("cannot read the body: {}", e.body_text())))?;
+        parse_json(&bytes).map(Body)
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::Malformed("a JSON body is required".into()));
+    }
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::Malformed(format!("the body is not valid JSON: {e}")))?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let mut field = e.path().to_string();
+        let message = e.inner().to_string();
+        // serde reports an unknown field at its parent; name the field itself.
+        if let Some(name) = message
+            .strip_prefix("unknown field `")
+            .and_then(|m| m.split('`').next())
+        {
+            field = if field == "." {
+                name.to_string()
+            } else {
+                format!("{field}.{name}")
+            };
+            return ApiError::field(field, "is not a known field");
+        }
+        if field == "." {
+            field = message
+                .strip_prefix("missing field `")
+                .and_then(|m| m.split('`').next())
+                .unwrap_or("body")
+                .to_string();
+        }
+        ApiError::field(field, message)
+    })
+}
+
+/// `limit` (1..=100, default 10) and `after` of a list route, plus the other
+/// query parameters for the route to read.
+pub struct Paging {
+    pub limit: usize,
+    pub after: Option<String>,
+    pub rest: HashMap<String, String>,
+}
+
+impl<St: Send + Sync> FromRequestParts<St> for Paging {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &St) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let mut rest: HashMap<String, String> = serde_urlencoded_pairs(query)?;
+        let limit = match rest.remove("limit") {
+            None => 10,
+            Some(l) => parse_limit(&l)?,
+        };
+        let after = rest.remove("after").filter(|a| !a.is_empty());
+        Ok(Paging { limit, after, rest })
+    }
+}
+
+pub fn parse_limit(text: &str) -> Result<usize, ApiError> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if (1..=100).contains(&n) => Ok(n),
+        _ => Err(ApiError::field("limit", "must be an integer from 1 to 100")),
+    }
+}
+
+fn serde_urlencoded_pairs(query: &str) -> Result<HashMap<String, String>, ApiError> {
+    axum::extract::Query::<HashMap<String, String>>::try_from_uri(
+        &format!("/?{query}")
+            .parse()
+            .map_err(|_| ApiError::Malformed("invalid query string".into()))?,
+    )
+    .map(|q| q.0)
+    .map_err(|_| ApiError::Malformed("invalid query string".into()))
+}

@@ -1,0 +1,79 @@
+//! `POST /v1/oauth/token`: client credentials → bearer token.
+
+use super::error::ApiError;
+use super::extract::parse_json;
+use super::AppState;
+use crate::auth::TokenError;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::routing::post;
+use axum::{Json, Router};
+use roster_command::secret::Secret;
+use serde::Deserialize;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/oauth/token", post(token))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    grant_type: String,
+    client_id: String,
+    client_secret: String,
+    /// Accepted and ignored: a token always carries every scope of its client.
+    #[serde(default)]
+    #[allow(dead_code)]
+    scope: Option<String>,
+}
+
+/// Form (`application/x-www-form-urlencoded`, as OAuth 2.0 says) or JSON.
+async fn token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<crate::auth::AccessToken>, ApiError> {
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let request: TokenRequest = if is_form {
+        let pairs: Vec<(String, String)> = form_pairs(&body)?;
+        let map: serde_json::Map<String, serde_json::Value> = pairs
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
+        parse_json(&serde_json::to_vec(&map).map_err(ApiError::internal)?)?
+    } else {
+        parse_json(&body)?
+    };
+    if request.grant_type != "client_credentials" {
+        return Err(ApiError::field("grant_type", "must be client_credentials"));
+    }
+    match state
+        .tokens
+        .issue(
+            &state.pool,
+            &request.client_id,
+            Secret::new(request.client_secret),
+        )
+        .await
+    {
+        Ok(t) => Ok(Json(t)),
+        Err(TokenError::BadCredentials) => Err(ApiError::Unauthenticated),
+        Err(TokenError::Database(e)) => Err(e.into()),
+        Err(e @ TokenError::Signing) => Err(ApiError::internal(e)),
+    }
+}
+
+fn form_pairs(body: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::Malformed("the form is not UTF-8".into()))?;
+    let uri: axum::http::Uri = format!("/?{text}")
+        .parse()
+        .map_err(|_| ApiError::Malformed("the form is not URL-encoded".into()))?;
+    axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&uri)
+        .map(|q| q.0)
+        .map_err(|_| ApiError::Malformed("the form is not URL-encoded".into()))
+}

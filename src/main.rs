@@ -1,0 +1,108 @@
+use anyhow::Context;
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use roster::app::{App, Settings};
+use roster::config::{Cli, ClientCommand, Command, ProjectionName, ReplayArgs, ServeArgs};
+use roster::{auth, db, telemetry};
+use roster_projections::publisher::KafkaConfig;
+use roster_projections::{engine, user_view::UserView};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init(cli.log.log_format);
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Migrate(args) => {
+            db::prepare(&args.database_url, 2).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Client {
+            command: ClientCommand::Create(args),
+        } => {
+            let pool = db::prepare(&args.db.database_url, 2).await?;
+            let client = auth::create_client(
+                &pool,
+                &args.company,
+                args.name.as_deref(),
+                args.scopes.as_deref(),
+            )
+            .await?;
+            println!("{}", serde_json::to_string(&client)?);
+            Ok(())
+        }
+        Command::Replay(args) => replay(args).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let pool = db::prepare(&args.db.database_url, 32).await?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let kafka = (!args.kafka_brokers.trim().is_empty()).then(|| KafkaConfig {
+        brokers: args.kafka_brokers.clone(),
+        topic: args.kafka_topic.clone(),
+    });
+    let mut app = App::start(
+        pool,
+        Settings {
+            roles: args.role,
+            kafka,
+        },
+        Some(listener),
+    )
+    .await?;
+    tracing::info!(addr = ?app.addr, "roster serving");
+    tokio::select! {
+        _ = shutdown_signal() => tracing::info!("shutting down"),
+        _ = app.wait() => tracing::error!("a component stopped; shutting down"),
+    }
+    app.stop().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler can be installed");
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.ok();
+}
+
+async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    let pool = db::prepare(&args.db.database_url, 4).await?;
+    let names = match args.projection {
+        Some(p) => vec![p],
+        None => vec![ProjectionName::UserView],
+    };
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await?;
+    for name in names {
+        let bar = ProgressBar::new(total as u64).with_style(
+            ProgressStyle::with_template(
+                "{msg:12} [{bar:40}] {pos}/{len} events {per_sec} eta {eta}",
+            )
+            .expect("static template"),
+        );
+        let started = std::time::Instant::now();
+        let n = match name {
+            ProjectionName::UserView => {
+                bar.set_message("user_view");
+                engine::replay(&pool, &UserView, 5000, |n| bar.inc(n as u64)).await?
+            }
+        };
+        bar.finish();
+        eprintln!(
+            "{name:?}: {n} events in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}

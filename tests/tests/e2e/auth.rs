@@ -1,0 +1,84 @@
+use reqwest::{Method, StatusCode};
+use roster_tests::{spawn_app, TestApp};
+use serde_json::json;
+
+#[tokio::test]
+async fn tokens_scopes_and_app_ids_are_enforced() {
+    let app = spawn_app().await;
+    let full = app.creds("acme", None).await;
+    let reader = app.creds("acme", Some(&["users:read"])).await;
+
+    // No credentials, a wrong token, a token with another client's x-appid.
+    let r = TestApp::send(app.request(None, Method::GET, "/v1/users")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.code(), "UNAUTHENTICATED");
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    let r = TestApp::send(
+        app.request(None, Method::GET, "/v1/users")
+            .bearer_auth("not-a-token")
+            .header("x-appid", &full.client_id),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = TestApp::send(
+        app.request(None, Method::GET, "/v1/users")
+            .bearer_auth(&full.token)
+            .header("x-appid", &reader.client_id),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    // A reader may read but not write.
+    assert_eq!(app.get(&reader, "/v1/users").await.status, StatusCode::OK);
+    let r = app
+        .post(&reader, "/v1/users", &json!({"email": "a@example.com"}))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.code(), "FORBIDDEN");
+
+    // Wrong secret, JSON token request.
+    let r = TestApp::send(app.request(None, Method::POST, "/v1/oauth/token").json(&json!({
+        "grant_type": "client_credentials", "client_id": full.client_id, "client_secret": "wrong"
+    })))
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = TestApp::send(app.request(None, Method::POST, "/v1/oauth/token").json(&json!({
+        "grant_type": "client_credentials", "client_id": full.client_id, "client_secret": full.client_secret
+    })))
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["token_type"], "Bearer");
+    assert_eq!(r.body["expires_in"], 3600);
+    assert_eq!(r.body["scope"], "users:read users:write cards:write admin");
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn another_companys_users_do_not_exist() {
+    let app = spawn_app().await;
+    let acme = app.creds("acme", None).await;
+    let globex = app.creds("globex", None).await;
+    let r = app
+        .post(&acme, "/v1/users", &json!({"email": "john@example.com"}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let id = r.body["id"].as_str().expect("id").to_string();
+    let token = r
+        .header("roster-consistency-token")
+        .expect("token")
+        .to_string();
+
+    let r = app
+        .get_after(&globex, &format!("/v1/users/{id}"), &token)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.code(), "USER_NOT_FOUND");
+    let r = app.get_after(&globex, "/v1/users", &token).await;
+    assert_eq!(r.body["data"], json!([]));
+    // The same email is free in another company.
+    let r = app
+        .post(&globex, "/v1/users", &json!({"email": "john@example.com"}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    app.cleanup().await;
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests: HTTP against the real app, real Postgres, real broker.
+//! One test binary; one module per area.
+
+mod auth;
+mod kafka;
+mod users;

@@ -152,7 +152,7 @@ pub enum TokenError {
 }
 
 /// What `POST /v1/oauth/token` returns.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AccessToken {
     pub access_token: String,
     pub token_type: &'static str,

@@ -117,20 +117,26 @@ impl Commands {
         load: Load,
     ) -> Result<Committed<UserDoc>, CommandError> {
         let store = self.users.clone();
+        let name = command.action.name();
         let task =
             tokio::spawn(async move { execute(&*store, user_id, command, &meta, load).await });
-        let (user, version, appended) = task
+        let result = task
             .await
-            .map_err(|e| CommandError::Internal(Box::new(e)))??;
-        let doc = user
-            .doc()
-            .cloned()
-            .ok_or(CommandError::User(UserError::NotFound))?;
-        Ok(Committed {
-            doc,
-            version,
-            appended,
-        })
+            .map_err(|e| CommandError::Internal(Box::new(e)))
+            .and_then(|r| r)
+            .and_then(|(user, version, appended)| {
+                let doc = user
+                    .doc()
+                    .cloned()
+                    .ok_or(CommandError::User(UserError::NotFound))?;
+                Ok(Committed {
+                    doc,
+                    version,
+                    appended,
+                })
+            });
+        record(name, &result);
+        result
     }
 }
 
@@ -181,4 +187,16 @@ where
         }
     }
     Err(CommandError::Conflict)
+}
+
+fn record<T>(command: &'static str, result: &Result<T, CommandError>) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(CommandError::User(_) | CommandError::Violation(_)) => "rejected",
+        Err(CommandError::Conflict) => "conflict",
+        Err(CommandError::Unavailable(_)) => "unavailable",
+        Err(CommandError::Internal(_)) => "error",
+    };
+    metrics::counter!("roster_commands_total", "command" => command, "outcome" => outcome)
+        .increment(1);
 }

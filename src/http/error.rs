@@ -12,6 +12,7 @@ use serde::Serialize;
 #[derive(Debug)]
 pub enum ApiError {
     Malformed(String),
+    PayloadTooLarge,
     Validation(Vec<FieldError>),
     Unauthenticated,
     Forbidden(&'static str),
@@ -59,6 +60,11 @@ impl IntoResponse for ApiError {
         use ApiError::*;
         let (status, code, detail): (StatusCode, &str, String) = match &self {
             Malformed(d) => (StatusCode::BAD_REQUEST, "MALFORMED_REQUEST", d.clone()),
+            PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                format!("The body exceeds {} bytes.", super::BODY_LIMIT),
+            ),
             Validation(_) => (
                 StatusCode::BAD_REQUEST,
                 "VALIDATION_FAILED",

@@ -91,6 +91,26 @@ impl<St: Send + Sync> FromRequestParts<St> for RequestInfo {
     }
 }
 
+/// The raw body, within [`super::BODY_LIMIT`] (else 413 `PAYLOAD_TOO_LARGE`).
+pub struct RawBody(pub Bytes);
+
+impl<St: Send + Sync> FromRequest<St> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &St) -> Result<Self, ApiError> {
+        Bytes::from_request(req, state)
+            .await
+            .map(RawBody)
+            .map_err(|e| {
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge
+                } else {
+                    ApiError::Malformed(format!("cannot read the body: {}", e.body_text()))
+                }
+            })
+    }
+}
+
 /// A JSON body: unparsable → 400 `MALFORMED_REQUEST`; unknown fields, wrong
 /// types → 400 `VALIDATION_FAILED` naming the field.
 pub struct Body<T>(pub T);
@@ -99,9 +119,7 @@ impl<T: DeserializeOwned, St: Send + Sync> FromRequest<St> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &St) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::Malformed(format!("cannot read the body: {}", e.body_text())))?;
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
         parse_json(&bytes).map(Body)
     }
 }

@@ -5,6 +5,7 @@ pub mod consistency;
 pub mod error;
 pub mod extract;
 pub mod oauth;
+pub mod openapi;
 pub mod ops;
 pub mod users;
 

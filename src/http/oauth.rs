@@ -1,10 +1,9 @@
 //! `POST /v1/oauth/token`: client credentials → bearer token.
 
 use super::error::ApiError;
-use super::extract::parse_json;
+use super::extract::{parse_json, RawBody};
 use super::AppState;
 use crate::auth::TokenError;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::routing::post;
@@ -16,9 +15,9 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/oauth/token", post(token))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TokenRequest {
+pub struct TokenRequest {
     grant_type: String,
     client_id: String,
     client_secret: String,
@@ -28,11 +27,20 @@ struct TokenRequest {
     scope: Option<String>,
 }
 
-/// Form (`application/x-www-form-urlencoded`, as OAuth 2.0 says) or JSON.
-async fn token(
+/// Get an access token with client credentials: a form
+/// (`application/x-www-form-urlencoded`, as OAuth 2.0 says) or JSON.
+#[utoipa::path(post, path = "/v1/oauth/token", tag = "auth",
+    request_body(content(
+        (TokenRequest = "application/x-www-form-urlencoded"),
+        (TokenRequest = "application/json"))),
+    responses(
+        (status = 200, description = "A bearer token", body = crate::auth::AccessToken),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthenticated)))]
+pub async fn token(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Json<crate::auth::AccessToken>, ApiError> {
     let is_form = headers
         .get(header::CONTENT_TYPE)

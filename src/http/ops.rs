@@ -17,6 +17,7 @@ pub fn router() -> Router<AppState> {
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
 }
 
 async fn lags(state: &AppState) -> Result<(Value, Value), sqlx::Error> {
@@ -68,6 +69,15 @@ async fn metrics(State(state): State<AppState>) -> Response {
             "text/plain; version=0.0.4",
         )],
         state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        DOC.get_or_init(super::openapi::json).clone(),
     )
         .into_response()
 }

@@ -57,7 +57,16 @@ async fn hash_all(secrets: Vec<Secret>) -> Result<Vec<String>, ApiError> {
         .map_err(ApiError::internal)
 }
 
-async fn enroll(
+/// Enroll a user.
+#[utoipa::path(post, path = "/v1/users", tag = "users", request_body = EnrollUserRequest,
+    params(super::openapi::IdempotencyKey),
+    responses(
+        (status = 201, description = "Enrolled", body = UserDoc, headers(("Location" = String), ("ETag" = String), ("Roster-Consistency-Token" = String))),
+        (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated),
+        (status = 403, response = super::openapi::Forbidden), (status = 409, response = super::openapi::Conflict),
+        (status = 422, response = super::openapi::Unprocessable), (status = 503, response = super::openapi::Unavailable)),
+    security(("bearer" = [], "app_id" = [])))]
+pub async fn enroll(
     State(state): State<AppState>,
     Auth(caller, ..): Auth<UsersWrite>,
     info: RequestInfo,
@@ -111,7 +120,16 @@ async fn enroll(
     Ok((StatusCode::CREATED, headers, Json(doc)).into_response())
 }
 
-async fn retrieve(
+/// Retrieve a user.
+#[utoipa::path(get, path = "/v1/users/{id}", tag = "users",
+    params(("id" = String, Path, description = "User id"), super::openapi::ConsistencyToken),
+    responses(
+        (status = 200, description = "The user", body = UserDoc, headers(("ETag" = String))),
+        (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated),
+        (status = 403, response = super::openapi::Forbidden), (status = 404, response = super::openapi::NotFound),
+        (status = 503, response = super::openapi::Unavailable)),
+    security(("bearer" = [], "app_id" = [])))]
+pub async fn retrieve(
     State(state): State<AppState>,
     Auth(caller, ..): Auth<UsersRead>,
     read_after: ReadAfter,
@@ -125,7 +143,20 @@ async fn retrieve(
     Ok(([(header::ETAG, etag(doc.version))], Json(doc)).into_response())
 }
 
-async fn list(
+/// List users, oldest first.
+#[utoipa::path(get, path = "/v1/users", tag = "users",
+    params(
+        ("limit" = Option<u32>, Query, description = "1..=100, default 10", minimum = 1, maximum = 100),
+        ("after" = Option<String>, Query, description = "Cursor from next_cursor"),
+        ("status" = Option<UserStatus>, Query, description = "Only users with this status"),
+        ("parent_user_id" = Option<String>, Query, description = "Only children of this user"),
+        super::openapi::ConsistencyToken),
+    responses(
+        (status = 200, description = "A page of users", body = super::openapi::UserPage),
+        (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated),
+        (status = 403, response = super::openapi::Forbidden), (status = 503, response = super::openapi::Unavailable)),
+    security(("bearer" = [], "app_id" = [])))]
+pub async fn list(
     State(state): State<AppState>,
     Auth(caller, ..): Auth<UsersRead>,
     read_after: ReadAfter,

@@ -10,7 +10,7 @@ use roster_events::user::{
 use serde::Deserialize;
 use uuid::Uuid;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExternalRefInput {
     pub id: String,
@@ -18,7 +18,7 @@ pub struct ExternalRefInput {
     pub kind: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddressInput {
     pub line1: String,
@@ -29,7 +29,7 @@ pub struct AddressInput {
     pub country: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommunicationPreferencesInput {
     pub email: Option<bool>,
@@ -37,14 +37,14 @@ pub struct CommunicationPreferencesInput {
     pub post: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KycInput {
     pub kyc_id: Option<String>,
     pub status: Option<KycStatus>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccountInput {
     pub account_id: String,
@@ -54,7 +54,7 @@ pub struct AccountInput {
     pub program_identifier: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuestionInput {
     pub code: String,
@@ -62,7 +62,7 @@ pub struct QuestionInput {
 }
 
 /// `POST /v1/users` body.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollUserRequest {
     pub external_ref: Option<ExternalRefInput>,

@@ -28,6 +28,15 @@ pub enum UserAction {
     Enroll(Box<EnrollUser>),
 }
 
+impl UserAction {
+    /// The command's name, for metrics and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            UserAction::Enroll(_) => "EnrollUser",
+        }
+    }
+}
+
 /// Enrollment with normalised values and secrets already hashed.
 #[derive(Debug, Clone)]
 pub struct EnrollUser {

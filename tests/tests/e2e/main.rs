@@ -3,4 +3,5 @@
 
 mod auth;
 mod kafka;
+mod ops;
 mod users;

@@ -1,0 +1,132 @@
+//! `GET /openapi.json`: the OpenAPI 3.1 document of every `/v1` route,
+//! generated from the handlers' annotations and the types they use.
+
+use roster_command::user::input::{
+    AccountInput, AddressInput, CommunicationPreferencesInput, EnrollUserRequest, ExternalRefInput,
+    KycInput, QuestionInput,
+};
+use roster_events::user::{
+    Account, AccountDoc, Address, CommunicationPreferences, ExternalRef, Kyc, KycStatus, Login,
+    Profile, UserDoc, UserStatus, VerificationDoc,
+};
+use serde::Serialize;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi, ToResponse, ToSchema};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Roster", description = "Event-sourced user and account registry."),
+    paths(super::oauth::token, super::users::enroll, super::users::retrieve, super::users::list),
+    components(schemas(
+        Problem, FieldErrorDoc, UserPage, UserDoc, Profile, UserStatus, ExternalRef, Address, CommunicationPreferences,
+        Kyc, KycStatus, Account, AccountDoc, Login, VerificationDoc, EnrollUserRequest, ExternalRefInput,
+        AddressInput, CommunicationPreferencesInput, KycInput, AccountInput, QuestionInput,
+        super::oauth::TokenRequest, crate::auth::AccessToken
+    ),
+    responses(BadRequest, Unauthenticated, Forbidden, NotFound, Conflict, Unprocessable, Unavailable)),
+    modifiers(&Security)
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "app_id",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-appid"))),
+        );
+    }
+}
+
+/// An RFC 9457 problem.
+#[derive(Serialize, ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Stable machine-readable code (CONTRACT §6).
+    pub code: String,
+    pub errors: Option<Vec<FieldErrorDoc>>,
+    /// Only on VERIFICATION_FAILED / UNKNOWN_QUESTION.
+    pub attempts_remaining: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FieldErrorDoc {
+    pub field: String,
+    pub message: String,
+}
+
+/// A page of users.
+#[derive(Serialize, ToSchema)]
+pub struct UserPage {
+    pub data: Vec<UserDoc>,
+    pub has_more: bool,
+    pub next_cursor: Option<String>,
+}
+
+macro_rules! problem_response {
+    ($name:ident, $desc:literal) => {
+        #[derive(ToResponse)]
+        #[response(description = $desc, content_type = "application/problem+json")]
+        #[allow(dead_code)]
+        pub struct $name(Problem);
+    };
+}
+
+problem_response!(
+    BadRequest,
+    "VALIDATION_FAILED (with errors[]) or MALFORMED_REQUEST"
+);
+problem_response!(Unauthenticated, "UNAUTHENTICATED");
+problem_response!(Forbidden, "FORBIDDEN: a scope is missing");
+problem_response!(NotFound, "USER_NOT_FOUND and other *_NOT_FOUND codes");
+problem_response!(
+    Conflict,
+    "EMAIL_TAKEN, EXTERNAL_ID_TAKEN, ACCOUNT_TAKEN, CONCURRENT_MODIFICATION, ..."
+);
+problem_response!(Unprocessable, "PARENT_NOT_FOUND, RELATIONSHIP_CYCLE, ...");
+problem_response!(
+    Unavailable,
+    "UNAVAILABLE or NOT_YET_CONSISTENT, with Retry-After"
+);
+
+/// `Idempotency-Key` header of write routes.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct IdempotencyKey {
+    /// 1..=255 characters; a repeat returns the first response.
+    #[param(rename = "Idempotency-Key", min_length = 1, max_length = 255)]
+    idempotency_key: Option<String>,
+}
+
+/// `Roster-Consistency-Token` header of query routes.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct ConsistencyToken {
+    /// A token from a write's response: answer once that write is visible.
+    #[param(rename = "Roster-Consistency-Token")]
+    roster_consistency_token: Option<String>,
+}
+
+/// The document, rendered once.
+pub fn json() -> String {
+    let mut doc = ApiDoc::openapi();
+    doc.openapi = utoipa::openapi::OpenApiVersion::Version31;
+    doc.to_json().unwrap_or_else(|_| "{}".into())
+}

@@ -1,0 +1,82 @@
+use reqwest::{Method, StatusCode};
+use roster_tests::{spawn_app, TestApp};
+use serde_json::json;
+
+#[tokio::test]
+async fn health_readiness_metrics_and_openapi() {
+    let app = spawn_app().await;
+    let c = app.creds("acme", None).await;
+    let r = app
+        .post(&c, "/v1/users", &json!({"email": "a@example.com"}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let token = r
+        .header("roster-consistency-token")
+        .expect("token")
+        .to_string();
+    app.get_after(&c, "/v1/users", &token).await;
+
+    let r = TestApp::send(app.request(None, Method::GET, "/healthz")).await;
+    assert_eq!(
+        (r.status, r.body["status"].as_str()),
+        (StatusCode::OK, Some("ok"))
+    );
+
+    let r = TestApp::send(app.request(None, Method::GET, "/readyz")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["status"], "ready");
+    assert_eq!(r.body["projections"]["user_view"]["lag_events"], 0);
+    assert!(r.body["publisher"]["lag_events"].is_number());
+
+    let r = TestApp::send(app.request(None, Method::GET, "/metrics")).await;
+    let text = r.body.as_str().expect("text").to_string();
+    assert!(
+        text.contains(
+            "roster_http_requests_total{method=\"POST\",route=\"/v1/users\",status=\"201\"}"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("roster_http_request_duration_seconds_bucket"));
+    assert!(text.contains("roster_commands_total{command=\"EnrollUser\",outcome=\"ok\"}"));
+    assert!(text.contains("roster_projection_lag_events{projection=\"user_view\"}"));
+
+    let r = TestApp::send(app.request(None, Method::GET, "/openapi.json")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body["openapi"]
+        .as_str()
+        .expect("version")
+        .starts_with("3.1"));
+    for (path, method) in [
+        ("/v1/users", "post"),
+        ("/v1/users", "get"),
+        ("/v1/users/{id}", "get"),
+        ("/v1/oauth/token", "post"),
+    ] {
+        assert!(
+            r.body["paths"][path][method].is_object(),
+            "{method} {path} documented"
+        );
+    }
+    assert!(r.body["components"]["schemas"]["UserDoc"].is_object());
+
+    let r = TestApp::send(app.request(Some(&c), Method::GET, "/v1/nothing-here")).await;
+    assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "NOT_FOUND"));
+    app.cleanup().await;
+}
+
+/// Bodies over the limit are refused before parsing.
+#[tokio::test]
+async fn oversized_bodies_are_refused() {
+    let app = spawn_app().await;
+    let c = app.creds("acme", None).await;
+    let big = "x".repeat(300 * 1024);
+    let r = TestApp::send(
+        app.request(Some(&c), Method::POST, "/v1/users")
+            .header("content-type", "application/json")
+            .body(format!("{{\"email\":\"{big}\"}}")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.code(), "PAYLOAD_TOO_LARGE");
+    app.cleanup().await;
+}

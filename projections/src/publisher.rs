@@ -10,7 +10,7 @@ use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use roster_events::meta;
@@ -28,6 +28,18 @@ pub struct KafkaConfig {
     pub topic: String,
 }
 
+fn producer(config: &KafkaConfig) -> anyhow::Result<FutureProducer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "15000")
+        .set("topic.metadata.refresh.interval.ms", "5000")
+        .create()
+        .context("cannot create the Kafka producer")
+}
+
 pub struct Publisher {
     config: KafkaConfig,
     producer: FutureProducer,
@@ -36,19 +48,20 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn new(config: KafkaConfig) -> anyhow::Result<Self> {
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("message.timeout.ms", "15000")
-            .create()
-            .context("cannot create the Kafka producer")?;
         Ok(Self {
+            producer: producer(&config)?,
             config,
-            producer,
             topic_ready: false,
         })
+    }
+
+    /// After a failed batch: a fresh producer (a restarted broker does not
+    /// know the old producer id) and a fresh check that the topic exists (a
+    /// memory broker forgets it on restart). The batch is then sent again.
+    fn reset(&mut self) -> anyhow::Result<()> {
+        self.producer = producer(&self.config)?;
+        self.topic_ready = false;
+        Ok(())
     }
 
     /// Creates the topic unless it exists (tansu does not create topics on
@@ -101,22 +114,13 @@ impl Publisher {
             }
         }
         for delivery in deliveries {
-            match delivery.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => {
-                    if matches!(
-                        e,
-                        KafkaError::MessageProduction(
-                            RDKafkaErrorCode::UnknownTopicOrPartition
-                                | RDKafkaErrorCode::UnknownTopic
-                        )
-                    ) {
-                        self.topic_ready = false;
-                    }
-                    return Err(e).context("delivery failed");
-                }
-                Err(_) => anyhow::bail!("producer dropped a delivery"),
-            }
+            let failure = match delivery.await {
+                Ok(Ok(_)) => continue,
+                Ok(Err((e, _))) => anyhow::Error::new(e).context("delivery failed"),
+                Err(_) => anyhow::anyhow!("producer dropped a delivery"),
+            };
+            self.reset()?;
+            return Err(failure);
         }
         engine::save_checkpoint(conn, NAME, last).await?;
         Ok(events.len())

@@ -227,6 +227,8 @@ pub async fn consume(
         )
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
+        // Notice a topic created after we subscribed.
+        .set("topic.metadata.refresh.interval.ms", "500")
         .create()
         .expect("consumer");
     consumer.subscribe(&[topic]).expect("subscribe");

@@ -104,3 +104,38 @@ async fn enrollments_succeed_while_the_broker_is_down_and_arrive_later_in_order(
     assert_eq!(got, want, "every enrollment delivered");
     app.cleanup().await;
 }
+
+/// The broker goes away while the service runs (a memory broker even
+/// forgets the topic), writes keep succeeding, and once it is back every
+/// event written meanwhile arrives, each user's events in order.
+#[tokio::test]
+async fn a_broker_restart_loses_nothing_written_meanwhile() {
+    let addr = Broker::free_addr();
+    let broker = Broker::start(&addr).await;
+    let app = spawn_app_with(Some(addr.clone())).await;
+    let c = app.creds("acme", None).await;
+    let before = enroll(&app, &c, 0).await;
+    let first = app.consume(1, Duration::from_secs(30)).await;
+    assert_eq!(
+        first.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
+        vec![before.as_str()]
+    );
+
+    drop(broker);
+    let mut during = Vec::new();
+    for i in 1..=5 {
+        during.push(enroll(&app, &c, i).await);
+    }
+    let _broker = Broker::start(&addr).await;
+    let records = app.consume(5, Duration::from_secs(60)).await;
+    let mut got: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
+    got.sort();
+    got.dedup();
+    let mut want = during.clone();
+    want.sort();
+    assert_eq!(
+        got, want,
+        "everything written while the broker was down is delivered"
+    );
+    app.cleanup().await;
+}

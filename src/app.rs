@@ -37,11 +37,7 @@ pub struct App {
 
 impl App {
     /// Starts every role of `settings` on `pool`; the API on `listener`.
-    pub async fn start(
-        pool: PgPool,
-        settings: Settings,
-        listener: Option<TcpListener>,
-    ) -> anyhow::Result<App> {
+    pub async fn start(pool: PgPool, settings: Settings, listener: Option<TcpListener>) -> anyhow::Result<App> {
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let has = |r: Role| settings.roles.contains(&r);
@@ -69,11 +65,7 @@ impl App {
             addr = Some(listener.local_addr()?);
             let state = AppState {
                 commands: Commands::new(pool.clone()),
-                tokens: Arc::new(
-                    Tokens::load(&pool)
-                        .await
-                        .context("cannot load the token signing key")?,
-                ),
+                tokens: Arc::new(Tokens::load(&pool).await.context("cannot load the token signing key")?),
                 metrics: http::metrics_handle(),
                 publisher_enabled: settings.kafka.is_some(),
                 pool,
@@ -90,11 +82,7 @@ impl App {
                 }
             });
         }
-        Ok(App {
-            addr,
-            shutdown,
-            tasks,
-        })
+        Ok(App { addr, shutdown, tasks })
     }
 
     /// Stops accepting requests, lets in-flight ones finish, flushes the

@@ -27,12 +27,7 @@ pub enum Scope {
 }
 
 impl Scope {
-    pub const ALL: [Scope; 4] = [
-        Scope::UsersRead,
-        Scope::UsersWrite,
-        Scope::CardsWrite,
-        Scope::Admin,
-    ];
+    pub const ALL: [Scope; 4] = [Scope::UsersRead, Scope::UsersWrite, Scope::CardsWrite, Scope::Admin];
 
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -192,12 +187,11 @@ impl Tokens {
         let Ok(id) = client_id.parse::<Uuid>() else {
             return Err(TokenError::BadCredentials);
         };
-        let row: Option<(String, String, Vec<String>)> = sqlx::query_as(
-            "SELECT company_id, secret_hash, scopes FROM clients WHERE client_id = $1",
-        )
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
+        let row: Option<(String, String, Vec<String>)> =
+            sqlx::query_as("SELECT company_id, secret_hash, scopes FROM clients WHERE client_id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?;
         let Some((company, hash, scopes)) = row else {
             return Err(TokenError::BadCredentials);
         };

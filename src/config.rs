@@ -4,11 +4,7 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "roster",
-    version,
-    about = "Event-sourced user and account registry"
-)]
+#[command(name = "roster", version, about = "Event-sourced user and account registry")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -53,12 +49,7 @@ pub struct DbArgs {
 #[derive(Debug, Clone, Args)]
 pub struct LogArgs {
     /// Log format.
-    #[arg(
-        long,
-        env = "ROSTER_LOG_FORMAT",
-        default_value = "pretty",
-        global = true
-    )]
+    #[arg(long, env = "ROSTER_LOG_FORMAT", default_value = "pretty", global = true)]
     pub log_format: LogFormat,
 }
 

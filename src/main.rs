@@ -22,13 +22,8 @@ async fn main() -> anyhow::Result<()> {
             command: ClientCommand::Create(args),
         } => {
             let pool = db::prepare(&args.db.database_url, 2).await?;
-            let client = auth::create_client(
-                &pool,
-                &args.company,
-                args.name.as_deref(),
-                args.scopes.as_deref(),
-            )
-            .await?;
+            let client =
+                auth::create_client(&pool, &args.company, args.name.as_deref(), args.scopes.as_deref()).await?;
             println!("{}", serde_json::to_string(&client)?);
             Ok(())
         }
@@ -86,10 +81,8 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         .await?;
     for name in names {
         let bar = ProgressBar::new(total as u64).with_style(
-            ProgressStyle::with_template(
-                "{msg:12} [{bar:40}] {pos}/{len} events {per_sec} eta {eta}",
-            )
-            .expect("static template"),
+            ProgressStyle::with_template("{msg:12} [{bar:40}] {pos}/{len} events {per_sec} eta {eta}")
+                .expect("static template"),
         );
         let started = std::time::Instant::now();
         let n = match name {
@@ -99,10 +92,7 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
             }
         };
         bar.finish();
-        eprintln!(
-            "{name:?}: {n} events in {:.1}s",
-            started.elapsed().as_secs_f64()
-        );
+        eprintln!("{name:?}: {n} events in {:.1}s", started.elapsed().as_secs_f64());
     }
     Ok(())
 }

@@ -6,11 +6,11 @@
 
 use crate::constraints::Violation;
 use crate::store::EventRepo;
-use crate::user::{User, UserCommand, UserError};
+use crate::user::{Argon2Services, User, UserCommand, UserError, UserServices};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
 use cqrs_es::{Aggregate, AggregateError, EventStore};
-use roster_events::user::UserDoc;
+use roster_events::user::{UserDoc, UserEvent};
 use roster_events::{meta, Timestamp};
 use sqlx::PgPool;
 use std::collections::HashMap;
@@ -47,13 +47,13 @@ impl Meta {
     }
 }
 
-/// The outcome of a command: the resulting document and its version.
+/// The outcome of a command: the resulting document, its version and the
+/// events appended (none for a no-op).
 #[derive(Debug, Clone)]
-pub struct Committed<D> {
+pub struct Committed<D, E> {
     pub doc: D,
     pub version: u64,
-    /// Number of events appended (0 for a no-op).
-    pub appended: usize,
+    pub events: Vec<E>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,12 +98,14 @@ pub enum Load {
 #[derive(Clone)]
 pub struct Commands {
     users: Arc<PersistedEventStore<EventRepo, User>>,
+    user_services: Arc<dyn UserServices>,
 }
 
 impl Commands {
     pub fn new(pool: PgPool) -> Self {
         Self {
             users: Arc::new(PersistedEventStore::new_event_store(EventRepo::new(pool))),
+            user_services: Arc::new(Argon2Services),
         }
     }
 
@@ -115,25 +117,18 @@ impl Commands {
         command: UserCommand,
         meta: Meta,
         load: Load,
-    ) -> Result<Committed<UserDoc>, CommandError> {
+    ) -> Result<Committed<UserDoc, UserEvent>, CommandError> {
         let store = self.users.clone();
+        let services = self.user_services.clone();
         let name = command.action.name();
-        let task =
-            tokio::spawn(async move { execute(&*store, user_id, command, &meta, load).await });
+        let task = tokio::spawn(async move { execute(&*store, &services, user_id, command, &meta, load).await });
         let result = task
             .await
             .map_err(|e| CommandError::Internal(Box::new(e)))
             .and_then(|r| r)
-            .and_then(|(user, version, appended)| {
-                let doc = user
-                    .doc()
-                    .cloned()
-                    .ok_or(CommandError::User(UserError::NotFound))?;
-                Ok(Committed {
-                    doc,
-                    version,
-                    appended,
-                })
+            .and_then(|(user, version, events)| {
+                let doc = user.doc().cloned().ok_or(CommandError::User(UserError::NotFound))?;
+                Ok(Committed { doc, version, events })
             });
         record(name, &result);
         result
@@ -142,13 +137,14 @@ impl Commands {
 
 async fn execute<A, S>(
     store: &S,
+    services: &A::Services,
     id: Uuid,
     command: A::Command,
     meta: &Meta,
     mut load: Load,
-) -> Result<(A, u64, usize), CommandError>
+) -> Result<(A, u64, Vec<A::Event>), CommandError>
 where
-    A: Aggregate<Services = ()> + Clone,
+    A: Aggregate + Clone,
     A::Command: Clone,
     A::Error: Into<CommandError>,
     S: EventStore<A, AC = EventStoreAggregateContext<A>>,
@@ -167,18 +163,17 @@ where
         let sink = EventSink::default();
         context
             .aggregate
-            .handle(command.clone(), &(), &sink)
+            .handle(command.clone(), services, &sink)
             .await
             .map_err(AggregateError::UserError)?;
         let events = sink.collect().await;
         let version = (context.current_sequence + events.len()) as u64;
         let after = context.aggregate.clone();
-        let appended = events.len();
-        if appended == 0 {
-            return Ok((after, version, 0));
+        if events.is_empty() {
+            return Ok((after, version, events));
         }
-        match store.commit(events, context, meta.to_map()).await {
-            Ok(_) => return Ok((after, version, appended)),
+        match store.commit(events.clone(), context, meta.to_map()).await {
+            Ok(_) => return Ok((after, version, events)),
             Err(AggregateError::AggregateConflict) => {
                 tracing::debug!("optimistic conflict, retrying");
                 load = Load::Existing;
@@ -197,6 +192,5 @@ fn record<T>(command: &'static str, result: &Result<T, CommandError>) {
         Err(CommandError::Unavailable(_)) => "unavailable",
         Err(CommandError::Internal(_)) => "error",
     };
-    metrics::counter!("roster_commands_total", "command" => command, "outcome" => outcome)
-        .increment(1);
+    metrics::counter!("roster_commands_total", "command" => command, "outcome" => outcome).increment(1);
 }

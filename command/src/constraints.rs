@@ -71,7 +71,14 @@ pub enum Constraint {
     /// The aggregate gives up its claim of this kind.
     Release(ClaimKind),
     /// A new user, with its parent, which must exist in the same company.
-    Register { parent: Option<Uuid> },
+    Register {
+        parent: Option<Uuid>,
+    },
+    /// The user's new parent: must exist in the same company and must not
+    /// be the user or one of its descendants. Checked under a per-company
+    /// lock so that two opposite links cannot both pass.
+    LinkParent(Uuid),
+    UnlinkParent,
 }
 
 /// A cross-aggregate rule the append would break.
@@ -117,6 +124,35 @@ pub fn of_user(event: &UserEvent) -> Vec<Constraint> {
             }
             out
         }
+        UserEvent::UserUpdated(e) => {
+            let mut out = Vec::new();
+            if let Some(email) = e.changes.get("email") {
+                out.push(Constraint::Release(ClaimKind::Email));
+                if let Some(email) = email.as_str() {
+                    out.push(Constraint::Claim(Claim::Email(email.to_string())));
+                }
+            }
+            if let Some(r) = e.changes.get("external_ref") {
+                out.push(Constraint::Release(ClaimKind::ExternalRef));
+                if let (Some(id), Some(kind)) = (r["id"].as_str(), r["type"].as_str()) {
+                    out.push(Constraint::Claim(Claim::ExternalRef {
+                        kind: kind.to_string(),
+                        id: id.to_string(),
+                    }));
+                }
+            }
+            out
+        }
+        UserEvent::ParentLinked(e) => vec![Constraint::LinkParent(e.parent_user_id)],
+        UserEvent::ParentUnlinked(_) => vec![Constraint::UnlinkParent],
+        UserEvent::AccountAdded(e) => vec![Constraint::Claim(Claim::Account(e.account.account_id.clone()))],
+        UserEvent::PasswordChanged(_)
+        | UserEvent::VerificationQuestionsSet(_)
+        | UserEvent::VerificationSucceeded(_)
+        | UserEvent::VerificationFailed(_)
+        | UserEvent::VerificationLocked(_)
+        | UserEvent::StatusChanged(_)
+        | UserEvent::KycUpdated(_) => Vec::new(),
     }
 }
 
@@ -126,9 +162,6 @@ mod tests {
 
     #[test]
     fn emails_are_claimed_case_insensitively() {
-        assert_eq!(
-            Claim::Email("John@Example.COM".into()).value(),
-            "john@example.com"
-        );
+        assert_eq!(Claim::Email("John@Example.COM".into()).value(), "john@example.com");
     }
 }

@@ -2,9 +2,7 @@
 //! never prints) until it is hashed with Argon2id; only the hash reaches an
 //! event.
 
-use argon2::password_hash::{
-    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
-};
+use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use std::fmt;
 
@@ -47,11 +45,7 @@ pub fn hash(secret: &Secret) -> String {
 /// Checks a secret against a PHC string; a malformed hash never matches.
 pub fn verify(secret: &Secret, phc: &str) -> bool {
     PasswordHash::new(phc)
-        .map(|h| {
-            argon2()
-                .verify_password(secret.expose().as_bytes(), &h)
-                .is_ok()
-        })
+        .map(|h| argon2().verify_password(secret.expose().as_bytes(), &h).is_ok())
         .unwrap_or(false)
 }
 

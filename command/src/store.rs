@@ -10,9 +10,7 @@
 //! serialise on the constraint row.
 
 use crate::constraints::{self, Claim, Constraint, Violation};
-use cqrs_es::persist::{
-    PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
-};
+use cqrs_es::persist::{PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot};
 use cqrs_es::Aggregate;
 use postgres_es::PostgresEventRepository;
 use roster_events::meta;
@@ -34,11 +32,7 @@ impl EventRepo {
         }
     }
 
-    async fn append(
-        &self,
-        aggregate_type: &str,
-        events: &[SerializedEvent],
-    ) -> Result<(), PersistenceError> {
+    async fn append(&self, aggregate_type: &str, events: &[SerializedEvent]) -> Result<(), PersistenceError> {
         let mut tx = self.pool.begin().await.map_err(connection)?;
         insert_events(&mut tx, aggregate_type, events).await?;
         for event in events {
@@ -107,9 +101,7 @@ async fn insert_events(
     .await;
     match result {
         Ok(_) => Ok(()),
-        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-            Err(PersistenceError::OptimisticLockError)
-        }
+        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Err(PersistenceError::OptimisticLockError),
         Err(e) => Err(connection(e)),
     }
 }
@@ -143,16 +135,52 @@ async fn apply(
             }
         }
         Constraint::Release(kind) => {
-            sqlx::query(
-                "DELETE FROM unique_claims WHERE company_id = $1 AND kind = $2 AND owner_id = $3",
+            sqlx::query("DELETE FROM unique_claims WHERE company_id = $1 AND kind = $2 AND owner_id = $3")
+                .bind(company)
+                .bind(kind.as_str())
+                .bind(owner)
+                .execute(&mut **tx)
+                .await
+                .map_err(connection)?;
+        }
+        Constraint::LinkParent(parent) => {
+            // Serialise every link of the company, then check: the parent
+            // exists here, and walking up from it never reaches the user.
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext('roster.parents.' || $1))")
+                .bind(company)
+                .execute(&mut **tx)
+                .await
+                .map_err(connection)?;
+            let exists: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM user_registry WHERE company_id = $1 AND user_id = $2)",
             )
             .bind(company)
-            .bind(kind.as_str())
-            .bind(owner)
-            .execute(&mut **tx)
+            .bind(parent)
+            .fetch_one(&mut **tx)
             .await
             .map_err(connection)?;
+            if !exists {
+                return Err(violation(Violation::ParentNotFound));
+            }
+            let cycle: bool = sqlx::query_scalar(
+                "WITH RECURSIVE up(id) AS (
+                     SELECT $1::uuid
+                     UNION
+                     SELECT r.parent_id FROM user_registry r JOIN up ON r.user_id = up.id
+                      WHERE r.parent_id IS NOT NULL)
+                 SELECT EXISTS (SELECT 1 FROM up WHERE id = $2)",
+            )
+            .bind(parent)
+            .bind(owner)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(connection)?;
+            if cycle {
+                return Err(violation(Violation::RelationshipCycle));
+            }
+            set_parent(tx, owner, Some(parent)).await?;
         }
+        Constraint::UnlinkParent => set_parent(tx, owner, None).await?,
         Constraint::Register { parent } => {
             if let Some(parent) = parent {
                 let exists: bool = sqlx::query_scalar(
@@ -167,25 +195,34 @@ async fn apply(
                     return Err(violation(Violation::ParentNotFound));
                 }
             }
-            sqlx::query(
-                "INSERT INTO user_registry (user_id, company_id, parent_id) VALUES ($1, $2, $3)",
-            )
-            .bind(owner)
-            .bind(company)
-            .bind(parent)
-            .execute(&mut **tx)
-            .await
-            .map_err(connection)?;
+            sqlx::query("INSERT INTO user_registry (user_id, company_id, parent_id) VALUES ($1, $2, $3)")
+                .bind(owner)
+                .bind(company)
+                .bind(parent)
+                .execute(&mut **tx)
+                .await
+                .map_err(connection)?;
         }
     }
     Ok(())
 }
 
+async fn set_parent(
+    tx: &mut Transaction<'_, Postgres>,
+    user: Uuid,
+    parent: Option<Uuid>,
+) -> Result<(), PersistenceError> {
+    sqlx::query("UPDATE user_registry SET parent_id = $2 WHERE user_id = $1")
+        .bind(user)
+        .bind(parent)
+        .execute(&mut **tx)
+        .await
+        .map_err(connection)?;
+    Ok(())
+}
+
 impl PersistedEventRepository for EventRepo {
-    async fn get_events<A: Aggregate>(
-        &self,
-        aggregate_id: &str,
-    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+    async fn get_events<A: Aggregate>(&self, aggregate_id: &str) -> Result<Vec<SerializedEvent>, PersistenceError> {
         self.reads.get_events::<A>(aggregate_id).await
     }
 
@@ -194,9 +231,7 @@ impl PersistedEventRepository for EventRepo {
         aggregate_id: &str,
         last_sequence: usize,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        self.reads
-            .get_last_events::<A>(aggregate_id, last_sequence)
-            .await
+        self.reads.get_last_events::<A>(aggregate_id, last_sequence).await
     }
 
     async fn get_snapshot<A: Aggregate>(
@@ -215,10 +250,7 @@ impl PersistedEventRepository for EventRepo {
         self.append(A::TYPE, events).await
     }
 
-    async fn stream_events<A: Aggregate>(
-        &self,
-        aggregate_id: &str,
-    ) -> Result<ReplayStream, PersistenceError> {
+    async fn stream_events<A: Aggregate>(&self, aggregate_id: &str) -> Result<ReplayStream, PersistenceError> {
         self.reads.stream_events::<A>(aggregate_id).await
     }
 

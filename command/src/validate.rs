@@ -12,6 +12,15 @@ pub struct FieldError {
     pub message: String,
 }
 
+impl FieldError {
+    pub fn new(field: &str, message: &str) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
 /// Collects the field errors of one request.
 #[derive(Debug, Default)]
 pub struct Errors(pub Vec<FieldError>);
@@ -70,10 +79,7 @@ pub fn email(value: &str) -> Result<String, String> {
 
 /// E.164: `+` and 7..=15 digits once spaces, dashes and parentheses are gone.
 pub fn mobile(value: &str) -> Result<String, String> {
-    let n: String = value
-        .chars()
-        .filter(|c| !matches!(c, ' ' | '-' | '(' | ')'))
-        .collect();
+    let n: String = value.chars().filter(|c| !matches!(c, ' ' | '-' | '(' | ')')).collect();
     let digits = n.strip_prefix('+').unwrap_or("");
     if !(7..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err("must be an E.164 number: + and 7 to 15 digits".into());
@@ -112,11 +118,7 @@ pub fn date_of_birth(date: NaiveDate) -> Result<NaiveDate, String> {
 /// Security answers are compared after trimming, collapsing inner
 /// whitespace and case-folding.
 pub fn normalise_answer(answer: &str) -> String {
-    answer
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_lowercase()
+    answer.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
 }
 
 const ISO_3166_ALPHA2: &str = "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ \
@@ -164,9 +166,6 @@ mod tests {
 
     #[test]
     fn answers_are_normalised() {
-        assert_eq!(
-            normalise_answer("  St.  Mary's\tSchool "),
-            "st. mary's school"
-        );
+        assert_eq!(normalise_answer("  St.  Mary's\tSchool "), "st. mary's school");
     }
 }

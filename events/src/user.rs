@@ -15,15 +15,129 @@ pub const EVENT_VERSION: &str = "1.0";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum UserEvent {
-    UserEnrolled(UserEnrolled),
+    UserEnrolled(Box<UserEnrolled>),
+    /// Profile fields that changed, with their new values (`null`: cleared).
+    UserUpdated(UserUpdated),
+    PasswordChanged(PasswordChanged),
+    ParentLinked(ParentLinked),
+    ParentUnlinked(ParentUnlinked),
+    VerificationQuestionsSet(VerificationQuestionsSet),
+    VerificationSucceeded(VerificationAttempt),
+    VerificationFailed(VerificationFailed),
+    VerificationLocked(At),
+    StatusChanged(StatusChanged),
+    KycUpdated(KycUpdated),
+    AccountAdded(AccountAdded),
 }
 
 impl UserEvent {
     pub fn name(&self) -> &'static str {
         match self {
             UserEvent::UserEnrolled(_) => "UserEnrolled",
+            UserEvent::UserUpdated(_) => "UserUpdated",
+            UserEvent::PasswordChanged(_) => "PasswordChanged",
+            UserEvent::ParentLinked(_) => "ParentLinked",
+            UserEvent::ParentUnlinked(_) => "ParentUnlinked",
+            UserEvent::VerificationQuestionsSet(_) => "VerificationQuestionsSet",
+            UserEvent::VerificationSucceeded(_) => "VerificationSucceeded",
+            UserEvent::VerificationFailed(_) => "VerificationFailed",
+            UserEvent::VerificationLocked(_) => "VerificationLocked",
+            UserEvent::StatusChanged(_) => "StatusChanged",
+            UserEvent::KycUpdated(_) => "KycUpdated",
+            UserEvent::AccountAdded(_) => "AccountAdded",
         }
     }
+
+    /// When it happened.
+    pub fn at(&self) -> Timestamp {
+        match self {
+            UserEvent::UserEnrolled(e) => e.at,
+            UserEvent::UserUpdated(e) => e.at,
+            UserEvent::PasswordChanged(e) => e.at,
+            UserEvent::ParentLinked(e) => e.at,
+            UserEvent::ParentUnlinked(e) => e.at,
+            UserEvent::VerificationQuestionsSet(e) => e.at,
+            UserEvent::VerificationSucceeded(e) => e.at,
+            UserEvent::VerificationFailed(e) => e.at,
+            UserEvent::VerificationLocked(e) => e.at,
+            UserEvent::StatusChanged(e) => e.at,
+            UserEvent::KycUpdated(e) => e.at,
+            UserEvent::AccountAdded(e) => e.at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct At {
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserUpdated {
+    /// Changed profile fields (names as in the user resource) → new value.
+    pub changes: serde_json::Map<String, serde_json::Value>,
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PasswordChanged {
+    /// Argon2id hash; secret.
+    pub password_hash: String,
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParentLinked {
+    pub parent_user_id: Uuid,
+    pub previous_parent_user_id: Option<Uuid>,
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParentUnlinked {
+    pub previous_parent_user_id: Uuid,
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerificationQuestionsSet {
+    pub questions: Vec<QuestionHash>,
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerificationAttempt {
+    pub code: String,
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerificationFailed {
+    pub code: String,
+    /// Whether the code named one of the user's questions.
+    pub known_question: bool,
+    pub attempts_remaining: u32,
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusChanged {
+    pub status: UserStatus,
+    pub previous_status: UserStatus,
+    pub reason: Option<String>,
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KycUpdated {
+    pub kyc: Kyc,
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountAdded {
+    pub account: Account,
+    pub at: Timestamp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
@@ -116,6 +230,37 @@ pub struct Profile {
     pub communication_preferences: CommunicationPreferences,
 }
 
+impl Profile {
+    /// The profile as a JSON object (the field names of the user resource).
+    pub fn to_object(&self) -> serde_json::Map<String, serde_json::Value> {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        }
+    }
+
+    /// The fields whose values differ in `other`, with `other`'s values.
+    pub fn changes_to(&self, other: &Profile) -> serde_json::Map<String, serde_json::Value> {
+        let before = self.to_object();
+        other
+            .to_object()
+            .into_iter()
+            .filter(|(k, v)| before.get(k) != Some(v))
+            .collect()
+    }
+
+    /// This profile with `changes` applied. Changes come from events this
+    /// crate wrote, so an unreadable one (a field renamed without an
+    /// upcaster) is a bug: the field keeps its value.
+    pub fn with_changes(&self, changes: &serde_json::Map<String, serde_json::Value>) -> Profile {
+        let mut object = self.to_object();
+        for (k, v) in changes {
+            object.insert(k.clone(), v.clone());
+        }
+        serde_json::from_value(serde_json::Value::Object(object)).unwrap_or_else(|_| self.clone())
+    }
+}
+
 /// A security question as stored in the event: the answer only as a hash
 /// (the `_hash` suffix keeps it out of every public view, see
 /// [`crate::public_data`]).
@@ -204,11 +349,7 @@ impl UserDoc {
                 })
                 .collect(),
             verification: (!e.verification_questions.is_empty()).then(|| VerificationDoc {
-                question_codes: e
-                    .verification_questions
-                    .iter()
-                    .map(|q| q.code.clone())
-                    .collect(),
+                question_codes: e.verification_questions.iter().map(|q| q.code.clone()).collect(),
                 locked: false,
             }),
             version: 1,
@@ -217,11 +358,53 @@ impl UserDoc {
         }
     }
 
-    /// Folds one event into the document: `None` before enrollment.
+    /// Folds one event into the document: `None` before enrollment (an
+    /// event other than enrollment on no document leaves none).
     pub fn fold(doc: Option<UserDoc>, event: &UserEvent) -> Option<UserDoc> {
-        match (doc, event) {
-            (_, UserEvent::UserEnrolled(e)) => Some(Self::enrolled(e)),
+        if let UserEvent::UserEnrolled(e) = event {
+            return Some(Self::enrolled(e));
         }
+        let mut d = doc?;
+        match event {
+            UserEvent::UserEnrolled(_) => unreachable!("handled above"),
+            UserEvent::UserUpdated(e) => {
+                d.profile = d.profile.with_changes(&e.changes);
+                if let Some(login) = &mut d.login {
+                    login.email = d.profile.email.clone();
+                }
+            }
+            UserEvent::PasswordChanged(_) => {
+                d.login = Some(Login {
+                    email: d.profile.email.clone(),
+                })
+            }
+            UserEvent::ParentLinked(e) => d.parent_user_id = Some(e.parent_user_id),
+            UserEvent::ParentUnlinked(_) => d.parent_user_id = None,
+            UserEvent::VerificationQuestionsSet(e) => {
+                d.verification = Some(VerificationDoc {
+                    question_codes: e.questions.iter().map(|q| q.code.clone()).collect(),
+                    locked: false,
+                })
+            }
+            UserEvent::VerificationSucceeded(_) | UserEvent::VerificationFailed(_) => {}
+            UserEvent::VerificationLocked(_) => {
+                if let Some(v) = &mut d.verification {
+                    v.locked = true;
+                }
+            }
+            UserEvent::StatusChanged(e) => {
+                d.status = e.status;
+                d.status_reason = e.reason.clone();
+            }
+            UserEvent::KycUpdated(e) => d.kyc = Some(e.kyc.clone()),
+            UserEvent::AccountAdded(e) => d.accounts.push(AccountDoc {
+                account: e.account.clone(),
+                household_id: None,
+            }),
+        }
+        d.version += 1;
+        d.updated_at = event.at();
+        Some(d)
     }
 }
 

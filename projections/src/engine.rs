@@ -54,11 +54,7 @@ impl StoredEvent {
 
 /// Events after `after`, in commit order, up to `limit`, never past the
 /// watermark.
-pub async fn read_after(
-    conn: &mut PgConnection,
-    after: Position,
-    limit: i64,
-) -> sqlx::Result<Vec<StoredEvent>> {
+pub async fn read_after(conn: &mut PgConnection, after: Position, limit: i64) -> sqlx::Result<Vec<StoredEvent>> {
     let rows = sqlx::query(
         "SELECT transaction_id::text::bigint AS xid, global_position, aggregate_type, aggregate_id,
                 sequence, event_type, event_version, payload, metadata, event_id, recorded_at
@@ -110,11 +106,7 @@ pub async fn checkpoint(conn: &mut PgConnection, name: &str, lock: bool) -> sqlx
     Ok(Position { xid, pos })
 }
 
-pub async fn save_checkpoint(
-    conn: &mut PgConnection,
-    name: &str,
-    at: Position,
-) -> sqlx::Result<()> {
+pub async fn save_checkpoint(conn: &mut PgConnection, name: &str, at: Position) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE subscriber_checkpoints SET last_xid = $2::text::xid8, last_pos = $3, updated_at = now()
           WHERE name = $1",
@@ -129,12 +121,11 @@ pub async fn save_checkpoint(
 
 /// Events a subscriber has still to handle (counted up to `cap`).
 pub async fn lag(pool: &PgPool, name: &str, cap: i64) -> sqlx::Result<i64> {
-    let at: Option<(i64, i64)> = sqlx::query_as(
-        "SELECT last_xid::text::bigint, last_pos FROM subscriber_checkpoints WHERE name = $1",
-    )
-    .bind(name)
-    .fetch_optional(pool)
-    .await?;
+    let at: Option<(i64, i64)> =
+        sqlx::query_as("SELECT last_xid::text::bigint, last_pos FROM subscriber_checkpoints WHERE name = $1")
+            .bind(name)
+            .fetch_optional(pool)
+            .await?;
     let (xid, pos) = at.unwrap_or_default();
     sqlx::query_scalar(
         "SELECT count(*) FROM (
@@ -178,11 +169,7 @@ pub trait Projector: Send + Sync + 'static {
     /// The subscriber name: checkpoint row, lock key, `replay --projection`.
     fn name(&self) -> &'static str;
 
-    fn apply(
-        &self,
-        tx: &mut PgConnection,
-        events: &[StoredEvent],
-    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+    fn apply(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> impl Future<Output = anyhow::Result<()>> + Send;
 
     /// Removes every row of the read model (for a replay).
     fn reset(&self, tx: &mut PgConnection) -> impl Future<Output = anyhow::Result<()>> + Send;
@@ -190,11 +177,7 @@ pub trait Projector: Send + Sync + 'static {
 
 /// Applies one batch and advances the checkpoint, atomically. Returns the
 /// number of events applied.
-pub async fn run_batch<P: Projector>(
-    conn: &mut PgConnection,
-    projector: &P,
-    limit: i64,
-) -> anyhow::Result<usize> {
+pub async fn run_batch<P: Projector>(conn: &mut PgConnection, projector: &P, limit: i64) -> anyhow::Result<usize> {
     let mut tx = conn.begin().await?;
     let at = checkpoint(&mut tx, projector.name(), true).await?;
     let events = read_after(&mut tx, at, limit).await?;
@@ -292,11 +275,10 @@ pub async fn idle(wake: &mut Wake, shutdown: &CancellationToken) -> bool {
 /// stops with the lock: if the connection dies, so does the leadership.
 pub async fn lead(pool: &PgPool, name: &str) -> sqlx::Result<Option<PgConnection>> {
     let mut conn = PgConnection::connect_with(&pool.connect_options()).await?;
-    let got: bool =
-        sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('roster.subscriber.' || $1))")
-            .bind(name)
-            .fetch_one(&mut conn)
-            .await?;
+    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('roster.subscriber.' || $1))")
+        .bind(name)
+        .fetch_one(&mut conn)
+        .await?;
     Ok(got.then_some(conn))
 }
 

@@ -88,11 +88,7 @@ impl Publisher {
 
     /// Publishes the next batch after the checkpoint and advances it once
     /// every message is acknowledged. Returns the number published.
-    pub async fn publish_batch(
-        &mut self,
-        conn: &mut PgConnection,
-        limit: i64,
-    ) -> anyhow::Result<usize> {
+    pub async fn publish_batch(&mut self, conn: &mut PgConnection, limit: i64) -> anyhow::Result<usize> {
         if !self.topic_ready {
             self.ensure_topic().await?;
         }
@@ -157,10 +153,7 @@ impl Message {
                 "ce_type",
                 roster_events::cloud_event_type(&e.aggregate_type, &e.event_type, &e.event_version),
             ),
-            (
-                "ce_subject",
-                format!("{}s/{}", e.aggregate_type, e.aggregate_id),
-            ),
+            ("ce_subject", format!("{}s/{}", e.aggregate_type, e.aggregate_id)),
             ("ce_time", time),
             ("ce_sequence", e.sequence.to_string()),
             ("content-type", "application/json".to_string()),
@@ -177,13 +170,7 @@ impl Message {
 }
 
 /// Runs the publisher until shutdown, as the single leader across processes.
-pub async fn run(
-    pool: PgPool,
-    config: KafkaConfig,
-    mut wake: Wake,
-    batch: i64,
-    shutdown: CancellationToken,
-) {
+pub async fn run(pool: PgPool, config: KafkaConfig, mut wake: Wake, batch: i64, shutdown: CancellationToken) {
     let mut publisher = match Publisher::new(config) {
         Ok(p) => p,
         Err(e) => {

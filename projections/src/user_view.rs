@@ -20,19 +20,13 @@ impl Projector for UserView {
     }
 
     async fn apply(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()> {
-        let users: Vec<&StoredEvent> = events
-            .iter()
-            .filter(|e| e.aggregate_type == "user")
-            .collect();
+        let users: Vec<&StoredEvent> = events.iter().filter(|e| e.aggregate_type == "user").collect();
         if users.is_empty() {
             return Ok(());
         }
         let mut ids: Vec<Uuid> = Vec::with_capacity(users.len());
         for e in &users {
-            let id: Uuid = e
-                .aggregate_id
-                .parse()
-                .context("user aggregate id is not a uuid")?;
+            let id: Uuid = e.aggregate_id.parse().context("user aggregate id is not a uuid")?;
             if !ids.contains(&id) {
                 ids.push(id);
             }
@@ -46,24 +40,15 @@ impl Projector for UserView {
         for e in users {
             let id: Uuid = e.aggregate_id.parse()?;
             let current = docs.remove(&id);
-            if current
-                .as_ref()
-                .is_some_and(|d| d.version >= e.sequence as u64)
-            {
+            if current.as_ref().is_some_and(|d| d.version >= e.sequence as u64) {
                 // Already applied (a batch replayed after a crash).
                 docs.insert(id, current.expect("checked above"));
                 continue;
             }
-            let event: UserEvent =
-                serde_json::from_value(e.payload.clone()).with_context(|| {
-                    format!("cannot read {} {} of user {id}", e.event_type, e.sequence)
-                })?;
-            let doc = UserDoc::fold(current, &event).with_context(|| {
-                format!(
-                    "{} {} of user {id} has no enrollment",
-                    e.event_type, e.sequence
-                )
-            })?;
+            let event: UserEvent = serde_json::from_value(e.payload.clone())
+                .with_context(|| format!("cannot read {} {} of user {id}", e.event_type, e.sequence))?;
+            let doc = UserDoc::fold(current, &event)
+                .with_context(|| format!("{} {} of user {id} has no enrollment", e.event_type, e.sequence))?;
             docs.insert(id, doc);
         }
         upsert(tx, docs.values()).await
@@ -76,10 +61,7 @@ impl Projector for UserView {
 }
 
 /// One statement for the whole batch.
-async fn upsert<'a>(
-    tx: &mut PgConnection,
-    docs: impl Iterator<Item = &'a UserDoc>,
-) -> anyhow::Result<()> {
+async fn upsert<'a>(tx: &mut PgConnection, docs: impl Iterator<Item = &'a UserDoc>) -> anyhow::Result<()> {
     let (mut ids, mut companies, mut versions, mut statuses, mut parents, mut bodies) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     for d in docs {

@@ -37,9 +37,7 @@ impl Projector for Broken {
     }
 
     async fn apply(&self, tx: &mut PgConnection, _: &[StoredEvent]) -> anyhow::Result<()> {
-        sqlx::query("INSERT INTO seen (pos) VALUES (-1)")
-            .execute(tx)
-            .await?;
+        sqlx::query("INSERT INTO seen (pos) VALUES (-1)").execute(tx).await?;
         anyhow::bail!("projector bug")
     }
 
@@ -55,7 +53,8 @@ async fn setup(pool: &PgPool) {
         .expect("seen table");
 }
 
-const INSERT: &str = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+const INSERT: &str =
+    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
                       VALUES ('test', $1, 1, 'TestHappened', '1.0', '{}', '{}') RETURNING global_position";
 
 async fn append(conn: &mut PgConnection, id: &str) -> i64 {
@@ -99,20 +98,11 @@ async fn a_late_commit_is_never_skipped(pool: PgPool) {
     setup(&pool).await;
     let mut slow = pool.acquire().await.expect("conn");
     let mut fast = pool.acquire().await.expect("conn");
-    sqlx::query("BEGIN")
-        .execute(&mut *slow)
-        .await
-        .expect("begin");
+    sqlx::query("BEGIN").execute(&mut *slow).await.expect("begin");
     let early = append(&mut slow, "a").await;
-    sqlx::query("BEGIN")
-        .execute(&mut *fast)
-        .await
-        .expect("begin");
+    sqlx::query("BEGIN").execute(&mut *fast).await.expect("begin");
     let late = append(&mut fast, "b").await;
-    sqlx::query("COMMIT")
-        .execute(&mut *fast)
-        .await
-        .expect("commit");
+    sqlx::query("COMMIT").execute(&mut *fast).await.expect("commit");
     assert!(early < late);
 
     // `global_position > checkpoint` would now read `late` and move past
@@ -120,17 +110,10 @@ async fn a_late_commit_is_never_skipped(pool: PgPool) {
     assert_eq!(batch(&pool, &Recorder).await.expect("batch"), 0);
     assert!(seen(&pool).await.is_empty());
 
-    sqlx::query("COMMIT")
-        .execute(&mut *slow)
-        .await
-        .expect("commit");
+    sqlx::query("COMMIT").execute(&mut *slow).await.expect("commit");
     assert_eq!(batch_some(&pool, &Recorder).await.expect("batch"), 2);
     assert_eq!(seen(&pool).await, vec![early, late]);
-    assert_eq!(
-        batch(&pool, &Recorder).await.expect("batch"),
-        0,
-        "nothing twice"
-    );
+    assert_eq!(batch(&pool, &Recorder).await.expect("batch"), 0, "nothing twice");
 }
 
 /// Read-model rows and the checkpoint commit together or not at all.
@@ -170,11 +153,7 @@ async fn batches_resume_from_the_checkpoint_and_replay_rebuilds(pool: PgPool) {
         .await
         .expect("replay");
     assert_eq!((replayed, progressed), (250, 250));
-    assert_eq!(
-        seen(&pool).await,
-        positions,
-        "replay rebuilds the same rows"
-    );
+    assert_eq!(seen(&pool).await, positions, "replay rebuilds the same rows");
     assert_eq!(batch(&pool, &Recorder).await.expect("batch"), 0);
 }
 
@@ -184,10 +163,7 @@ async fn batches_resume_from_the_checkpoint_and_replay_rebuilds(pool: PgPool) {
 async fn only_one_runner_leads_a_projection(pool: PgPool) {
     let leader = engine::lead(&pool, "recorder").await.expect("lead");
     assert!(leader.is_some());
-    assert!(engine::lead(&pool, "recorder")
-        .await
-        .expect("lead")
-        .is_none());
+    assert!(engine::lead(&pool, "recorder").await.expect("lead").is_none());
     assert!(engine::lead(&pool, "other").await.expect("lead").is_some());
     drop(leader);
     let mut again = None;

@@ -24,6 +24,7 @@ async fn enroll(commands: &Commands, i: usize) -> UserDoc {
     let command = UserCommand {
         company_id: "acme".into(),
         at: meta.at,
+        expected_version: None,
         action: UserAction::Enroll(Box::new(EnrollUser {
             user_id: id,
             profile: Profile {
@@ -59,9 +60,7 @@ async fn rows(pool: &PgPool) -> Vec<(Uuid, i64, String, Json<UserDoc>)> {
 async fn catch_up(pool: &PgPool) {
     let mut conn = pool.acquire().await.expect("conn");
     for _ in 0..200 {
-        engine::run_batch(&mut conn, &UserView, 500)
-            .await
-            .expect("batch");
+        engine::run_batch(&mut conn, &UserView, 500).await.expect("batch");
         if engine::lag(pool, "user_view", 10).await.expect("lag") == 0 {
             return;
         }
@@ -89,21 +88,13 @@ async fn projected_rows_equal_the_write_side_documents_and_survive_replay(pool: 
     assert!(!text.contains("argon2"), "no secret in the read model");
 
     // Applying the same events again changes nothing.
-    sqlx::query(
-        "UPDATE subscriber_checkpoints SET last_xid = '0', last_pos = 0 WHERE name = 'user_view'",
-    )
-    .execute(&pool)
-    .await
-    .expect("rewind");
+    sqlx::query("UPDATE subscriber_checkpoints SET last_xid = '0', last_pos = 0 WHERE name = 'user_view'")
+        .execute(&pool)
+        .await
+        .expect("rewind");
     catch_up(&pool).await;
     assert_eq!(rows(&pool).await, incremental);
 
-    engine::replay(&pool, &UserView, 7, |_| {})
-        .await
-        .expect("replay");
-    assert_eq!(
-        rows(&pool).await,
-        incremental,
-        "replay equals the incremental build"
-    );
+    engine::replay(&pool, &UserView, 7, |_| {}).await.expect("replay");
+    assert_eq!(rows(&pool).await, incremental, "replay equals the incremental build");
 }

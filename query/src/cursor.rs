@@ -11,9 +11,7 @@ pub fn encode_id(id: Uuid) -> String {
 }
 
 pub fn decode_id(cursor: &str) -> Result<Uuid, QueryError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(cursor)
-        .map_err(|_| QueryError::InvalidCursor)?;
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| QueryError::InvalidCursor)?;
     Uuid::from_slice(&bytes).map_err(|_| QueryError::InvalidCursor)
 }
 

@@ -21,11 +21,7 @@ impl<T> Page<T> {
     pub fn from_rows(mut rows: Vec<T>, limit: usize, cursor_of: impl Fn(&T) -> String) -> Self {
         let has_more = rows.len() > limit;
         rows.truncate(limit);
-        let next_cursor = if has_more {
-            rows.last().map(cursor_of)
-        } else {
-            None
-        };
+        let next_cursor = if has_more { rows.last().map(cursor_of) } else { None };
         Page {
             data: rows,
             has_more,

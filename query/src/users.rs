@@ -10,12 +10,11 @@ use uuid::Uuid;
 pub const PROJECTION: &str = "user_view";
 
 pub async fn get(pool: &PgPool, company_id: &str, id: Uuid) -> Result<Option<UserDoc>, QueryError> {
-    let row: Option<Json<UserDoc>> =
-        sqlx::query_scalar("SELECT doc FROM user_view WHERE id = $1 AND company_id = $2")
-            .bind(id)
-            .bind(company_id)
-            .fetch_optional(pool)
-            .await?;
+    let row: Option<Json<UserDoc>> = sqlx::query_scalar("SELECT doc FROM user_view WHERE id = $1 AND company_id = $2")
+        .bind(id)
+        .bind(company_id)
+        .fetch_optional(pool)
+        .await?;
     Ok(row.map(|d| d.0))
 }
 
@@ -28,11 +27,7 @@ pub struct ListUsers {
 }
 
 /// Users in creation order (ids are UUIDv7), keyset-paginated by id.
-pub async fn list(
-    pool: &PgPool,
-    company_id: &str,
-    q: &ListUsers,
-) -> Result<Page<UserDoc>, QueryError> {
+pub async fn list(pool: &PgPool, company_id: &str, q: &ListUsers) -> Result<Page<UserDoc>, QueryError> {
     let after = q.after.as_deref().map(cursor::decode_id).transpose()?;
     let rows: Vec<Json<UserDoc>> = sqlx::query_scalar(
         "SELECT doc FROM user_view
@@ -51,7 +46,5 @@ pub async fn list(
     .fetch_all(pool)
     .await?;
     let docs = rows.into_iter().map(|d| d.0).collect();
-    Ok(Page::from_rows(docs, q.limit, |d: &UserDoc| {
-        cursor::encode_id(d.id)
-    }))
+    Ok(Page::from_rows(docs, q.limit, |d: &UserDoc| cursor::encode_id(d.id)))
 }

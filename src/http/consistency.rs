@@ -67,12 +67,7 @@ impl<St: Send + Sync> FromRequestParts<St> for ReadAfter {
                 .ok()
                 .and_then(Token::parse)
                 .map(|t| ReadAfter(Some(t)))
-                .ok_or_else(|| {
-                    ApiError::field(
-                        "Roster-Consistency-Token",
-                        "is not a token this API returned",
-                    )
-                }),
+                .ok_or_else(|| ApiError::field("Roster-Consistency-Token", "is not a token this API returned")),
         }
     }
 }
@@ -84,25 +79,12 @@ impl ReadAfter {
         let deadline = Instant::now() + MAX_WAIT;
         let id = t.aggregate_id.to_string();
         loop {
-            match roster_projections::engine::has_applied(
-                pool,
-                projection,
-                &t.aggregate_type,
-                &id,
-                t.sequence as i64,
-            )
-            .await?
+            match roster_projections::engine::has_applied(pool, projection, &t.aggregate_type, &id, t.sequence as i64)
+                .await?
             {
                 Some(true) => return Ok(()),
-                None => {
-                    return Err(ApiError::field(
-                        "Roster-Consistency-Token",
-                        "names no write",
-                    ))
-                }
-                Some(false) if Instant::now() >= deadline => {
-                    return Err(ApiError::NotYetConsistent)
-                }
+                None => return Err(ApiError::field("Roster-Consistency-Token", "names no write")),
+                Some(false) if Instant::now() >= deadline => return Err(ApiError::NotYetConsistent),
                 Some(false) => tokio::time::sleep(STEP).await,
             }
         }

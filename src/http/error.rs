@@ -20,6 +20,12 @@ pub enum ApiError {
     Conflict(&'static str, &'static str),
     PreconditionFailed,
     Unprocessable(&'static str, &'static str),
+    /// A failed verification: 422 with `attempts_remaining`.
+    VerificationFailed {
+        code: &'static str,
+        attempts_remaining: u32,
+    },
+    Locked,
     Unavailable,
     NotYetConsistent,
     Internal,
@@ -53,6 +59,8 @@ struct Problem<'a> {
     code: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     errors: Option<&'a [FieldError]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempts_remaining: Option<u32>,
 }
 
 impl IntoResponse for ApiError {
@@ -88,6 +96,19 @@ impl IntoResponse for ApiError {
                 "If-Match does not match the current version.".into(),
             ),
             Unprocessable(code, d) => (StatusCode::UNPROCESSABLE_ENTITY, code, d.to_string()),
+            VerificationFailed {
+                code,
+                attempts_remaining,
+            } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                code,
+                format!("Verification failed; {attempts_remaining} attempts remaining."),
+            ),
+            Locked => (
+                StatusCode::LOCKED,
+                "VERIFICATION_LOCKED",
+                "Verification is locked after too many failures; set the questions again.".into(),
+            ),
             Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "UNAVAILABLE",
@@ -109,15 +130,16 @@ impl IntoResponse for ApiError {
             _ => None,
         };
         let body = Problem {
-            kind: format!(
-                "https://roster.dev/problems/{}",
-                code.to_lowercase().replace('_', "-")
-            ),
+            kind: format!("https://roster.dev/problems/{}", code.to_lowercase().replace('_', "-")),
             title: status.canonical_reason().unwrap_or("Error"),
             status: status.as_u16(),
             detail,
             code,
             errors,
+            attempts_remaining: match &self {
+                VerificationFailed { attempts_remaining, .. } => Some(*attempts_remaining),
+                _ => None,
+            },
         };
         let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
@@ -140,31 +162,29 @@ impl From<CommandError> for ApiError {
         match e {
             CommandError::User(u) => match u {
                 UserError::NotFound => ApiError::user_not_found(),
-                UserError::AlreadyEnrolled => {
-                    ApiError::Conflict("CONCURRENT_MODIFICATION", "The user already exists.")
+                UserError::AlreadyEnrolled => ApiError::Conflict("CONCURRENT_MODIFICATION", "The user already exists."),
+                UserError::SelfParent => {
+                    ApiError::Unprocessable("RELATIONSHIP_CYCLE", "A user cannot be its own parent.")
                 }
-                UserError::SelfParent => ApiError::Unprocessable(
-                    "RELATIONSHIP_CYCLE",
-                    "A user cannot be its own parent.",
-                ),
+                UserError::PreconditionFailed => ApiError::PreconditionFailed,
+                UserError::Invalid(errors) => ApiError::Validation(errors),
+                UserError::Closed => ApiError::Conflict("INVALID_USER_STATE", "A closed user cannot be reopened."),
+                UserError::VerificationLocked => ApiError::Locked,
             },
             CommandError::Violation(v) => match v {
-                Violation::EmailTaken => ApiError::Conflict(
-                    "EMAIL_TAKEN",
-                    "Another user of this company has this email.",
-                ),
+                Violation::EmailTaken => {
+                    ApiError::Conflict("EMAIL_TAKEN", "Another user of this company has this email.")
+                }
                 Violation::ExternalIdTaken => ApiError::Conflict(
                     "EXTERNAL_ID_TAKEN",
                     "Another user of this company has this external reference.",
                 ),
-                Violation::AccountTaken => ApiError::Conflict(
-                    "ACCOUNT_TAKEN",
-                    "Another user of this company has this account id.",
-                ),
-                Violation::ParentNotFound => ApiError::Unprocessable(
-                    "PARENT_NOT_FOUND",
-                    "The parent user does not exist in this company.",
-                ),
+                Violation::AccountTaken => {
+                    ApiError::Conflict("ACCOUNT_TAKEN", "Another user of this company has this account id.")
+                }
+                Violation::ParentNotFound => {
+                    ApiError::Unprocessable("PARENT_NOT_FOUND", "The parent user does not exist in this company.")
+                }
                 Violation::RelationshipCycle => ApiError::Unprocessable(
                     "RELATIONSHIP_CYCLE",
                     "The parent is this user or one of its descendants.",
@@ -186,9 +206,7 @@ impl From<CommandError> for ApiError {
 impl From<QueryError> for ApiError {
     fn from(e: QueryError) -> Self {
         match e {
-            QueryError::InvalidCursor => {
-                ApiError::field("after", "is not a cursor this API returned")
-            }
+            QueryError::InvalidCursor => ApiError::field("after", "is not a cursor this API returned"),
             QueryError::Database(e) => e.into(),
             QueryError::Corrupt(e) => ApiError::internal(e),
         }
@@ -198,10 +216,7 @@ impl From<QueryError> for ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         match e {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::Io(_)
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_) => {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
                 tracing::warn!(error = %e, "database unavailable");
                 ApiError::Unavailable
             }

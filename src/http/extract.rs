@@ -36,10 +36,7 @@ impl<S: Required> FromRequestParts<AppState> for Auth<S> {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
         let token = header("authorization")
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .ok_or(ApiError::Unauthenticated)?;
         let app_id = header("x-appid").ok_or(ApiError::Unauthenticated)?;
         let caller = state
@@ -76,10 +73,7 @@ impl<St: Send + Sync> FromRequestParts<St> for RequestInfo {
                     .to_str()
                     .map_err(|_| ApiError::field("Idempotency-Key", "must be visible ASCII"))?;
                 if k.is_empty() || k.len() > 255 {
-                    return Err(ApiError::field(
-                        "Idempotency-Key",
-                        "must be 1 to 255 characters",
-                    ));
+                    return Err(ApiError::field("Idempotency-Key", "must be 1 to 255 characters"));
                 }
                 Some(k.to_string())
             }
@@ -98,16 +92,13 @@ impl<St: Send + Sync> FromRequest<St> for RawBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &St) -> Result<Self, ApiError> {
-        Bytes::from_request(req, state)
-            .await
-            .map(RawBody)
-            .map_err(|e| {
-                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge
-                } else {
-                    ApiError::Malformed(format!("cannot read the body: {}", e.body_text()))
-                }
-            })
+        Bytes::from_request(req, state).await.map(RawBody).map_err(|e| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::Malformed(format!("cannot read the body: {}", e.body_text()))
+            }
+        })
     }
 }
 
@@ -128,8 +119,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::Malformed("a JSON body is required".into()));
     }
-    let value: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::Malformed(format!("the body is not valid JSON: {e}")))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::Malformed(format!("the body is not valid JSON: {e}")))?;
     serde_path_to_error::deserialize(value).map_err(|e| {
         let mut field = e.path().to_string();
         let message = e.inner().to_string();

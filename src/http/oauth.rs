@@ -61,11 +61,7 @@ pub async fn token(
     }
     match state
         .tokens
-        .issue(
-            &state.pool,
-            &request.client_id,
-            Secret::new(request.client_secret),
-        )
+        .issue(&state.pool, &request.client_id, Secret::new(request.client_secret))
         .await
     {
         Ok(t) => Ok(Json(t)),
@@ -76,8 +72,7 @@ pub async fn token(
 }
 
 fn form_pairs(body: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
-    let text = std::str::from_utf8(body)
-        .map_err(|_| ApiError::Malformed("the form is not UTF-8".into()))?;
+    let text = std::str::from_utf8(body).map_err(|_| ApiError::Malformed("the form is not UTF-8".into()))?;
     let uri: axum::http::Uri = format!("/?{text}")
         .parse()
         .map_err(|_| ApiError::Malformed("the form is not URL-encoded".into()))?;

@@ -2,12 +2,12 @@
 //! generated from the handlers' annotations and the types they use.
 
 use roster_command::user::input::{
-    AccountInput, AddressInput, CommunicationPreferencesInput, EnrollUserRequest, ExternalRefInput,
-    KycInput, QuestionInput,
+    AccountInput, AddressInput, CommunicationPreferencesInput, EnrollUserRequest, ExternalRefInput, KycInput,
+    QuestionInput,
 };
 use roster_events::user::{
-    Account, AccountDoc, Address, CommunicationPreferences, ExternalRef, Kyc, KycStatus, Login,
-    Profile, UserDoc, UserStatus, VerificationDoc,
+    Account, AccountDoc, Address, CommunicationPreferences, ExternalRef, Kyc, KycStatus, Login, Profile, UserDoc,
+    UserStatus, VerificationDoc,
 };
 use serde::Serialize;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -87,10 +87,7 @@ macro_rules! problem_response {
     };
 }
 
-problem_response!(
-    BadRequest,
-    "VALIDATION_FAILED (with errors[]) or MALFORMED_REQUEST"
-);
+problem_response!(BadRequest, "VALIDATION_FAILED (with errors[]) or MALFORMED_REQUEST");
 problem_response!(Unauthenticated, "UNAUTHENTICATED");
 problem_response!(Forbidden, "FORBIDDEN: a scope is missing");
 problem_response!(NotFound, "USER_NOT_FOUND and other *_NOT_FOUND codes");
@@ -99,10 +96,7 @@ problem_response!(
     "EMAIL_TAKEN, EXTERNAL_ID_TAKEN, ACCOUNT_TAKEN, CONCURRENT_MODIFICATION, ..."
 );
 problem_response!(Unprocessable, "PARENT_NOT_FOUND, RELATIONSHIP_CYCLE, ...");
-problem_response!(
-    Unavailable,
-    "UNAVAILABLE or NOT_YET_CONSISTENT, with Retry-After"
-);
+problem_response!(Unavailable, "UNAVAILABLE or NOT_YET_CONSISTENT, with Retry-After");
 
 /// `Idempotency-Key` header of write routes.
 #[derive(IntoParams)]

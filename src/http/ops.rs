@@ -38,10 +38,9 @@ async fn lags(state: &AppState) -> Result<(Value, Value), sqlx::Error> {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    let applied: Result<i64, sqlx::Error> =
-        sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
-            .fetch_one(&state.pool)
-            .await;
+    let applied: Result<i64, sqlx::Error> = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&state.pool)
+        .await;
     let expected = crate::db::MIGRATOR.iter().count() as i64;
     match (applied, lags(&state).await) {
         (Ok(n), Ok((projections, publisher))) if n >= expected => Json(json!({
@@ -64,10 +63,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 async fn metrics(State(state): State<AppState>) -> Response {
     let _ = lags(&state).await;
     (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
     )
         .into_response()

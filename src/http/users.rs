@@ -7,14 +7,15 @@ use super::AppState;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, patch, post, put};
 use axum::{Json, Router};
 use roster_command::bus::Load;
 use roster_command::secret::{self, Secret};
-use roster_command::user::input::EnrollUserRequest;
-use roster_command::user::{EnrollUser, UserAction, UserCommand};
+use roster_command::user::input::{self, AccountInput, EnrollUserRequest, KycInput, QuestionInput, PROFILE_FIELDS};
+use roster_command::user::{EnrollUser, UpdateUser, UserAction, UserCommand};
+use roster_command::validate::{self, Errors, FieldError};
 use roster_command::{Committed, Meta};
-use roster_events::user::{QuestionHash, UserDoc, UserStatus};
+use roster_events::user::{Kyc, QuestionHash, UserDoc, UserEvent, UserStatus};
 use roster_events::Timestamp;
 use roster_query::users::{self, ListUsers, PROJECTION};
 use uuid::Uuid;
@@ -22,7 +23,13 @@ use uuid::Uuid;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/users", get(list).post(enroll))
-        .route("/v1/users/{id}", get(retrieve))
+        .route("/v1/users/{id}", get(retrieve).patch(update).put(update))
+        .route("/v1/users/{id}/parent", put(link_parent).delete(unlink_parent))
+        .route("/v1/users/{id}/verification-questions", put(set_questions))
+        .route("/v1/users/{id}/verifications", post(verify))
+        .route("/v1/users/{id}/status", post(change_status))
+        .route("/v1/users/{id}/kyc", patch(update_kyc))
+        .route("/v1/users/{id}/accounts", post(add_account))
 }
 
 fn meta(caller: &crate::auth::Caller, info: RequestInfo) -> Meta {
@@ -73,11 +80,7 @@ pub async fn enroll(
     Body(request): Body<EnrollUserRequest>,
 ) -> Result<Response, ApiError> {
     let e = request.validate().map_err(ApiError::Validation)?;
-    let mut secrets: Vec<Secret> = e
-        .verification_questions
-        .iter()
-        .map(|q| q.answer.clone())
-        .collect();
+    let mut secrets: Vec<Secret> = e.verification_questions.iter().map(|q| q.answer.clone()).collect();
     secrets.extend(e.password.clone());
     let mut hashes = hash_all(secrets).await?;
     let password_hash = e.password.is_some().then(|| hashes.pop()).flatten();
@@ -95,6 +98,7 @@ pub async fn enroll(
     let command = UserCommand {
         company_id: caller.company_id.clone(),
         at: meta.at,
+        expected_version: None,
         action: UserAction::Enroll(Box::new(EnrollUser {
             user_id,
             profile: e.profile,
@@ -107,15 +111,11 @@ pub async fn enroll(
             verification_questions,
         })),
     };
-    let Committed { doc, .. } = state
-        .commands
-        .user(user_id, command, meta, Load::Fresh)
-        .await?;
+    let Committed { doc, .. } = state.commands.user(user_id, command, meta, Load::Fresh).await?;
     let mut headers = user_headers(&doc);
     headers.insert(
         header::LOCATION,
-        HeaderValue::from_str(&format!("/v1/users/{user_id}"))
-            .expect("uuid is a valid header value"),
+        HeaderValue::from_str(&format!("/v1/users/{user_id}")).expect("uuid is a valid header value"),
     );
     Ok((StatusCode::CREATED, headers, Json(doc)).into_response())
 }
@@ -165,9 +165,8 @@ pub async fn list(
     let status = match paging.rest.remove("status") {
         None => None,
         Some(s) => Some(
-            serde_json::from_value::<UserStatus>(serde_json::Value::String(s)).map_err(|_| {
-                ApiError::field("status", "must be inactive, active, blocked or closed")
-            })?,
+            serde_json::from_value::<UserStatus>(serde_json::Value::String(s))
+                .map_err(|_| ApiError::field("status", "must be inactive, active, blocked or closed"))?,
         ),
     };
     let parent_user_id = match paging.rest.remove("parent_user_id") {
@@ -186,4 +185,284 @@ pub async fn list(
     };
     let page = users::list(&state.pool, &caller.company_id, &query).await?;
     Ok(Json(page).into_response())
+}
+
+/// A user id from the path: not a UUID cannot name a user.
+fn user_id(id: &str) -> Result<Uuid, ApiError> {
+    id.parse().map_err(|_| ApiError::user_not_found())
+}
+
+/// `If-Match: "<version>"` (or `*`, or absent: no precondition).
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(v) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = v.to_str().unwrap_or_default().trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    text.trim_start_matches("W/")
+        .trim_matches('"')
+        .parse()
+        .map(Some)
+        .map_err(|_| ApiError::field("If-Match", "must be an ETag this API returned"))
+}
+
+/// Runs one command on an existing user.
+async fn run(
+    state: &AppState,
+    caller: &crate::auth::Caller,
+    info: RequestInfo,
+    id: &str,
+    headers: &HeaderMap,
+    action: UserAction,
+) -> Result<Committed<UserDoc, UserEvent>, ApiError> {
+    let id = user_id(id)?;
+    let meta = meta(caller, info);
+    let command = UserCommand {
+        company_id: caller.company_id.clone(),
+        at: meta.at,
+        expected_version: if_match(headers)?,
+        action,
+    };
+    Ok(state.commands.user(id, command, meta, Load::Existing).await?)
+}
+
+fn user_response(status: StatusCode, doc: UserDoc) -> Response {
+    (status, user_headers(&doc), Json(doc)).into_response()
+}
+
+/// Update a user: a JSON merge patch of its profile fields, plus `password`
+/// and `parent_user_id`. `PUT` has the same (partial) semantics.
+pub async fn update(
+    State(state): State<AppState>,
+    Auth(caller, ..): Auth<UsersWrite>,
+    info: RequestInfo,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Body(body): Body<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    let serde_json::Value::Object(fields) = body else {
+        return Err(ApiError::field("body", "must be a JSON object"));
+    };
+    let mut update = UpdateUser::default();
+    let mut errors = Vec::new();
+    for (key, value) in fields {
+        match key.as_str() {
+            k if PROFILE_FIELDS.contains(&k) => {
+                update.patch.insert(key, value);
+            }
+            "password" => match value.as_str().map(|p| (p, p.chars().count())) {
+                Some((p, 8..=128)) => update.password_hash = Some(p.to_string()),
+                _ => errors.push(FieldError::new("password", "must be 8 to 128 characters")),
+            },
+            "parent_user_id" => match &value {
+                serde_json::Value::Null => update.parent = Some(None),
+                v => match v.as_str().and_then(|s| s.parse::<Uuid>().ok()) {
+                    Some(p) => update.parent = Some(Some(p)),
+                    None => errors.push(FieldError::new("parent_user_id", "must be a user id or null")),
+                },
+            },
+            "status" | "status_reason" => {
+                errors.push(FieldError::new(&key, "is changed with POST /v1/users/{id}/status"))
+            }
+            "kyc" => errors.push(FieldError::new(&key, "is changed with PATCH /v1/users/{id}/kyc")),
+            "verification_questions" => errors.push(FieldError::new(
+                &key,
+                "is changed with PUT /v1/users/{id}/verification-questions",
+            )),
+            "account" | "accounts" => errors.push(FieldError::new(&key, "is added with POST /v1/users/{id}/accounts")),
+            _ => errors.push(FieldError::new(&key, "is not a known field")),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    if let Some(password) = update.password_hash.take() {
+        update.password_hash = hash_all(vec![Secret::new(password)]).await?.pop();
+    }
+    let c = run(
+        &state,
+        &caller,
+        info,
+        &id,
+        &headers,
+        UserAction::Update(Box::new(update)),
+    )
+    .await?;
+    Ok(user_response(StatusCode::OK, c.doc))
+}
+
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ParentRequest {
+    pub parent_user_id: Uuid,
+}
+
+pub async fn link_parent(
+    State(state): State<AppState>,
+    Auth(caller, ..): Auth<UsersWrite>,
+    info: RequestInfo,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Body(body): Body<ParentRequest>,
+) -> Result<Response, ApiError> {
+    let action = UserAction::SetParent(Some(body.parent_user_id));
+    let c = run(&state, &caller, info, &id, &headers, action).await?;
+    Ok(user_response(StatusCode::OK, c.doc))
+}
+
+pub async fn unlink_parent(
+    State(state): State<AppState>,
+    Auth(caller, ..): Auth<UsersWrite>,
+    info: RequestInfo,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let c = run(&state, &caller, info, &id, &headers, UserAction::SetParent(None)).await?;
+    Ok(user_response(StatusCode::OK, c.doc))
+}
+
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuestionsRequest {
+    pub questions: Vec<QuestionInput>,
+}
+
+pub async fn set_questions(
+    State(state): State<AppState>,
+    Auth(caller, ..): Auth<UsersWrite>,
+    info: RequestInfo,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Body(body): Body<QuestionsRequest>,
+) -> Result<Response, ApiError> {
+    let mut errors = Errors::default();
+    let questions = input::questions(&mut errors, "questions", &body.questions);
+    errors.into_result(()).map_err(ApiError::Validation)?;
+    let hashes = hash_all(questions.iter().map(|q| q.answer.clone()).collect()).await?;
+    let questions = questions
+        .into_iter()
+        .zip(hashes)
+        .map(|(q, answer_hash)| QuestionHash {
+            code: q.code,
+            answer_hash,
+        })
+        .collect();
+    let c = run(
+        &state,
+        &caller,
+        info,
+        &id,
+        &headers,
+        UserAction::SetQuestions(questions),
+    )
+    .await?;
+    Ok(user_response(StatusCode::OK, c.doc))
+}
+
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    pub code: String,
+    pub answer: String,
+}
+
+/// Verify a user with one of its security questions.
+pub async fn verify(
+    State(state): State<AppState>,
+    Auth(caller, ..): Auth<UsersWrite>,
+    info: RequestInfo,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Body(body): Body<VerifyRequest>,
+) -> Result<Response, ApiError> {
+    let action = UserAction::Verify {
+        code: body.code.trim().to_string(),
+        answer: Secret::new(validate::normalise_answer(&body.answer)),
+    };
+    let c = run(&state, &caller, info, &id, &headers, action).await?;
+    let mut headers = user_headers(&c.doc);
+    headers.remove(header::ETAG);
+    let failure = c.events.iter().find_map(|e| match e {
+        UserEvent::VerificationFailed(f) => Some(f),
+        _ => None,
+    });
+    match failure {
+        None => Ok((headers, Json(serde_json::json!({"verified": true}))).into_response()),
+        Some(f) => {
+            let code = if f.known_question {
+                "VERIFICATION_FAILED"
+            } else {
+                "UNKNOWN_QUESTION"
+            };
+            let mut response = ApiError::VerificationFailed {
+                code,
+                attempts_remaining: f.attempts_remaining,
+            }
+            .into_response();
+            response.headers_mut().extend(headers);
+            Ok(response)
+        }
+    }
+}
+
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusRequest {
+    pub status: UserStatus,
+    pub reason: Option<String>,
+}
+
+pub async fn change_status(
+    State(state): State<AppState>,
+    Auth(caller, ..): Auth<UsersWrite>,
+    info: RequestInfo,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Body(body): Body<StatusRequest>,
+) -> Result<Response, ApiError> {
+    let reason = match body.reason.as_deref() {
+        None => None,
+        Some(r) => Some(validate::text(r, 1, 200).map_err(|m| ApiError::field("reason", m))?),
+    };
+    let action = UserAction::ChangeStatus {
+        status: body.status,
+        reason,
+    };
+    let c = run(&state, &caller, info, &id, &headers, action).await?;
+    Ok(user_response(StatusCode::OK, c.doc))
+}
+
+pub async fn update_kyc(
+    State(state): State<AppState>,
+    Auth(caller, ..): Auth<UsersWrite>,
+    info: RequestInfo,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Body(body): Body<KycInput>,
+) -> Result<Response, ApiError> {
+    let kyc_id = match body.kyc_id.as_deref() {
+        None => None,
+        Some(k) => Some(validate::text(k, 1, 100).map_err(|m| ApiError::field("kyc_id", m))?),
+    };
+    let action = UserAction::UpdateKyc(Kyc {
+        kyc_id,
+        status: body.status,
+    });
+    let c = run(&state, &caller, info, &id, &headers, action).await?;
+    Ok(user_response(StatusCode::OK, c.doc))
+}
+
+pub async fn add_account(
+    State(state): State<AppState>,
+    Auth(caller, ..): Auth<UsersWrite>,
+    info: RequestInfo,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Body(body): Body<AccountInput>,
+) -> Result<Response, ApiError> {
+    let account = input::account(&body).map_err(ApiError::Validation)?;
+    let c = run(&state, &caller, info, &id, &headers, UserAction::AddAccount(account)).await?;
+    Ok(user_response(StatusCode::CREATED, c.doc))
 }

@@ -71,13 +71,9 @@ pub async fn spawn_app_with(brokers: Option<String>) -> TestApp {
         roster::telemetry::init(roster::config::LogFormat::Pretty);
     }
     let database_url = format!("{}/roster_test_{}", pg_server(), Uuid::new_v4().simple());
-    let pool = roster::db::prepare(&database_url, 8)
-        .await
-        .expect("database prepared");
+    let pool = roster::db::prepare(&database_url, 8).await.expect("database prepared");
     let topic = format!("roster.test.{}", Uuid::new_v4().simple());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let settings = Settings {
         roles: vec![Role::Api, Role::Projector, Role::Publisher],
         kafka: brokers.clone().map(|brokers| KafkaConfig {
@@ -107,12 +103,7 @@ impl TestApp {
             app.stop().await;
         }
         self.pool.close().await;
-        let name = self
-            .database_url
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_string();
+        let name = self.database_url.rsplit('/').next().unwrap_or_default().to_string();
         if let Ok(admin) = PgPool::connect(&format!("{}/postgres", pg_server())).await {
             let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
                 .execute(&admin)
@@ -148,12 +139,7 @@ impl TestApp {
         }
     }
 
-    pub fn request(
-        &self,
-        creds: Option<&Creds>,
-        method: Method,
-        path: &str,
-    ) -> reqwest::RequestBuilder {
+    pub fn request(&self, creds: Option<&Creds>, method: Method, path: &str) -> reqwest::RequestBuilder {
         let mut r = self.http.request(method, format!("{}{}", self.base, path));
         if let Some(c) = creds {
             r = r.bearer_auth(&c.token).header("x-appid", &c.client_id);
@@ -171,11 +157,7 @@ impl TestApp {
         } else {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
-        Res {
-            status,
-            headers,
-            body,
-        }
+        Res { status, headers, body }
     }
 
     pub async fn get(&self, creds: &Creds, path: &str) -> Res {
@@ -213,18 +195,10 @@ pub struct Record {
     pub offset: i64,
 }
 
-pub async fn consume(
-    brokers: &str,
-    topic: &str,
-    expected: usize,
-    patience: Duration,
-) -> Vec<Record> {
+pub async fn consume(brokers: &str, topic: &str, expected: usize, patience: Duration) -> Vec<Record> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set(
-            "group.id",
-            format!("roster-test-{}", Uuid::new_v4().simple()),
-        )
+        .set("group.id", format!("roster-test-{}", Uuid::new_v4().simple()))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         // Notice a topic created after we subscribed.
@@ -244,8 +218,7 @@ pub async fn consume(
                             .map(|x| {
                                 (
                                     x.key.to_string(),
-                                    String::from_utf8_lossy(x.value.unwrap_or_default())
-                                        .into_owned(),
+                                    String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
                                 )
                             })
                             .collect()
@@ -253,8 +226,7 @@ pub async fn consume(
                     .unwrap_or_default();
                 out.push(Record {
                     key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
-                    value: serde_json::from_slice(m.payload().unwrap_or_default())
-                        .unwrap_or(Value::Null),
+                    value: serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or(Value::Null),
                     headers,
                     partition: m.partition(),
                     offset: m.offset(),
@@ -284,13 +256,7 @@ impl Broker {
     pub async fn start(addr: &str) -> Broker {
         let url = format!("tcp://{addr}");
         let child = std::process::Command::new("tansu")
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
             .args(["--storage-engine", "memory://tansu/"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

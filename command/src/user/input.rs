@@ -8,6 +8,7 @@ use roster_events::user::{
     Account, Address, CommunicationPreferences, ExternalRef, Kyc, KycStatus, Profile, UserStatus,
 };
 use serde::Deserialize;
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -111,12 +112,7 @@ pub struct Enrollment {
     pub account: Option<Account>,
 }
 
-fn opt<T>(
-    errors: &mut Errors,
-    field: &str,
-    value: Option<&str>,
-    f: impl Fn(&str) -> Result<T, String>,
-) -> Option<T> {
+fn opt<T>(errors: &mut Errors, field: &str, value: Option<&str>, f: impl Fn(&str) -> Result<T, String>) -> Option<T> {
     value.and_then(|v| errors.check(field, f(v)))
 }
 
@@ -126,18 +122,12 @@ fn address(errors: &mut Errors, field: &str, a: &AddressInput) -> Option<Address
         validate::text(v, 1, 100)
     });
     let city = errors.check(&format!("{field}.city"), validate::text(&a.city, 1, 100));
-    let region = opt(
-        errors,
-        &format!("{field}.region"),
-        a.region.as_deref(),
-        |v| validate::text(v, 1, 100),
-    );
-    let postal_code = opt(
-        errors,
-        &format!("{field}.postal_code"),
-        a.postal_code.as_deref(),
-        |v| validate::text(v, 1, 20),
-    );
+    let region = opt(errors, &format!("{field}.region"), a.region.as_deref(), |v| {
+        validate::text(v, 1, 100)
+    });
+    let postal_code = opt(errors, &format!("{field}.postal_code"), a.postal_code.as_deref(), |v| {
+        validate::text(v, 1, 20)
+    });
     let country = errors.check(&format!("{field}.country"), validate::country(&a.country));
     Some(Address {
         line1: line1?,
@@ -156,16 +146,10 @@ pub fn questions(errors: &mut Errors, field: &str, input: &[QuestionInput]) -> V
     }
     let mut out: Vec<Question> = Vec::with_capacity(input.len());
     for (i, q) in input.iter().enumerate() {
-        let code = errors.check(
-            &format!("{field}[{i}].code"),
-            validate::text(&q.code, 1, 50),
-        );
+        let code = errors.check(&format!("{field}[{i}].code"), validate::text(&q.code, 1, 50));
         let answer = validate::normalise_answer(&q.answer);
         if answer.is_empty() || answer.chars().count() > 200 {
-            errors.add(
-                format!("{field}[{i}].answer"),
-                "must be 1 to 200 characters",
-            );
+            errors.add(format!("{field}[{i}].answer"), "must be 1 to 200 characters");
         }
         if let Some(code) = code {
             if out.iter().any(|o| o.code == code) {
@@ -186,10 +170,7 @@ impl EnrollUserRequest {
         let external_ref = self.external_ref.as_ref().and_then(|r| {
             let id = e.check("external_ref.id", validate::text(&r.id, 1, 100));
             let kind = e.check("external_ref.type", validate::text(&r.kind, 1, 50));
-            Some(ExternalRef {
-                id: id?,
-                kind: kind?,
-            })
+            Some(ExternalRef { id: id?, kind: kind? })
         });
         let email = opt(&mut e, "email", self.email.as_deref(), validate::email);
         if self.email.is_none() && self.external_ref.is_none() {
@@ -197,50 +178,27 @@ impl EnrollUserRequest {
         }
         let profile = Profile {
             external_ref,
-            first_name: opt(
-                &mut e,
-                "first_name",
-                self.first_name.as_deref(),
-                validate::name,
-            ),
-            last_name: opt(
-                &mut e,
-                "last_name",
-                self.last_name.as_deref(),
-                validate::name,
-            ),
+            first_name: opt(&mut e, "first_name", self.first_name.as_deref(), validate::name),
+            last_name: opt(&mut e, "last_name", self.last_name.as_deref(), validate::name),
             email,
             email_verified: self.email_verified.unwrap_or(false),
             mobile: opt(&mut e, "mobile", self.mobile.as_deref(), validate::mobile),
             office_phone: opt(&mut e, "office_phone", self.office_phone.as_deref(), |v| {
                 validate::text(v, 1, 30)
             }),
-            office_extension: opt(
-                &mut e,
-                "office_extension",
-                self.office_extension.as_deref(),
-                |v| validate::text(v, 1, 10),
-            ),
+            office_extension: opt(&mut e, "office_extension", self.office_extension.as_deref(), |v| {
+                validate::text(v, 1, 10)
+            }),
             employee_id: opt(&mut e, "employee_id", self.employee_id.as_deref(), |v| {
                 validate::text(v, 1, 100)
             }),
             date_of_birth: self
                 .date_of_birth
                 .and_then(|d| e.check("date_of_birth", validate::date_of_birth(d))),
-            gender: opt(&mut e, "gender", self.gender.as_deref(), |v| {
-                validate::text(v, 1, 50)
-            }),
-            nationality: opt(
-                &mut e,
-                "nationality",
-                self.nationality.as_deref(),
-                validate::country,
-            ),
+            gender: opt(&mut e, "gender", self.gender.as_deref(), |v| validate::text(v, 1, 50)),
+            nationality: opt(&mut e, "nationality", self.nationality.as_deref(), validate::country),
             locale: opt(&mut e, "locale", self.locale.as_deref(), validate::locale),
-            address: self
-                .address
-                .as_ref()
-                .and_then(|a| address(&mut e, "address", a)),
+            address: self.address.as_ref().and_then(|a| address(&mut e, "address", a)),
             billing_address: self
                 .billing_address
                 .as_ref()
@@ -258,16 +216,11 @@ impl EnrollUserRequest {
         if status == UserStatus::Closed {
             e.add("status", "a user cannot be enrolled closed");
         }
-        let status_reason = opt(
-            &mut e,
-            "status_reason",
-            self.status_reason.as_deref(),
-            |v| validate::text(v, 1, 200),
-        );
+        let status_reason = opt(&mut e, "status_reason", self.status_reason.as_deref(), |v| {
+            validate::text(v, 1, 200)
+        });
         let kyc = self.kyc.map(|k| Kyc {
-            kyc_id: opt(&mut e, "kyc.kyc_id", k.kyc_id.as_deref(), |v| {
-                validate::text(v, 1, 100)
-            }),
+            kyc_id: opt(&mut e, "kyc.kyc_id", k.kyc_id.as_deref(), |v| validate::text(v, 1, 100)),
             status: k.status,
         });
         let password = self.password.and_then(|p| {
@@ -286,18 +239,10 @@ impl EnrollUserRequest {
             Some(q) => questions(&mut e, "verification_questions", q),
             None => Vec::new(),
         };
-        let account = self.account.as_ref().and_then(|a| {
-            let f = |e: &mut Errors, name: &str, v: &str| {
-                e.check(&format!("account.{name}"), validate::text(v, 1, 100))
-            };
-            Some(Account {
-                account_id: f(&mut e, "account_id", &a.account_id)?,
-                account_id_type: f(&mut e, "account_id_type", &a.account_id_type)?,
-                status: f(&mut e, "status", &a.status)?,
-                product_code: f(&mut e, "product_code", &a.product_code)?,
-                program_identifier: f(&mut e, "program_identifier", &a.program_identifier)?,
-            })
-        });
+        let account = self
+            .account
+            .as_ref()
+            .and_then(|a| account_fields(&mut e, "account.", a));
         let enrollment = Enrollment {
             profile,
             status,
@@ -310,6 +255,87 @@ impl EnrollUserRequest {
         };
         e.into_result(enrollment)
     }
+}
+
+fn account_fields(e: &mut Errors, prefix: &str, a: &AccountInput) -> Option<Account> {
+    let mut f = |name: &str, v: &str| e.check(&format!("{prefix}{name}"), validate::text(v, 1, 100));
+    let account_id = f("account_id", &a.account_id);
+    let account_id_type = f("account_id_type", &a.account_id_type);
+    let status = f("status", &a.status);
+    let product_code = f("product_code", &a.product_code);
+    let program_identifier = f("program_identifier", &a.program_identifier);
+    Some(Account {
+        account_id: account_id?,
+        account_id_type: account_id_type?,
+        status: status?,
+        product_code: product_code?,
+        program_identifier: program_identifier?,
+    })
+}
+
+/// `POST /v1/users/{id}/accounts` body, validated.
+pub fn account(a: &AccountInput) -> Result<Account, Vec<FieldError>> {
+    let mut e = Errors::default();
+    let account = account_fields(&mut e, "", a);
+    e.into_result(account)
+        .map(|a| a.expect("no errors means every field is valid"))
+}
+
+/// The profile fields `PATCH`/`PUT /v1/users/{id}` may change directly.
+pub const PROFILE_FIELDS: [&str; 16] = [
+    "external_ref",
+    "first_name",
+    "last_name",
+    "email",
+    "email_verified",
+    "mobile",
+    "office_phone",
+    "office_extension",
+    "employee_id",
+    "date_of_birth",
+    "gender",
+    "nationality",
+    "locale",
+    "address",
+    "billing_address",
+    "communication_preferences",
+];
+
+/// RFC 7396 JSON merge patch: absent = unchanged, `null` removes, objects
+/// merge recursively, anything else replaces.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = Value::Object(Map::new());
+            }
+            if let Value::Object(t) = target {
+                for (k, v) in p {
+                    if v.is_null() {
+                        t.remove(k);
+                    } else {
+                        merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                    }
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+/// The profile after a merge patch, validated by the enrollment rules (so a
+/// user always keeps an identifier, and every field obeys its rule).
+pub fn patched_profile(current: &Profile, patch: &Map<String, Value>) -> Result<Profile, Vec<FieldError>> {
+    let mut merged = Value::Object(current.to_object());
+    merge_patch(&mut merged, &Value::Object(patch.clone()));
+    let request: EnrollUserRequest = serde_path_to_error::deserialize(merged).map_err(|e| {
+        let path = e.path().to_string();
+        vec![FieldError {
+            field: if path == "." { "body".into() } else { path },
+            message: e.inner().to_string(),
+        }]
+    })?;
+    request.validate().map(|e| e.profile)
 }
 
 #[cfg(test)]
@@ -350,15 +376,11 @@ mod tests {
 
     #[test]
     fn needs_an_identifier() {
-        let errs = parse(json!({"first_name": "John"}))
-            .validate()
-            .expect_err("invalid");
+        let errs = parse(json!({"first_name": "John"})).validate().expect_err("invalid");
         assert_eq!(errs[0].field, "email");
-        assert!(
-            parse(json!({"external_ref": {"id": "C1", "type": "CUSTOMER_ID"}}))
-                .validate()
-                .is_ok()
-        );
+        assert!(parse(json!({"external_ref": {"id": "C1", "type": "CUSTOMER_ID"}}))
+            .validate()
+            .is_ok());
     }
 
     #[test]
@@ -370,5 +392,57 @@ mod tests {
         assert_eq!(ok.profile.mobile.as_deref(), Some("+971501234567"));
         assert_eq!(ok.profile.nationality.as_deref(), Some("AE"));
         assert_eq!(ok.status, UserStatus::Inactive);
+    }
+}
+
+#[cfg(test)]
+mod patch_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn current() -> Profile {
+        EnrollUserRequest {
+            email: Some("a@example.com".into()),
+            first_name: Some("Ann".into()),
+            address: Some(AddressInput {
+                line1: "1 Main St".into(),
+                line2: None,
+                city: "Dubai".into(),
+                region: None,
+                postal_code: None,
+                country: "AE".into(),
+            }),
+            ..EnrollUserRequest::default()
+        }
+        .validate()
+        .expect("valid")
+        .profile
+    }
+
+    fn patch(v: Value) -> Map<String, Value> {
+        v.as_object().expect("object").clone()
+    }
+
+    #[test]
+    fn absent_keeps_null_clears_objects_merge() {
+        let p = patched_profile(
+            &current(),
+            &patch(json!({"first_name": null, "address": {"city": "Abu Dhabi"}})),
+        )
+        .expect("valid");
+        assert_eq!(p.first_name, None);
+        assert_eq!(p.email.as_deref(), Some("a@example.com"));
+        let a = p.address.expect("address");
+        assert_eq!((a.line1.as_str(), a.city.as_str()), ("1 Main St", "Abu Dhabi"));
+    }
+
+    #[test]
+    fn the_result_obeys_the_enrollment_rules() {
+        let errs = patched_profile(&current(), &patch(json!({"email": null}))).expect_err("no identifier");
+        assert_eq!(errs[0].field, "email");
+        let errs = patched_profile(&current(), &patch(json!({"mobile": "12"}))).expect_err("bad mobile");
+        assert_eq!(errs[0].field, "mobile");
+        let errs = patched_profile(&current(), &patch(json!({"address": {"city": 5}}))).expect_err("type");
+        assert_eq!(errs[0].field, "address.city");
     }
 }

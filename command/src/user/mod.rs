@@ -1,18 +1,30 @@
 //! The User aggregate: a user's public document plus the secrets only the
 //! aggregate may see, and the rules that decide which events a command
-//! produces. Pure: no I/O, no clock, no randomness (the command carries
-//! the time, ids and already-hashed secrets).
+//! produces. Pure: no I/O, no clock, no randomness (the command carries the
+//! time, ids and already-hashed secrets). The one computation it delegates
+//! is checking a security answer against its hash ([`UserServices`]),
+//! CPU-heavy by design.
 
 pub mod input;
 
+use crate::validate::FieldError;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use roster_events::user::{
-    Account, Kyc, Profile, QuestionHash, UserDoc, UserEnrolled, UserEvent, UserStatus,
+    Account, AccountAdded, At, Kyc, KycUpdated, ParentLinked, ParentUnlinked, PasswordChanged, Profile, QuestionHash,
+    StatusChanged, UserDoc, UserEnrolled, UserEvent, UserStatus, UserUpdated, VerificationAttempt, VerificationFailed,
+    VerificationQuestionsSet,
 };
 use roster_events::Timestamp;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use uuid::Uuid;
+
+/// Consecutive failed verifications that lock a user.
+pub const MAX_FAILED_VERIFICATIONS: u32 = 5;
 
 /// A command on one user, with who asks and when.
 #[derive(Debug, Clone)]
@@ -20,12 +32,27 @@ pub struct UserCommand {
     /// The caller's company: a user of another company does not exist for it.
     pub company_id: String,
     pub at: Timestamp,
+    /// `If-Match`: the version the caller last saw.
+    pub expected_version: Option<u64>,
     pub action: UserAction,
 }
 
 #[derive(Debug, Clone)]
 pub enum UserAction {
     Enroll(Box<EnrollUser>),
+    Update(Box<UpdateUser>),
+    SetParent(Option<Uuid>),
+    SetQuestions(Vec<QuestionHash>),
+    Verify {
+        code: String,
+        answer: crate::secret::Secret,
+    },
+    ChangeStatus {
+        status: UserStatus,
+        reason: Option<String>,
+    },
+    UpdateKyc(Kyc),
+    AddAccount(Account),
 }
 
 impl UserAction {
@@ -33,6 +60,14 @@ impl UserAction {
     pub fn name(&self) -> &'static str {
         match self {
             UserAction::Enroll(_) => "EnrollUser",
+            UserAction::Update(_) => "UpdateUser",
+            UserAction::SetParent(Some(_)) => "LinkParent",
+            UserAction::SetParent(None) => "UnlinkParent",
+            UserAction::SetQuestions(_) => "SetVerificationQuestions",
+            UserAction::Verify { .. } => "VerifyUser",
+            UserAction::ChangeStatus { .. } => "ChangeStatus",
+            UserAction::UpdateKyc(_) => "UpdateKyc",
+            UserAction::AddAccount(_) => "AddAccount",
         }
     }
 }
@@ -51,6 +86,16 @@ pub struct EnrollUser {
     pub verification_questions: Vec<QuestionHash>,
 }
 
+/// An update: a JSON merge patch of profile fields (only
+/// [`input::PROFILE_FIELDS`]), a new password hash, a parent change.
+#[derive(Debug, Clone, Default)]
+pub struct UpdateUser {
+    pub patch: Map<String, Value>,
+    pub password_hash: Option<String>,
+    /// `Some(None)` unlinks.
+    pub parent: Option<Option<Uuid>>,
+}
+
 /// Why the aggregate refused a command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UserError {
@@ -60,6 +105,40 @@ pub enum UserError {
     AlreadyEnrolled,
     #[error("a user cannot be its own parent")]
     SelfParent,
+    #[error("stale If-Match")]
+    PreconditionFailed,
+    #[error("invalid fields")]
+    Invalid(Vec<FieldError>),
+    #[error("a closed user cannot change")]
+    Closed,
+    #[error("verification is locked")]
+    VerificationLocked,
+}
+
+/// Checks a secret against its hash, off the async executor.
+pub trait UserServices: Send + Sync {
+    fn verify_secret(
+        &self,
+        secret: crate::secret::Secret,
+        hash: String,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + '_>>;
+}
+
+/// The production service: Argon2id in `spawn_blocking`.
+pub struct Argon2Services;
+
+impl UserServices for Argon2Services {
+    fn verify_secret(
+        &self,
+        secret: crate::secret::Secret,
+        hash: String,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || crate::secret::verify(&secret, &hash))
+                .await
+                .unwrap_or(false)
+        })
+    }
 }
 
 /// What only the aggregate knows: never rendered, projected or published.
@@ -82,32 +161,171 @@ impl User {
         self.doc.as_ref()
     }
 
-    /// Decides which events a command produces.
-    pub fn decide(&self, cmd: UserCommand) -> Result<Vec<UserEvent>, UserError> {
-        match cmd.action {
-            UserAction::Enroll(e) => {
-                if self.doc.is_some() {
-                    return Err(UserError::AlreadyEnrolled);
-                }
-                if e.parent_user_id == Some(e.user_id) {
-                    return Err(UserError::SelfParent);
-                }
-                Ok(vec![UserEvent::UserEnrolled(UserEnrolled {
-                    user_id: e.user_id,
-                    company_id: cmd.company_id,
-                    profile: e.profile,
-                    status: e.status,
-                    status_reason: e.status_reason,
-                    parent_user_id: e.parent_user_id,
-                    kyc: e.kyc,
-                    account: e.account,
-                    password_hash: e.password_hash,
-                    verification_questions: e.verification_questions,
-                    at: cmd.at,
-                })])
-            }
+    /// The caller's user, if it exists for the caller's company and the
+    /// caller's `If-Match` (if any) is current.
+    fn existing(&self, cmd: &UserCommand) -> Result<&UserDoc, UserError> {
+        let doc = self
+            .doc
+            .as_ref()
+            .filter(|d| d.company_id == cmd.company_id)
+            .ok_or(UserError::NotFound)?;
+        match cmd.expected_version {
+            Some(v) if v != doc.version => Err(UserError::PreconditionFailed),
+            _ => Ok(doc),
         }
     }
+
+    /// Decides which events a command produces. `answer_matched` is the
+    /// result of checking a verification answer (see [`Aggregate::handle`]).
+    pub fn decide(&self, cmd: UserCommand, answer_matched: bool) -> Result<Vec<UserEvent>, UserError> {
+        let at = cmd.at;
+        if let UserAction::Enroll(e) = cmd.action {
+            return self.enroll(cmd.company_id, at, *e);
+        }
+        let doc = self.existing(&cmd)?;
+        let mut events = Vec::new();
+        match cmd.action {
+            UserAction::Enroll(_) => unreachable!("handled above"),
+            UserAction::Update(u) => {
+                let profile = input::patched_profile(&doc.profile, &u.patch).map_err(UserError::Invalid)?;
+                if u.password_hash.is_some() && profile.email.is_none() {
+                    return Err(invalid("password", "a password needs an email to log in with"));
+                }
+                if profile.email.is_none() && self.secrets.password_hash.is_some() {
+                    return Err(invalid("email", "cannot be cleared while the user has a password"));
+                }
+                let changes = doc.profile.changes_to(&profile);
+                if !changes.is_empty() {
+                    events.push(UserEvent::UserUpdated(UserUpdated { changes, at }));
+                }
+                if let Some(password_hash) = u.password_hash {
+                    events.push(UserEvent::PasswordChanged(PasswordChanged { password_hash, at }));
+                }
+                if let Some(parent) = u.parent {
+                    events.extend(parent_change(doc, parent, at)?);
+                }
+            }
+            UserAction::SetParent(parent) => events.extend(parent_change(doc, parent, at)?),
+            UserAction::SetQuestions(questions) => {
+                events.push(UserEvent::VerificationQuestionsSet(VerificationQuestionsSet {
+                    questions,
+                    at,
+                }))
+            }
+            UserAction::Verify { code, .. } => events.push(self.verification(code, answer_matched, at)?),
+            UserAction::ChangeStatus { status, reason } => {
+                if doc.status == UserStatus::Closed && status != UserStatus::Closed {
+                    return Err(UserError::Closed);
+                }
+                if status != doc.status || reason != doc.status_reason {
+                    events.push(UserEvent::StatusChanged(StatusChanged {
+                        status,
+                        previous_status: doc.status,
+                        reason,
+                        at,
+                    }));
+                }
+            }
+            UserAction::UpdateKyc(kyc) => {
+                let current = doc.kyc.clone().unwrap_or(Kyc {
+                    kyc_id: None,
+                    status: None,
+                });
+                let kyc = Kyc {
+                    kyc_id: kyc.kyc_id.or(current.kyc_id.clone()),
+                    status: kyc.status.or(current.status),
+                };
+                if Some(&kyc) != doc.kyc.as_ref() {
+                    events.push(UserEvent::KycUpdated(KycUpdated { kyc, at }));
+                }
+            }
+            UserAction::AddAccount(account) => {
+                events.push(UserEvent::AccountAdded(AccountAdded { account, at }));
+            }
+        }
+        Ok(events)
+    }
+
+    fn enroll(&self, company_id: String, at: Timestamp, e: EnrollUser) -> Result<Vec<UserEvent>, UserError> {
+        if self.doc.is_some() {
+            return Err(UserError::AlreadyEnrolled);
+        }
+        if e.parent_user_id == Some(e.user_id) {
+            return Err(UserError::SelfParent);
+        }
+        Ok(vec![UserEvent::UserEnrolled(Box::new(UserEnrolled {
+            user_id: e.user_id,
+            company_id,
+            profile: e.profile,
+            status: e.status,
+            status_reason: e.status_reason,
+            parent_user_id: e.parent_user_id,
+            kyc: e.kyc,
+            account: e.account,
+            password_hash: e.password_hash,
+            verification_questions: e.verification_questions,
+            at,
+        }))])
+    }
+
+    /// A verification attempt: locked users are refused outright; an unknown
+    /// code counts as a wrong answer; the fifth consecutive failure locks.
+    fn verification(&self, code: String, matched: bool, at: Timestamp) -> Result<UserEvent, UserError> {
+        let locked = self
+            .doc
+            .as_ref()
+            .and_then(|d| d.verification.as_ref())
+            .is_some_and(|v| v.locked);
+        if locked {
+            return Err(UserError::VerificationLocked);
+        }
+        let known_question = self.secrets.questions.iter().any(|q| q.code == code);
+        if known_question && matched {
+            return Ok(UserEvent::VerificationSucceeded(VerificationAttempt { code, at }));
+        }
+        let failures = self.secrets.failed_verifications + 1;
+        Ok(UserEvent::VerificationFailed(VerificationFailed {
+            code,
+            known_question,
+            attempts_remaining: MAX_FAILED_VERIFICATIONS.saturating_sub(failures),
+            at,
+        }))
+    }
+
+    /// The stored hash of a question's answer, for the service to check.
+    fn answer_hash(&self, code: &str) -> Option<String> {
+        self.secrets
+            .questions
+            .iter()
+            .find(|q| q.code == code)
+            .map(|q| q.answer_hash.clone())
+    }
+}
+
+fn invalid(field: &str, message: &str) -> UserError {
+    UserError::Invalid(vec![FieldError {
+        field: field.into(),
+        message: message.into(),
+    }])
+}
+
+fn parent_change(doc: &UserDoc, parent: Option<Uuid>, at: Timestamp) -> Result<Option<UserEvent>, UserError> {
+    if parent == doc.parent_user_id {
+        return Ok(None);
+    }
+    Ok(Some(match (parent, doc.parent_user_id) {
+        (Some(p), _) if p == doc.id => return Err(UserError::SelfParent),
+        (Some(parent_user_id), previous_parent_user_id) => UserEvent::ParentLinked(ParentLinked {
+            parent_user_id,
+            previous_parent_user_id,
+            at,
+        }),
+        (None, Some(previous_parent_user_id)) => UserEvent::ParentUnlinked(ParentUnlinked {
+            previous_parent_user_id,
+            at,
+        }),
+        (None, None) => return Ok(None),
+    }))
 }
 
 impl Aggregate for User {
@@ -115,16 +333,33 @@ impl Aggregate for User {
     type Command = UserCommand;
     type Event = UserEvent;
     type Error = UserError;
-    type Services = ();
+    type Services = Arc<dyn UserServices>;
 
     async fn handle(
         &mut self,
         command: Self::Command,
-        _: &Self::Services,
+        services: &Self::Services,
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
-        for event in self.decide(command)? {
+        let mut matched = false;
+        if let UserAction::Verify { code, answer } = &command.action {
+            let locked = self
+                .doc
+                .as_ref()
+                .and_then(|d| d.verification.as_ref())
+                .is_some_and(|v| v.locked);
+            if let (false, Some(hash)) = (locked, self.answer_hash(code)) {
+                matched = services.verify_secret(answer.clone(), hash).await;
+            }
+        }
+        let events = self.decide(command, matched)?;
+        let lock = matches!(events.last(), Some(UserEvent::VerificationFailed(f)) if f.attempts_remaining == 0);
+        let at = events.last().map(UserEvent::at);
+        for event in events {
             sink.write(event, self).await;
+        }
+        if let (true, Some(at)) = (lock, at) {
+            sink.write(UserEvent::VerificationLocked(At { at }), self).await;
         }
         Ok(())
     }
@@ -135,109 +370,18 @@ impl Aggregate for User {
                 self.secrets.password_hash = e.password_hash.clone();
                 self.secrets.questions = e.verification_questions.clone();
             }
+            UserEvent::PasswordChanged(e) => self.secrets.password_hash = Some(e.password_hash.clone()),
+            UserEvent::VerificationQuestionsSet(e) => {
+                self.secrets.questions = e.questions.clone();
+                self.secrets.failed_verifications = 0;
+            }
+            UserEvent::VerificationSucceeded(_) => self.secrets.failed_verifications = 0,
+            UserEvent::VerificationFailed(_) => self.secrets.failed_verifications += 1,
+            _ => {}
         }
         self.doc = UserDoc::fold(self.doc.take(), &event);
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use cqrs_es::test::TestFramework;
-
-    type Given = TestFramework<User>;
-
-    fn at() -> Timestamp {
-        Timestamp::from(chrono::DateTime::UNIX_EPOCH)
-    }
-
-    fn enroll(user_id: Uuid) -> EnrollUser {
-        EnrollUser {
-            user_id,
-            profile: Profile {
-                email: Some("john@example.com".into()),
-                first_name: Some("John".into()),
-                ..Profile::default()
-            },
-            status: UserStatus::Inactive,
-            status_reason: None,
-            kyc: None,
-            parent_user_id: None,
-            account: None,
-            password_hash: Some("$argon2id$hash".into()),
-            verification_questions: vec![],
-        }
-    }
-
-    fn cmd(action: UserAction) -> UserCommand {
-        UserCommand {
-            company_id: "acme".into(),
-            at: at(),
-            action,
-        }
-    }
-
-    fn enrolled(user_id: Uuid) -> UserEvent {
-        User::default()
-            .decide(cmd(UserAction::Enroll(Box::new(enroll(user_id)))))
-            .expect("enrolls")
-            .remove(0)
-    }
-
-    #[test]
-    fn enrolling_a_new_user_records_every_field() {
-        let id = Uuid::now_v7();
-        let expected = UserEvent::UserEnrolled(UserEnrolled {
-            user_id: id,
-            company_id: "acme".into(),
-            profile: enroll(id).profile,
-            status: UserStatus::Inactive,
-            status_reason: None,
-            parent_user_id: None,
-            kyc: None,
-            account: None,
-            password_hash: Some("$argon2id$hash".into()),
-            verification_questions: vec![],
-            at: at(),
-        });
-        Given::with(())
-            .given_no_previous_events()
-            .when(cmd(UserAction::Enroll(Box::new(enroll(id)))))
-            .then_expect_events(vec![expected]);
-    }
-
-    #[test]
-    fn enrolling_twice_is_refused() {
-        let id = Uuid::now_v7();
-        Given::with(())
-            .given(vec![enrolled(id)])
-            .when(cmd(UserAction::Enroll(Box::new(enroll(id)))))
-            .then_expect_error(UserError::AlreadyEnrolled);
-    }
-
-    #[test]
-    fn a_user_cannot_be_enrolled_as_its_own_child() {
-        let id = Uuid::now_v7();
-        let mut e = enroll(id);
-        e.parent_user_id = Some(id);
-        Given::with(())
-            .given_no_previous_events()
-            .when(cmd(UserAction::Enroll(Box::new(e))))
-            .then_expect_error(UserError::SelfParent);
-    }
-
-    #[test]
-    fn the_document_shows_login_but_never_the_hash() {
-        let id = Uuid::now_v7();
-        let mut user = User::default();
-        user.apply(enrolled(id));
-        let doc = user.doc().expect("enrolled");
-        assert_eq!(doc.version, 1);
-        assert_eq!(
-            doc.login.as_ref().and_then(|l| l.email.as_deref()),
-            Some("john@example.com")
-        );
-        let json = serde_json::to_string(doc).expect("serializes");
-        assert!(!json.contains("argon2"), "{json}");
-    }
-}
+mod tests;

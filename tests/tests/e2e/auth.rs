@@ -30,9 +30,7 @@ async fn tokens_scopes_and_app_ids_are_enforced() {
 
     // A reader may read but not write.
     assert_eq!(app.get(&reader, "/v1/users").await.status, StatusCode::OK);
-    let r = app
-        .post(&reader, "/v1/users", &json!({"email": "a@example.com"}))
-        .await;
+    let r = app.post(&reader, "/v1/users", &json!({"email": "a@example.com"})).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(r.code(), "FORBIDDEN");
 
@@ -63,14 +61,9 @@ async fn another_companys_users_do_not_exist() {
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
     let id = r.body["id"].as_str().expect("id").to_string();
-    let token = r
-        .header("roster-consistency-token")
-        .expect("token")
-        .to_string();
+    let token = r.header("roster-consistency-token").expect("token").to_string();
 
-    let r = app
-        .get_after(&globex, &format!("/v1/users/{id}"), &token)
-        .await;
+    let r = app.get_after(&globex, &format!("/v1/users/{id}"), &token).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.code(), "USER_NOT_FOUND");
     let r = app.get_after(&globex, "/v1/users", &token).await;

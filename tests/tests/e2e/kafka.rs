@@ -31,12 +31,9 @@ async fn every_event_reaches_the_topic_with_cloudevents_headers() {
             .fetch_all(&app.pool)
             .await
             .expect("events");
-    let by_key: HashMap<&str, &roster_tests::Record> =
-        records.iter().map(|r| (r.key.as_str(), r)).collect();
+    let by_key: HashMap<&str, &roster_tests::Record> = records.iter().map(|r| (r.key.as_str(), r)).collect();
     for (id, event_id) in &events {
-        let r = by_key
-            .get(id.as_str())
-            .expect("one message per user, keyed by its id");
+        let r = by_key.get(id.as_str()).expect("one message per user, keyed by its id");
         let h = &r.headers;
         assert_eq!(h["ce_specversion"], "1.0");
         assert_eq!(h["ce_id"], event_id.to_string());
@@ -48,10 +45,7 @@ async fn every_event_reaches_the_topic_with_cloudevents_headers() {
         assert!(h["ce_time"].ends_with('Z'));
         assert_eq!(r.value["user_id"], id.as_str());
         let text = r.value.to_string();
-        assert!(
-            !text.contains("argon2") && !text.contains("password_hash"),
-            "{text}"
-        );
+        assert!(!text.contains("argon2") && !text.contains("password_hash"), "{text}");
     }
     app.cleanup().await;
 }
@@ -79,10 +73,7 @@ async fn enrollments_succeed_while_the_broker_is_down_and_arrive_later_in_order(
     // Order per partition follows the store's order.
     let mut per_partition: HashMap<i32, Vec<&str>> = HashMap::new();
     for r in &records {
-        per_partition
-            .entry(r.partition)
-            .or_default()
-            .push(r.key.as_str());
+        per_partition.entry(r.partition).or_default().push(r.key.as_str());
     }
     for keys in per_partition.values() {
         let positions: Vec<usize> = keys
@@ -91,10 +82,7 @@ async fn enrollments_succeed_while_the_broker_is_down_and_arrive_later_in_order(
             .collect();
         let mut sorted = positions.clone();
         sorted.sort();
-        assert_eq!(
-            positions, sorted,
-            "messages of one partition are in store order"
-        );
+        assert_eq!(positions, sorted, "messages of one partition are in store order");
     }
     let mut got: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
     got.sort();
@@ -133,9 +121,6 @@ async fn a_broker_restart_loses_nothing_written_meanwhile() {
     got.dedup();
     let mut want = during.clone();
     want.sort();
-    assert_eq!(
-        got, want,
-        "everything written while the broker was down is delivered"
-    );
+    assert_eq!(got, want, "everything written while the broker was down is delivered");
     app.cleanup().await;
 }

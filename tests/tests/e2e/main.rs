@@ -2,6 +2,7 @@
 //! One test binary; one module per area.
 
 mod auth;
+mod commands;
 mod kafka;
 mod ops;
 mod users;

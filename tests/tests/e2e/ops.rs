@@ -6,21 +6,13 @@ use serde_json::json;
 async fn health_readiness_metrics_and_openapi() {
     let app = spawn_app().await;
     let c = app.creds("acme", None).await;
-    let r = app
-        .post(&c, "/v1/users", &json!({"email": "a@example.com"}))
-        .await;
+    let r = app.post(&c, "/v1/users", &json!({"email": "a@example.com"})).await;
     assert_eq!(r.status, StatusCode::CREATED);
-    let token = r
-        .header("roster-consistency-token")
-        .expect("token")
-        .to_string();
+    let token = r.header("roster-consistency-token").expect("token").to_string();
     app.get_after(&c, "/v1/users", &token).await;
 
     let r = TestApp::send(app.request(None, Method::GET, "/healthz")).await;
-    assert_eq!(
-        (r.status, r.body["status"].as_str()),
-        (StatusCode::OK, Some("ok"))
-    );
+    assert_eq!((r.status, r.body["status"].as_str()), (StatusCode::OK, Some("ok")));
 
     let r = TestApp::send(app.request(None, Method::GET, "/readyz")).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -31,9 +23,7 @@ async fn health_readiness_metrics_and_openapi() {
     let r = TestApp::send(app.request(None, Method::GET, "/metrics")).await;
     let text = r.body.as_str().expect("text").to_string();
     assert!(
-        text.contains(
-            "roster_http_requests_total{method=\"POST\",route=\"/v1/users\",status=\"201\"}"
-        ),
+        text.contains("roster_http_requests_total{method=\"POST\",route=\"/v1/users\",status=\"201\"}"),
         "{text}"
     );
     assert!(text.contains("roster_http_request_duration_seconds_bucket"));
@@ -42,20 +32,14 @@ async fn health_readiness_metrics_and_openapi() {
 
     let r = TestApp::send(app.request(None, Method::GET, "/openapi.json")).await;
     assert_eq!(r.status, StatusCode::OK);
-    assert!(r.body["openapi"]
-        .as_str()
-        .expect("version")
-        .starts_with("3.1"));
+    assert!(r.body["openapi"].as_str().expect("version").starts_with("3.1"));
     for (path, method) in [
         ("/v1/users", "post"),
         ("/v1/users", "get"),
         ("/v1/users/{id}", "get"),
         ("/v1/oauth/token", "post"),
     ] {
-        assert!(
-            r.body["paths"][path][method].is_object(),
-            "{method} {path} documented"
-        );
+        assert!(r.body["paths"][path][method].is_object(), "{method} {path} documented");
     }
     assert!(r.body["components"]["schemas"]["UserDoc"].is_object());
 

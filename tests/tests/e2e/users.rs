@@ -31,10 +31,7 @@ async fn enroll_then_read_back_by_id_and_in_the_list() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let user = r.body.clone();
     let id = user["id"].as_str().expect("id");
-    assert_eq!(
-        r.header("location"),
-        Some(format!("/v1/users/{id}").as_str())
-    );
+    assert_eq!(r.header("location"), Some(format!("/v1/users/{id}").as_str()));
     assert_eq!(r.header("etag"), Some("\"1\""));
     assert_eq!(user["version"], 1);
     assert_eq!(user["company_id"], "acme");
@@ -55,11 +52,7 @@ async fn enroll_then_read_back_by_id_and_in_the_list() {
     );
     assert_eq!(user["created_at"], user["updated_at"]);
     let created = user["created_at"].as_str().expect("created_at");
-    assert_eq!(
-        created.len(),
-        "2026-01-01T00:00:00.000000Z".len(),
-        "{created}"
-    );
+    assert_eq!(created.len(), "2026-01-01T00:00:00.000000Z".len(), "{created}");
     let text = user.to_string();
     assert!(
         !text.contains("password") && !text.contains("argon2") && !text.contains("St Mary"),
@@ -104,17 +97,11 @@ async fn invalid_input_is_a_400_with_field_errors_never_a_500() {
         .iter()
         .filter_map(|e| e["field"].as_str())
         .collect();
-    assert_eq!(
-        fields,
-        HashSet::from(["email", "mobile", "first_name", "nationality"])
-    );
+    assert_eq!(fields, HashSet::from(["email", "mobile", "first_name", "nationality"]));
 
     let cases = [
         (json!({"first_name": "John"}), "email"),
-        (
-            json!({"email": "a@example.com", "shoe_size": 42}),
-            "shoe_size",
-        ),
+        (json!({"email": "a@example.com", "shoe_size": 42}), "shoe_size"),
         (json!({"email": 42}), "email"),
         (
             json!({"email": "a@example.com", "date_of_birth": "1990-02-30"}),
@@ -124,10 +111,7 @@ async fn invalid_input_is_a_400_with_field_errors_never_a_500() {
             json!({"email": "a@example.com", "address": {"line1": "x", "city": "y"}}),
             "address",
         ),
-        (
-            json!({"email": "a@example.com", "status": "closed"}),
-            "status",
-        ),
+        (json!({"email": "a@example.com", "status": "closed"}), "status"),
         (
             json!({"email": "a@example.com", "external_ref": {"id": "1"}}),
             "external_ref",
@@ -175,19 +159,14 @@ async fn racing_enrollments_with_one_email_create_exactly_one_user() {
         .map(|i| json!({"email": "Same@Example.com", "external_ref": {"id": format!("C{i}"), "type": "T"}}))
         .collect();
     let results = join_all(bodies.iter().map(|b| app.post(&c, "/v1/users", b))).await;
-    let created = results
-        .iter()
-        .filter(|r| r.status == StatusCode::CREATED)
-        .count();
+    let created = results.iter().filter(|r| r.status == StatusCode::CREATED).count();
     let taken = results
         .iter()
         .filter(|r| r.status == StatusCode::CONFLICT && r.code() == "EMAIL_TAKEN")
         .count();
     assert_eq!((created, taken), (1, 19));
     // Case-insensitive.
-    let r = app
-        .post(&c, "/v1/users", &json!({"email": "same@example.COM"}))
-        .await;
+    let r = app.post(&c, "/v1/users", &json!({"email": "same@example.COM"})).await;
     assert_eq!(r.code(), "EMAIL_TAKEN");
     // The losers left no reservation behind: their external refs are free.
     let winner = results
@@ -198,7 +177,11 @@ async fn racing_enrollments_with_one_email_create_exactly_one_user() {
     for i in 0..20 {
         let id = format!("C{i}");
         let r = app
-            .post(&c, "/v1/users", &json!({"email": format!("u{i}@example.com"), "external_ref": {"id": id, "type": "T"}}))
+            .post(
+                &c,
+                "/v1/users",
+                &json!({"email": format!("u{i}@example.com"), "external_ref": {"id": id, "type": "T"}}),
+            )
             .await;
         if id == winner_ref {
             assert_eq!(r.code(), "EXTERNAL_ID_TAKEN");
@@ -222,24 +205,13 @@ async fn account_ids_are_unique_and_parents_must_exist() {
     let account = json!({"account_id": "ACC-9", "account_id_type": "T", "status": "GOOD_STANDING",
                          "product_code": "P", "program_identifier": "G"});
     let parent = app
-        .post(
-            &c,
-            "/v1/users",
-            &json!({"email": "p@example.com", "account": account}),
-        )
+        .post(&c, "/v1/users", &json!({"email": "p@example.com", "account": account}))
         .await;
     assert_eq!(parent.status, StatusCode::CREATED);
     let r = app
-        .post(
-            &c,
-            "/v1/users",
-            &json!({"email": "q@example.com", "account": account}),
-        )
+        .post(&c, "/v1/users", &json!({"email": "q@example.com", "account": account}))
         .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::CONFLICT, "ACCOUNT_TAKEN")
-    );
+    assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "ACCOUNT_TAKEN"));
 
     let parent_id = parent.body["id"].as_str().expect("id");
     let child = app
@@ -296,10 +268,7 @@ async fn list_pages_never_repeat_or_skip() {
             )
             .await;
         ids.push(r.body["id"].as_str().expect("id").to_string());
-        token = r
-            .header("roster-consistency-token")
-            .expect("token")
-            .to_string();
+        token = r.header("roster-consistency-token").expect("token").to_string();
     }
     let mut seen = Vec::new();
     let mut path = "/v1/users?limit=10".to_string();
@@ -321,9 +290,7 @@ async fn list_pages_never_repeat_or_skip() {
         }
     }
     assert_eq!(seen, ids, "oldest first, each once");
-    let active = app
-        .get_after(&c, "/v1/users?status=active&limit=100", &token)
-        .await;
+    let active = app.get_after(&c, "/v1/users?status=active&limit=100", &token).await;
     assert_eq!(active.body["data"].as_array().map(Vec::len), Some(13));
     app.cleanup().await;
 }

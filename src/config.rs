@@ -116,4 +116,7 @@ pub enum ProjectionName {
     /// Users: retrieve and list.
     #[value(name = "user_view")]
     UserView,
+    /// Households.
+    #[value(name = "household_view")]
+    HouseholdView,
 }

@@ -5,7 +5,7 @@ use roster::app::{App, Settings};
 use roster::config::{Cli, ClientCommand, Command, ProjectionName, ReplayArgs, ServeArgs};
 use roster::{auth, db, telemetry};
 use roster_projections::publisher::KafkaConfig;
-use roster_projections::{engine, user_view::UserView};
+use roster_projections::{engine, household_view::HouseholdView, user_view::UserView};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -74,7 +74,7 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let pool = db::prepare(&args.db.database_url, 4).await?;
     let names = match args.projection {
         Some(p) => vec![p],
-        None => vec![ProjectionName::UserView],
+        None => vec![ProjectionName::UserView, ProjectionName::HouseholdView],
     };
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
         .fetch_one(&pool)
@@ -89,6 +89,10 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
             ProjectionName::UserView => {
                 bar.set_message("user_view");
                 engine::replay(&pool, &UserView, 5000, |n| bar.inc(n as u64)).await?
+            }
+            ProjectionName::HouseholdView => {
+                bar.set_message("household_view");
+                engine::replay(&pool, &HouseholdView, 5000, |n| bar.inc(n as u64)).await?
             }
         };
         bar.finish();

@@ -5,11 +5,13 @@
 //! cancel a write half-way (sqlx is not cancel-safe inside `BEGIN`).
 
 use crate::constraints::Violation;
+use crate::household::{Household, HouseholdCommand, HouseholdError};
 use crate::store::EventRepo;
 use crate::user::{Argon2Services, User, UserCommand, UserError, UserServices};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
 use cqrs_es::{Aggregate, AggregateError, EventStore};
+use roster_events::household::{HouseholdDoc, HouseholdEvent};
 use roster_events::user::{UserDoc, UserEvent};
 use roster_events::{meta, Timestamp};
 use sqlx::PgPool;
@@ -61,6 +63,8 @@ pub enum CommandError {
     #[error(transparent)]
     User(#[from] UserError),
     #[error(transparent)]
+    Household(#[from] HouseholdError),
+    #[error(transparent)]
     Violation(#[from] Violation),
     #[error("too many concurrent modifications")]
     Conflict,
@@ -97,16 +101,70 @@ pub enum Load {
 /// Entry point of the write side.
 #[derive(Clone)]
 pub struct Commands {
+    pool: PgPool,
     users: Arc<PersistedEventStore<EventRepo, User>>,
+    households: Arc<PersistedEventStore<EventRepo, Household>>,
     user_services: Arc<dyn UserServices>,
 }
 
 impl Commands {
     pub fn new(pool: PgPool) -> Self {
         Self {
-            users: Arc::new(PersistedEventStore::new_event_store(EventRepo::new(pool))),
+            users: Arc::new(PersistedEventStore::new_event_store(EventRepo::new(pool.clone()))),
+            households: Arc::new(PersistedEventStore::new_event_store(EventRepo::new(pool.clone()))),
             user_services: Arc::new(Argon2Services),
+            pool,
         }
+    }
+
+    /// Runs a command on one household to completion.
+    #[instrument(skip_all, fields(household_id = %id), err(level = "debug"))]
+    pub async fn household(
+        &self,
+        id: Uuid,
+        command: HouseholdCommand,
+        meta: Meta,
+        load: Load,
+    ) -> Result<Committed<HouseholdDoc, HouseholdEvent>, CommandError> {
+        let store = self.households.clone();
+        let name = command.action.name();
+        let task = tokio::spawn(async move { execute(&*store, &(), id, command, &meta, load).await });
+        let result = task
+            .await
+            .map_err(|e| CommandError::Internal(Box::new(e)))
+            .and_then(|r| r)
+            .and_then(|(household, version, events)| {
+                let doc = household
+                    .doc()
+                    .cloned()
+                    .ok_or(CommandError::Household(HouseholdError::NotFound))?;
+                Ok(Committed { doc, version, events })
+            });
+        record(name, &result);
+        result
+    }
+
+    /// The user aggregate does not know households; its accounts'
+    /// `household_id` comes from the membership claims, which commit with the
+    /// household's events (the user view follows the same events).
+    async fn with_households(&self, mut doc: UserDoc) -> Result<UserDoc, CommandError> {
+        if doc.accounts.is_empty() {
+            return Ok(doc);
+        }
+        let accounts: Vec<&str> = doc.accounts.iter().map(|a| a.account.account_id.as_str()).collect();
+        let rows: Vec<(String, Uuid)> = sqlx::query_as(
+            "SELECT value, owner_id FROM unique_claims
+              WHERE company_id = $1 AND kind = 'household_account' AND value = ANY($2)",
+        )
+        .bind(&doc.company_id)
+        .bind(&accounts)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| CommandError::Unavailable(Box::new(e)))?;
+        for a in &mut doc.accounts {
+            a.household_id = rows.iter().find(|(v, _)| *v == a.account.account_id).map(|(_, h)| *h);
+        }
+        Ok(doc)
     }
 
     /// Runs a command on one user to completion and returns the user.
@@ -131,7 +189,9 @@ impl Commands {
                 Ok(Committed { doc, version, events })
             });
         record(name, &result);
-        result
+        let mut committed = result?;
+        committed.doc = self.with_households(committed.doc).await?;
+        Ok(committed)
     }
 }
 
@@ -187,7 +247,7 @@ where
 fn record<T>(command: &'static str, result: &Result<T, CommandError>) {
     let outcome = match result {
         Ok(_) => "ok",
-        Err(CommandError::User(_) | CommandError::Violation(_)) => "rejected",
+        Err(CommandError::User(_) | CommandError::Household(_) | CommandError::Violation(_)) => "rejected",
         Err(CommandError::Conflict) => "conflict",
         Err(CommandError::Unavailable(_)) => "unavailable",
         Err(CommandError::Internal(_)) => "error",

@@ -3,6 +3,7 @@
 //! append transaction ([`crate::store`]).
 
 use cqrs_es::persist::PersistenceError;
+use roster_events::household::HouseholdEvent;
 use roster_events::user::UserEvent;
 use serde_json::Value;
 use uuid::Uuid;
@@ -12,6 +13,8 @@ pub enum ClaimKind {
     Email,
     ExternalRef,
     Account,
+    /// An account's household: owner = the household.
+    HouseholdAccount,
 }
 
 impl ClaimKind {
@@ -20,6 +23,7 @@ impl ClaimKind {
             ClaimKind::Email => "email",
             ClaimKind::ExternalRef => "external_ref",
             ClaimKind::Account => "account",
+            ClaimKind::HouseholdAccount => "household_account",
         }
     }
 }
@@ -34,6 +38,7 @@ pub enum Claim {
         id: String,
     },
     Account(String),
+    HouseholdAccount(String),
 }
 
 impl Claim {
@@ -42,6 +47,7 @@ impl Claim {
             Claim::Email(_) => ClaimKind::Email,
             Claim::ExternalRef { .. } => ClaimKind::ExternalRef,
             Claim::Account(_) => ClaimKind::Account,
+            Claim::HouseholdAccount(_) => ClaimKind::HouseholdAccount,
         }
     }
 
@@ -51,7 +57,7 @@ impl Claim {
             Claim::Email(e) => e.to_lowercase(),
             // The unit separator cannot occur in validated text.
             Claim::ExternalRef { kind, id } => format!("{kind}\u{1f}{id}"),
-            Claim::Account(a) => a.clone(),
+            Claim::Account(a) | Claim::HouseholdAccount(a) => a.clone(),
         }
     }
 
@@ -60,6 +66,7 @@ impl Claim {
             Claim::Email(_) => Violation::EmailTaken,
             Claim::ExternalRef { .. } => Violation::ExternalIdTaken,
             Claim::Account(_) => Violation::AccountTaken,
+            Claim::HouseholdAccount(_) => Violation::AccountInHousehold,
         }
     }
 }
@@ -70,6 +77,13 @@ pub enum Constraint {
     Claim(Claim),
     /// The aggregate gives up its claim of this kind.
     Release(ClaimKind),
+    /// The aggregate gives up this one claim.
+    ReleaseValue(Claim),
+    /// The account must be owned by this user.
+    AccountOwnedBy {
+        account_id: String,
+        user_id: Uuid,
+    },
     /// A new user, with its parent, which must exist in the same company.
     Register {
         parent: Option<Uuid>,
@@ -94,12 +108,17 @@ pub enum Violation {
     ParentNotFound,
     #[error("relationship would form a cycle")]
     RelationshipCycle,
+    #[error("the account is already in a household")]
+    AccountInHousehold,
+    #[error("the account does not belong to that user")]
+    AccountNotOwned,
 }
 
 /// The constraints of one stored event.
 pub fn of(aggregate_type: &str, payload: &Value) -> Result<Vec<Constraint>, PersistenceError> {
     match aggregate_type {
         "user" => Ok(of_user(&serde_json::from_value(payload.clone())?)),
+        "household" => Ok(of_household(&serde_json::from_value(payload.clone())?)),
         _ => Ok(Vec::new()),
     }
 }
@@ -153,6 +172,22 @@ pub fn of_user(event: &UserEvent) -> Vec<Constraint> {
         | UserEvent::VerificationLocked(_)
         | UserEvent::StatusChanged(_)
         | UserEvent::KycUpdated(_) => Vec::new(),
+    }
+}
+
+pub fn of_household(event: &HouseholdEvent) -> Vec<Constraint> {
+    match event {
+        HouseholdEvent::HouseholdCreated(_) => Vec::new(),
+        HouseholdEvent::HouseholdMemberAdded(m) => vec![
+            Constraint::AccountOwnedBy {
+                account_id: m.account_id.clone(),
+                user_id: m.user_id,
+            },
+            Constraint::Claim(Claim::HouseholdAccount(m.account_id.clone())),
+        ],
+        HouseholdEvent::HouseholdMemberRemoved(m) => {
+            vec![Constraint::ReleaseValue(Claim::HouseholdAccount(m.account_id.clone()))]
+        }
     }
 }
 

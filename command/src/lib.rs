@@ -10,6 +10,7 @@
 
 pub mod bus;
 pub mod constraints;
+pub mod household;
 pub mod secret;
 pub mod store;
 pub mod user;

@@ -143,6 +143,34 @@ async fn apply(
                 .await
                 .map_err(connection)?;
         }
+        Constraint::ReleaseValue(claim) => {
+            let (kind, value) = claim.key();
+            sqlx::query(
+                "DELETE FROM unique_claims WHERE company_id = $1 AND kind = $2 AND value = $3 AND owner_id = $4",
+            )
+            .bind(company)
+            .bind(kind)
+            .bind(&value)
+            .bind(owner)
+            .execute(&mut **tx)
+            .await
+            .map_err(connection)?;
+        }
+        Constraint::AccountOwnedBy { account_id, user_id } => {
+            let owned: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM unique_claims
+                                 WHERE company_id = $1 AND kind = 'account' AND value = $2 AND owner_id = $3)",
+            )
+            .bind(company)
+            .bind(&account_id)
+            .bind(user_id)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(connection)?;
+            if !owned {
+                return Err(violation(Violation::AccountNotOwned));
+            }
+        }
         Constraint::LinkParent(parent) => {
             // Serialise every link of the company, then check: the parent
             // exists here, and walking up from it never reaches the user.

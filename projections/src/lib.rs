@@ -5,11 +5,12 @@
 //!   never skipped; keeps one checkpoint per subscriber; elects one runner
 //!   per subscriber with an advisory lock; wakes on `NOTIFY` and polls as a
 //!   fallback. [`engine::run_batch`] drives one batch, for tests.
-//! - [`user_view`]: the projector of the `user_view` read model.
+//! - [`user_view`], [`household_view`]: the read-model projectors.
 //! - [`publisher`]: publishes every event to Kafka, checkpointing only
 //!   after delivery.
 
 pub mod engine;
+pub mod household_view;
 pub mod publisher;
 pub mod user_view;
 

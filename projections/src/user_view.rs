@@ -4,6 +4,7 @@
 
 use crate::engine::{Projector, StoredEvent};
 use anyhow::Context;
+use roster_events::household::HouseholdEvent;
 use roster_events::user::{UserDoc, UserEvent};
 use sqlx::PgConnection;
 use std::collections::HashMap;
@@ -20,15 +21,36 @@ impl Projector for UserView {
     }
 
     async fn apply(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()> {
-        let users: Vec<&StoredEvent> = events.iter().filter(|e| e.aggregate_type == "user").collect();
-        if users.is_empty() {
+        // User events, and household membership (accounts[].household_id).
+        let mut changes: Vec<(Uuid, Change<'_>)> = Vec::with_capacity(events.len());
+        for e in events {
+            match e.aggregate_type.as_str() {
+                "user" => {
+                    let id = e.aggregate_id.parse().context("user aggregate id is not a uuid")?;
+                    changes.push((id, Change::User(e)));
+                }
+                "household" => {
+                    let household: Uuid = e.aggregate_id.parse().context("household id is not a uuid")?;
+                    match serde_json::from_value::<HouseholdEvent>(e.payload.clone())? {
+                        HouseholdEvent::HouseholdMemberAdded(m) => {
+                            changes.push((m.user_id, Change::Household(m.account_id, Some(household))))
+                        }
+                        HouseholdEvent::HouseholdMemberRemoved(m) => {
+                            changes.push((m.user_id, Change::Household(m.account_id, None)))
+                        }
+                        HouseholdEvent::HouseholdCreated(_) => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+        if changes.is_empty() {
             return Ok(());
         }
-        let mut ids: Vec<Uuid> = Vec::with_capacity(users.len());
-        for e in &users {
-            let id: Uuid = e.aggregate_id.parse().context("user aggregate id is not a uuid")?;
-            if !ids.contains(&id) {
-                ids.push(id);
+        let mut ids: Vec<Uuid> = Vec::with_capacity(changes.len());
+        for (id, _) in &changes {
+            if !ids.contains(id) {
+                ids.push(*id);
             }
         }
         let rows: Vec<(Uuid, sqlx::types::Json<UserDoc>)> =
@@ -37,8 +59,19 @@ impl Projector for UserView {
                 .fetch_all(&mut *tx)
                 .await?;
         let mut docs: HashMap<Uuid, UserDoc> = rows.into_iter().map(|(id, d)| (id, d.0)).collect();
-        for e in users {
-            let id: Uuid = e.aggregate_id.parse()?;
+        for (id, change) in changes {
+            let e = match change {
+                Change::User(e) => e,
+                Change::Household(account_id, household) => {
+                    let doc = docs
+                        .get_mut(&id)
+                        .with_context(|| format!("household member {id} has no user"))?;
+                    for a in doc.accounts.iter_mut().filter(|a| a.account.account_id == account_id) {
+                        a.household_id = household;
+                    }
+                    continue;
+                }
+            };
             let current = docs.remove(&id);
             if current.as_ref().is_some_and(|d| d.version >= e.sequence as u64) {
                 // Already applied (a batch replayed after a crash).
@@ -58,6 +91,12 @@ impl Projector for UserView {
         sqlx::query("DELETE FROM user_view").execute(tx).await?;
         Ok(())
     }
+}
+
+enum Change<'a> {
+    User(&'a StoredEvent),
+    /// An account of the user joined (`Some`) or left a household.
+    Household(String, Option<Uuid>),
 }
 
 /// One statement for the whole batch.

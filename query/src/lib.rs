@@ -3,6 +3,7 @@
 //! exist for it.
 
 pub mod cursor;
+pub mod households;
 pub mod users;
 
 use serde::Serialize;

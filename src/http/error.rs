@@ -4,6 +4,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use roster_command::household::HouseholdError;
 use roster_command::validate::FieldError;
 use roster_command::{user::UserError, CommandError, Violation};
 use roster_query::QueryError;
@@ -46,6 +47,10 @@ impl ApiError {
 
     pub fn user_not_found() -> Self {
         ApiError::NotFound("USER_NOT_FOUND", "No such user.")
+    }
+
+    pub fn household_not_found() -> Self {
+        ApiError::NotFound("HOUSEHOLD_NOT_FOUND", "No such household.")
     }
 }
 
@@ -171,6 +176,15 @@ impl From<CommandError> for ApiError {
                 UserError::Closed => ApiError::Conflict("INVALID_USER_STATE", "A closed user cannot be reopened."),
                 UserError::VerificationLocked => ApiError::Locked,
             },
+            CommandError::Household(h) => match h {
+                HouseholdError::NotFound => ApiError::household_not_found(),
+                HouseholdError::AlreadyExists => {
+                    ApiError::Conflict("CONCURRENT_MODIFICATION", "The household already exists.")
+                }
+                HouseholdError::NotAMember => {
+                    ApiError::NotFound("NOT_FOUND", "The account is not a member of this household.")
+                }
+            },
             CommandError::Violation(v) => match v {
                 Violation::EmailTaken => {
                     ApiError::Conflict("EMAIL_TAKEN", "Another user of this company has this email.")
@@ -184,6 +198,12 @@ impl From<CommandError> for ApiError {
                 }
                 Violation::ParentNotFound => {
                     ApiError::Unprocessable("PARENT_NOT_FOUND", "The parent user does not exist in this company.")
+                }
+                Violation::AccountInHousehold => {
+                    ApiError::Conflict("ACCOUNT_IN_HOUSEHOLD", "The account is already in a household.")
+                }
+                Violation::AccountNotOwned => {
+                    ApiError::Unprocessable("ACCOUNT_NOT_OWNED", "The account does not belong to that user.")
                 }
                 Violation::RelationshipCycle => ApiError::Unprocessable(
                     "RELATIONSHIP_CYCLE",

@@ -4,6 +4,7 @@
 pub mod consistency;
 pub mod error;
 pub mod extract;
+pub mod households;
 pub mod oauth;
 pub mod openapi;
 pub mod ops;
@@ -58,6 +59,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(oauth::router())
         .merge(users::router())
+        .merge(households::router())
         .merge(ops::router())
         .fallback(|| async { ApiError::NotFound("NOT_FOUND", "No such route.") })
         .method_not_allowed_fallback(|| async {

@@ -3,6 +3,7 @@
 
 mod auth;
 mod commands;
+mod households;
 mod kafka;
 mod ops;
 mod users;

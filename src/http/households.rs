@@ -1,0 +1,152 @@
+//! `/v1/households`: rewards householding (CONTRACT §4).
+
+use super::consistency::{ReadAfter, Token, HEADER};
+use super::error::ApiError;
+use super::extract::{Auth, Body, RequestInfo, UsersRead, UsersWrite};
+use super::AppState;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use roster_command::bus::Load;
+use roster_command::household::{HouseholdAction, HouseholdCommand};
+use roster_command::{validate, Meta};
+use roster_events::household::HouseholdDoc;
+use roster_events::Timestamp;
+use roster_projections::household_view;
+use roster_query::households;
+use serde::Deserialize;
+use uuid::Uuid;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/households", post(create))
+        .route("/v1/households/{id}", get(retrieve))
+        .route("/v1/households/{id}/members", post(add_member))
+        .route("/v1/households/{id}/members/{account_id}", delete(remove_member))
+}
+
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateHousehold {
+    pub name: Option<String>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddMember {
+    pub user_id: Uuid,
+    pub account_id: String,
+}
+
+fn household_id(id: &str) -> Result<Uuid, ApiError> {
+    id.parse().map_err(|_| ApiError::household_not_found())
+}
+
+async fn run(
+    state: &AppState,
+    caller: &crate::auth::Caller,
+    info: RequestInfo,
+    id: Uuid,
+    action: HouseholdAction,
+    load: Load,
+) -> Result<HouseholdDoc, ApiError> {
+    let meta = Meta {
+        company_id: caller.company_id.clone(),
+        client_id: caller.client_id.clone(),
+        request_id: info.request_id,
+        idempotency_key: info.idempotency_key,
+        at: Timestamp::now(),
+    };
+    let command = HouseholdCommand {
+        company_id: caller.company_id.clone(),
+        at: meta.at,
+        action,
+    };
+    Ok(state.commands.household(id, command, meta, load).await?.doc)
+}
+
+fn respond(status: StatusCode, doc: HouseholdDoc) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(HEADER, Token::new("household", doc.id, doc.version).header_value());
+    (status, headers, Json(doc)).into_response()
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Auth(caller, ..): Auth<UsersWrite>,
+    info: RequestInfo,
+    Body(body): Body<CreateHousehold>,
+) -> Result<Response, ApiError> {
+    let name = match body.name.as_deref() {
+        None => None,
+        Some(n) => Some(validate::text(n, 1, 100).map_err(|m| ApiError::field("name", m))?),
+    };
+    let id = Uuid::now_v7();
+    let doc = run(
+        &state,
+        &caller,
+        info,
+        id,
+        HouseholdAction::Create { household_id: id, name },
+        Load::Fresh,
+    )
+    .await?;
+    let mut response = respond(StatusCode::CREATED, doc);
+    response.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(&format!("/v1/households/{id}")).expect("uuid is a valid header value"),
+    );
+    Ok(response)
+}
+
+pub async fn add_member(
+    State(state): State<AppState>,
+    Auth(caller, ..): Auth<UsersWrite>,
+    info: RequestInfo,
+    Path(id): Path<String>,
+    Body(body): Body<AddMember>,
+) -> Result<Response, ApiError> {
+    let id = household_id(&id)?;
+    let account_id = validate::text(&body.account_id, 1, 100).map_err(|m| ApiError::field("account_id", m))?;
+    let action = HouseholdAction::AddMember {
+        user_id: body.user_id,
+        account_id,
+    };
+    let doc = run(&state, &caller, info, id, action, Load::Existing).await?;
+    Ok(respond(StatusCode::OK, doc))
+}
+
+pub async fn remove_member(
+    State(state): State<AppState>,
+    Auth(caller, ..): Auth<UsersWrite>,
+    info: RequestInfo,
+    Path((id, account_id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let id = household_id(&id)?;
+    let doc = run(
+        &state,
+        &caller,
+        info,
+        id,
+        HouseholdAction::RemoveMember { account_id },
+        Load::Existing,
+    )
+    .await?;
+    Ok(respond(StatusCode::OK, doc))
+}
+
+pub async fn retrieve(
+    State(state): State<AppState>,
+    Auth(caller, ..): Auth<UsersRead>,
+    read_after: ReadAfter,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = household_id(&id)?;
+    read_after.wait(&state.pool, household_view::NAME).await?;
+    let doc = households::get(&state.pool, &caller.company_id, id)
+        .await?
+        .ok_or_else(ApiError::household_not_found)?;
+    Ok(Json(doc).into_response())
+}

@@ -73,6 +73,9 @@ fn respond(status: StatusCode, doc: HouseholdDoc) -> Response {
     (status, headers, Json(doc)).into_response()
 }
 
+#[utoipa::path(post, path = "/v1/households", tag = "households", request_body = CreateHousehold,
+    params(super::openapi::IdempotencyKey),
+    responses((status = 201, description = "Created", body = HouseholdDoc), (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated), (status = 403, response = super::openapi::Forbidden), (status = 404, response = super::openapi::NotFound), (status = 409, response = super::openapi::Conflict), (status = 422, response = super::openapi::Unprocessable), (status = 503, response = super::openapi::Unavailable)), security(("bearer" = [], "app_id" = [])))]
 pub async fn create(
     State(state): State<AppState>,
     Auth(caller, ..): Auth<UsersWrite>,
@@ -101,6 +104,9 @@ pub async fn create(
     Ok(response)
 }
 
+#[utoipa::path(post, path = "/v1/households/{id}/members", tag = "households", request_body = AddMember,
+    params(("id" = String, Path, description = "Household id"), super::openapi::IdempotencyKey),
+    responses((status = 200, description = "Member added", body = HouseholdDoc), (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated), (status = 403, response = super::openapi::Forbidden), (status = 404, response = super::openapi::NotFound), (status = 409, response = super::openapi::Conflict), (status = 422, response = super::openapi::Unprocessable), (status = 503, response = super::openapi::Unavailable)), security(("bearer" = [], "app_id" = [])))]
 pub async fn add_member(
     State(state): State<AppState>,
     Auth(caller, ..): Auth<UsersWrite>,
@@ -118,6 +124,9 @@ pub async fn add_member(
     Ok(respond(StatusCode::OK, doc))
 }
 
+#[utoipa::path(delete, path = "/v1/households/{id}/members/{account_id}", tag = "households",
+    params(("id" = String, Path, description = "Household id"), ("account_id" = String, Path, description = "Account id"), super::openapi::IdempotencyKey),
+    responses((status = 200, description = "Member removed", body = HouseholdDoc), (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated), (status = 403, response = super::openapi::Forbidden), (status = 404, response = super::openapi::NotFound), (status = 409, response = super::openapi::Conflict), (status = 422, response = super::openapi::Unprocessable), (status = 503, response = super::openapi::Unavailable)), security(("bearer" = [], "app_id" = [])))]
 pub async fn remove_member(
     State(state): State<AppState>,
     Auth(caller, ..): Auth<UsersWrite>,
@@ -137,6 +146,9 @@ pub async fn remove_member(
     Ok(respond(StatusCode::OK, doc))
 }
 
+#[utoipa::path(get, path = "/v1/households/{id}", tag = "households",
+    params(("id" = String, Path, description = "Household id"), super::openapi::ConsistencyToken),
+    responses((status = 200, description = "The household", body = HouseholdDoc), (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated), (status = 403, response = super::openapi::Forbidden), (status = 404, response = super::openapi::NotFound), (status = 409, response = super::openapi::Conflict), (status = 422, response = super::openapi::Unprocessable), (status = 503, response = super::openapi::Unavailable)), security(("bearer" = [], "app_id" = [])))]
 pub async fn retrieve(
     State(state): State<AppState>,
     Auth(caller, ..): Auth<UsersRead>,

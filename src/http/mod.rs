@@ -5,6 +5,7 @@ pub mod consistency;
 pub mod error;
 pub mod extract;
 pub mod households;
+pub mod idempotency;
 pub mod oauth;
 pub mod openapi;
 pub mod ops;
@@ -65,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             (StatusCode::METHOD_NOT_ALLOWED, ApiError::NotFound("NOT_FOUND", "No such route.")).into_response()
         })
+        .layer(middleware::from_fn_with_state(state.clone(), idempotency::layer))
         .with_state(state)
         .layer(middleware::from_fn(record_metrics))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

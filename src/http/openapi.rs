@@ -5,6 +5,7 @@ use roster_command::user::input::{
     AccountInput, AddressInput, CommunicationPreferencesInput, EnrollUserRequest, ExternalRefInput, KycInput,
     QuestionInput,
 };
+use roster_events::household::{HouseholdDoc, MemberRef};
 use roster_events::user::{
     Account, AccountDoc, Address, CommunicationPreferences, ExternalRef, Kyc, KycStatus, Login, Profile, UserDoc,
     UserStatus, VerificationDoc,
@@ -16,14 +17,22 @@ use utoipa::{IntoParams, Modify, OpenApi, ToResponse, ToSchema};
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Roster", description = "Event-sourced user and account registry."),
-    paths(super::oauth::token, super::users::enroll, super::users::retrieve, super::users::list),
+    paths(
+        super::oauth::token, super::users::enroll, super::users::retrieve, super::users::list, super::users::update,
+        super::users::link_parent, super::users::unlink_parent, super::users::set_questions, super::users::verify,
+        super::users::change_status, super::users::update_kyc, super::users::add_account,
+        super::households::create, super::households::retrieve, super::households::add_member,
+        super::households::remove_member
+    ),
     components(schemas(
         Problem, FieldErrorDoc, UserPage, UserDoc, Profile, UserStatus, ExternalRef, Address, CommunicationPreferences,
         Kyc, KycStatus, Account, AccountDoc, Login, VerificationDoc, EnrollUserRequest, ExternalRefInput,
         AddressInput, CommunicationPreferencesInput, KycInput, AccountInput, QuestionInput,
-        super::oauth::TokenRequest, crate::auth::AccessToken
+        super::oauth::TokenRequest, crate::auth::AccessToken, super::users::ParentRequest,
+        super::users::QuestionsRequest, super::users::VerifyRequest, super::users::StatusRequest,
+        super::households::CreateHousehold, super::households::AddMember, HouseholdDoc, MemberRef
     ),
-    responses(BadRequest, Unauthenticated, Forbidden, NotFound, Conflict, Unprocessable, Unavailable)),
+    responses(BadRequest, Unauthenticated, Forbidden, NotFound, Conflict, PreconditionFailed, Unprocessable, Locked, Unavailable)),
     modifiers(&Security)
 )]
 pub struct ApiDoc;
@@ -96,6 +105,8 @@ problem_response!(
     "EMAIL_TAKEN, EXTERNAL_ID_TAKEN, ACCOUNT_TAKEN, CONCURRENT_MODIFICATION, ..."
 );
 problem_response!(Unprocessable, "PARENT_NOT_FOUND, RELATIONSHIP_CYCLE, ...");
+problem_response!(PreconditionFailed, "PRECONDITION_FAILED: If-Match is stale");
+problem_response!(Locked, "VERIFICATION_LOCKED");
 problem_response!(Unavailable, "UNAVAILABLE or NOT_YET_CONSISTENT, with Retry-After");
 
 /// `Idempotency-Key` header of write routes.
@@ -106,6 +117,16 @@ pub struct IdempotencyKey {
     /// 1..=255 characters; a repeat returns the first response.
     #[param(rename = "Idempotency-Key", min_length = 1, max_length = 255)]
     idempotency_key: Option<String>,
+}
+
+/// `If-Match` header of user writes.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct IfMatch {
+    /// An ETag from a user response; a stale one → 412.
+    #[param(rename = "If-Match")]
+    if_match: Option<String>,
 }
 
 /// `Roster-Consistency-Token` header of query routes.

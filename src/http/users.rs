@@ -234,6 +234,10 @@ fn user_response(status: StatusCode, doc: UserDoc) -> Response {
 
 /// Update a user: a JSON merge patch of its profile fields, plus `password`
 /// and `parent_user_id`. `PUT` has the same (partial) semantics.
+#[utoipa::path(method(patch, put), path = "/v1/users/{id}", tag = "users", request_body = Object, 
+    params(("id" = String, Path, description = "User id"), super::openapi::IdempotencyKey, super::openapi::IfMatch),
+    responses((status = 200, description = "Updated (JSON merge patch of profile fields, password, parent_user_id)", body = UserDoc), (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated), (status = 403, response = super::openapi::Forbidden), (status = 404, response = super::openapi::NotFound), (status = 409, response = super::openapi::Conflict), (status = 412, response = super::openapi::PreconditionFailed), (status = 422, response = super::openapi::Unprocessable), (status = 503, response = super::openapi::Unavailable)),
+    security(("bearer" = [], "app_id" = [])))]
 pub async fn update(
     State(state): State<AppState>,
     Auth(caller, ..): Auth<UsersWrite>,
@@ -299,6 +303,10 @@ pub struct ParentRequest {
     pub parent_user_id: Uuid,
 }
 
+#[utoipa::path(put, path = "/v1/users/{id}/parent", tag = "users", request_body = ParentRequest, 
+    params(("id" = String, Path, description = "User id"), super::openapi::IdempotencyKey, super::openapi::IfMatch),
+    responses((status = 200, description = "Linked", body = UserDoc), (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated), (status = 403, response = super::openapi::Forbidden), (status = 404, response = super::openapi::NotFound), (status = 409, response = super::openapi::Conflict), (status = 412, response = super::openapi::PreconditionFailed), (status = 422, response = super::openapi::Unprocessable), (status = 503, response = super::openapi::Unavailable)),
+    security(("bearer" = [], "app_id" = [])))]
 pub async fn link_parent(
     State(state): State<AppState>,
     Auth(caller, ..): Auth<UsersWrite>,
@@ -312,6 +320,10 @@ pub async fn link_parent(
     Ok(user_response(StatusCode::OK, c.doc))
 }
 
+#[utoipa::path(delete, path = "/v1/users/{id}/parent", tag = "users", 
+    params(("id" = String, Path, description = "User id"), super::openapi::IdempotencyKey, super::openapi::IfMatch),
+    responses((status = 200, description = "Unlinked", body = UserDoc), (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated), (status = 403, response = super::openapi::Forbidden), (status = 404, response = super::openapi::NotFound), (status = 409, response = super::openapi::Conflict), (status = 412, response = super::openapi::PreconditionFailed), (status = 422, response = super::openapi::Unprocessable), (status = 503, response = super::openapi::Unavailable)),
+    security(("bearer" = [], "app_id" = [])))]
 pub async fn unlink_parent(
     State(state): State<AppState>,
     Auth(caller, ..): Auth<UsersWrite>,
@@ -329,6 +341,10 @@ pub struct QuestionsRequest {
     pub questions: Vec<QuestionInput>,
 }
 
+#[utoipa::path(put, path = "/v1/users/{id}/verification-questions", tag = "users", request_body = QuestionsRequest, 
+    params(("id" = String, Path, description = "User id"), super::openapi::IdempotencyKey, super::openapi::IfMatch),
+    responses((status = 200, description = "Questions set; failures and lock reset", body = UserDoc), (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated), (status = 403, response = super::openapi::Forbidden), (status = 404, response = super::openapi::NotFound), (status = 409, response = super::openapi::Conflict), (status = 412, response = super::openapi::PreconditionFailed), (status = 422, response = super::openapi::Unprocessable), (status = 503, response = super::openapi::Unavailable)),
+    security(("bearer" = [], "app_id" = [])))]
 pub async fn set_questions(
     State(state): State<AppState>,
     Auth(caller, ..): Auth<UsersWrite>,
@@ -369,6 +385,11 @@ pub struct VerifyRequest {
 }
 
 /// Verify a user with one of its security questions.
+#[utoipa::path(post, path = "/v1/users/{id}/verifications", tag = "users", request_body = VerifyRequest,
+    params(("id" = String, Path, description = "User id"), super::openapi::IdempotencyKey),
+    responses((status = 200, description = "Verified: {\"verified\": true}", body = Object),
+        (status = 423, response = super::openapi::Locked), (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated), (status = 403, response = super::openapi::Forbidden), (status = 404, response = super::openapi::NotFound), (status = 409, response = super::openapi::Conflict), (status = 412, response = super::openapi::PreconditionFailed), (status = 422, response = super::openapi::Unprocessable), (status = 503, response = super::openapi::Unavailable)),
+    security(("bearer" = [], "app_id" = [])))]
 pub async fn verify(
     State(state): State<AppState>,
     Auth(caller, ..): Auth<UsersWrite>,
@@ -414,6 +435,10 @@ pub struct StatusRequest {
     pub reason: Option<String>,
 }
 
+#[utoipa::path(post, path = "/v1/users/{id}/status", tag = "users", request_body = StatusRequest, 
+    params(("id" = String, Path, description = "User id"), super::openapi::IdempotencyKey, super::openapi::IfMatch),
+    responses((status = 200, description = "Status changed", body = UserDoc), (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated), (status = 403, response = super::openapi::Forbidden), (status = 404, response = super::openapi::NotFound), (status = 409, response = super::openapi::Conflict), (status = 412, response = super::openapi::PreconditionFailed), (status = 422, response = super::openapi::Unprocessable), (status = 503, response = super::openapi::Unavailable)),
+    security(("bearer" = [], "app_id" = [])))]
 pub async fn change_status(
     State(state): State<AppState>,
     Auth(caller, ..): Auth<UsersWrite>,
@@ -434,6 +459,10 @@ pub async fn change_status(
     Ok(user_response(StatusCode::OK, c.doc))
 }
 
+#[utoipa::path(patch, path = "/v1/users/{id}/kyc", tag = "users", request_body = KycInput, 
+    params(("id" = String, Path, description = "User id"), super::openapi::IdempotencyKey, super::openapi::IfMatch),
+    responses((status = 200, description = "KYC updated", body = UserDoc), (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated), (status = 403, response = super::openapi::Forbidden), (status = 404, response = super::openapi::NotFound), (status = 409, response = super::openapi::Conflict), (status = 412, response = super::openapi::PreconditionFailed), (status = 422, response = super::openapi::Unprocessable), (status = 503, response = super::openapi::Unavailable)),
+    security(("bearer" = [], "app_id" = [])))]
 pub async fn update_kyc(
     State(state): State<AppState>,
     Auth(caller, ..): Auth<UsersWrite>,
@@ -454,6 +483,10 @@ pub async fn update_kyc(
     Ok(user_response(StatusCode::OK, c.doc))
 }
 
+#[utoipa::path(post, path = "/v1/users/{id}/accounts", tag = "users", request_body = AccountInput, 
+    params(("id" = String, Path, description = "User id"), super::openapi::IdempotencyKey, super::openapi::IfMatch),
+    responses((status = 201, description = "Account added", body = UserDoc), (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated), (status = 403, response = super::openapi::Forbidden), (status = 404, response = super::openapi::NotFound), (status = 409, response = super::openapi::Conflict), (status = 412, response = super::openapi::PreconditionFailed), (status = 422, response = super::openapi::Unprocessable), (status = 503, response = super::openapi::Unavailable)),
+    security(("bearer" = [], "app_id" = [])))]
 pub async fn add_account(
     State(state): State<AppState>,
     Auth(caller, ..): Auth<UsersWrite>,

@@ -4,6 +4,7 @@
 mod auth;
 mod commands;
 mod households;
+mod idempotency;
 mod kafka;
 mod ops;
 mod users;

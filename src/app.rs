@@ -7,7 +7,7 @@ use crate::http::{self, AppState};
 use anyhow::Context;
 use roster_command::Commands;
 use roster_projections::publisher::{self, KafkaConfig};
-use roster_projections::{engine, household_view::HouseholdView, user_view::UserView};
+use roster_projections::{card_view::CardView, engine, household_view::HouseholdView, user_view::UserView};
 use sqlx::PgPool;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,6 +46,13 @@ impl App {
             tasks.spawn(engine::run(
                 pool.clone(),
                 Arc::new(UserView),
+                wake.clone(),
+                PROJECTION_BATCH,
+                shutdown.clone(),
+            ));
+            tasks.spawn(engine::run(
+                pool.clone(),
+                Arc::new(CardView),
                 wake.clone(),
                 PROJECTION_BATCH,
                 shutdown.clone(),

@@ -119,4 +119,7 @@ pub enum ProjectionName {
     /// Households.
     #[value(name = "household_view")]
     HouseholdView,
+    /// Cards.
+    #[value(name = "card_view")]
+    CardView,
 }

@@ -5,7 +5,7 @@ use roster::app::{App, Settings};
 use roster::config::{Cli, ClientCommand, Command, ProjectionName, ReplayArgs, ServeArgs};
 use roster::{auth, db, telemetry};
 use roster_projections::publisher::KafkaConfig;
-use roster_projections::{engine, household_view::HouseholdView, user_view::UserView};
+use roster_projections::{card_view::CardView, engine, household_view::HouseholdView, user_view::UserView};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -74,7 +74,11 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let pool = db::prepare(&args.db.database_url, 4).await?;
     let names = match args.projection {
         Some(p) => vec![p],
-        None => vec![ProjectionName::UserView, ProjectionName::HouseholdView],
+        None => vec![
+            ProjectionName::UserView,
+            ProjectionName::HouseholdView,
+            ProjectionName::CardView,
+        ],
     };
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
         .fetch_one(&pool)
@@ -89,6 +93,10 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
             ProjectionName::UserView => {
                 bar.set_message("user_view");
                 engine::replay(&pool, &UserView, 5000, |n| bar.inc(n as u64)).await?
+            }
+            ProjectionName::CardView => {
+                bar.set_message("card_view");
+                engine::replay(&pool, &CardView, 5000, |n| bar.inc(n as u64)).await?
             }
             ProjectionName::HouseholdView => {
                 bar.set_message("household_view");

@@ -4,6 +4,7 @@
 //! Every command runs in its own task, so a client that disconnects cannot
 //! cancel a write half-way (sqlx is not cancel-safe inside `BEGIN`).
 
+use crate::catalog::{catalog_id, CardCatalog, CatalogError, CreateCardProduct};
 use crate::constraints::Violation;
 use crate::household::{Household, HouseholdCommand, HouseholdError};
 use crate::store::EventRepo;
@@ -11,6 +12,7 @@ use crate::user::{Argon2Services, User, UserCommand, UserError, UserServices};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
 use cqrs_es::{Aggregate, AggregateError, EventStore};
+use roster_events::card::{CardDoc, CardProductDoc, CatalogEvent};
 use roster_events::household::{HouseholdDoc, HouseholdEvent};
 use roster_events::user::{UserDoc, UserEvent};
 use roster_events::{meta, Timestamp};
@@ -21,7 +23,7 @@ use tracing::instrument;
 use uuid::Uuid;
 
 /// Attempts per command before an optimistic conflict is reported.
-const MAX_ATTEMPTS: usize = 5;
+const MAX_ATTEMPTS: usize = 10;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -65,6 +67,8 @@ pub enum CommandError {
     #[error(transparent)]
     Household(#[from] HouseholdError),
     #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
     Violation(#[from] Violation),
     #[error("too many concurrent modifications")]
     Conflict,
@@ -104,6 +108,7 @@ pub struct Commands {
     pool: PgPool,
     users: Arc<PersistedEventStore<EventRepo, User>>,
     households: Arc<PersistedEventStore<EventRepo, Household>>,
+    catalogs: Arc<PersistedEventStore<EventRepo, CardCatalog>>,
     user_services: Arc<dyn UserServices>,
 }
 
@@ -112,9 +117,70 @@ impl Commands {
         Self {
             users: Arc::new(PersistedEventStore::new_event_store(EventRepo::new(pool.clone()))),
             households: Arc::new(PersistedEventStore::new_event_store(EventRepo::new(pool.clone()))),
+            catalogs: Arc::new(PersistedEventStore::new_event_store(EventRepo::new(pool.clone()))),
             user_services: Arc::new(Argon2Services),
             pool,
         }
+    }
+
+    /// Whether the user exists for this company (write side: always current).
+    pub async fn user_exists(&self, company_id: &str, user_id: Uuid) -> Result<bool, CommandError> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM user_registry WHERE user_id = $1 AND company_id = $2)")
+            .bind(user_id)
+            .bind(company_id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| CommandError::Unavailable(Box::new(e)))
+    }
+
+    /// A company's card catalog, as of now.
+    pub async fn catalog(&self, company_id: &str) -> Result<CardCatalog, CommandError> {
+        let context = self
+            .catalogs
+            .load_aggregate(&catalog_id(company_id).to_string())
+            .await?;
+        Ok(context.aggregate)
+    }
+
+    /// Creates a card product in its company's catalog.
+    pub async fn create_card_product(
+        &self,
+        command: CreateCardProduct,
+        meta: Meta,
+    ) -> Result<Committed<CardProductDoc, CatalogEvent>, CommandError> {
+        let store = self.catalogs.clone();
+        let id = catalog_id(&command.company_id);
+        let product_id = command.card_product_id;
+        let task = tokio::spawn(async move { execute(&*store, &(), id, command, &meta, Load::Existing).await });
+        let result = task
+            .await
+            .map_err(|e| CommandError::Internal(Box::new(e)))
+            .and_then(|r| r)
+            .and_then(|(catalog, version, events)| {
+                let doc = catalog.product(product_id).cloned().ok_or(CommandError::Conflict)?;
+                Ok(Committed { doc, version, events })
+            });
+        record("CreateCardProduct", &result);
+        result
+    }
+
+    /// Runs a card command on a user; returns the card it touched.
+    pub async fn user_card(
+        &self,
+        user_id: Uuid,
+        command: UserCommand,
+        meta: Meta,
+    ) -> Result<Committed<CardDoc, UserEvent>, CommandError> {
+        let (user, version, events) = self.run_user(user_id, command, meta, Load::Existing).await?;
+        let card_id = events.iter().find_map(|e| match e {
+            UserEvent::CardOrdered(c) => Some(c.card_id),
+            UserEvent::CardTerminated(c) => Some(c.card_id),
+            _ => None,
+        });
+        let doc = card_id
+            .and_then(|id| user.card(id).cloned())
+            .ok_or(CommandError::User(UserError::CardNotFound))?;
+        Ok(Committed { doc, version, events })
     }
 
     /// Runs a command on one household to completion.
@@ -176,6 +242,19 @@ impl Commands {
         meta: Meta,
         load: Load,
     ) -> Result<Committed<UserDoc, UserEvent>, CommandError> {
+        let (user, version, events) = self.run_user(user_id, command, meta, load).await?;
+        let doc = user.doc().cloned().ok_or(CommandError::User(UserError::NotFound))?;
+        let doc = self.with_households(doc).await?;
+        Ok(Committed { doc, version, events })
+    }
+
+    async fn run_user(
+        &self,
+        user_id: Uuid,
+        command: UserCommand,
+        meta: Meta,
+        load: Load,
+    ) -> Result<(User, u64, Vec<UserEvent>), CommandError> {
         let store = self.users.clone();
         let services = self.user_services.clone();
         let name = command.action.name();
@@ -183,15 +262,9 @@ impl Commands {
         let result = task
             .await
             .map_err(|e| CommandError::Internal(Box::new(e)))
-            .and_then(|r| r)
-            .and_then(|(user, version, events)| {
-                let doc = user.doc().cloned().ok_or(CommandError::User(UserError::NotFound))?;
-                Ok(Committed { doc, version, events })
-            });
+            .and_then(|r| r);
         record(name, &result);
-        let mut committed = result?;
-        committed.doc = self.with_households(committed.doc).await?;
-        Ok(committed)
+        result
     }
 }
 
@@ -210,7 +283,7 @@ where
     S: EventStore<A, AC = EventStoreAggregateContext<A>>,
 {
     let id_text = id.to_string();
-    for _ in 0..MAX_ATTEMPTS {
+    for attempt in 0..MAX_ATTEMPTS {
         let mut context = match load {
             Load::Fresh => EventStoreAggregateContext {
                 aggregate_id: id_text.clone(),
@@ -235,8 +308,12 @@ where
         match store.commit(events.clone(), context, meta.to_map()).await {
             Ok(_) => return Ok((after, version, events)),
             Err(AggregateError::AggregateConflict) => {
-                tracing::debug!("optimistic conflict, retrying");
+                tracing::debug!(attempt, "optimistic conflict, retrying");
                 load = Load::Existing;
+                // A little jitter, growing with the attempts, so racing
+                // writers of one stream stop colliding.
+                let pause = rand::random::<u64>() % (attempt as u64 * 2 + 1);
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
             }
             Err(e) => return Err(e.into()),
         }
@@ -247,7 +324,9 @@ where
 fn record<T>(command: &'static str, result: &Result<T, CommandError>) {
     let outcome = match result {
         Ok(_) => "ok",
-        Err(CommandError::User(_) | CommandError::Household(_) | CommandError::Violation(_)) => "rejected",
+        Err(
+            CommandError::User(_) | CommandError::Household(_) | CommandError::Catalog(_) | CommandError::Violation(_),
+        ) => "rejected",
         Err(CommandError::Conflict) => "conflict",
         Err(CommandError::Unavailable(_)) => "unavailable",
         Err(CommandError::Internal(_)) => "error",

@@ -171,7 +171,9 @@ pub fn of_user(event: &UserEvent) -> Vec<Constraint> {
         | UserEvent::VerificationFailed(_)
         | UserEvent::VerificationLocked(_)
         | UserEvent::StatusChanged(_)
-        | UserEvent::KycUpdated(_) => Vec::new(),
+        | UserEvent::KycUpdated(_)
+        | UserEvent::CardOrdered(_)
+        | UserEvent::CardTerminated(_) => Vec::new(),
     }
 }
 

@@ -9,8 +9,10 @@
 //!   conflict) in its own task.
 
 pub mod bus;
+pub mod catalog;
 pub mod constraints;
 pub mod household;
+pub mod pan;
 pub mod secret;
 pub mod store;
 pub mod user;

@@ -6,6 +6,7 @@
 //! ([`public_data`]). It does no I/O: the write side (`roster-command`), the
 //! projections and the HTTP layer all build on it.
 
+pub mod card;
 pub mod household;
 pub mod time;
 pub mod user;

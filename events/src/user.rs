@@ -5,6 +5,7 @@
 //! it with the same [`UserDoc::apply`], so a write's response and a later
 //! read are the same document.
 
+use crate::card::{CardOrdered, CardTerminated};
 use crate::Timestamp;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,8 @@ pub enum UserEvent {
     StatusChanged(StatusChanged),
     KycUpdated(KycUpdated),
     AccountAdded(AccountAdded),
+    CardOrdered(CardOrdered),
+    CardTerminated(CardTerminated),
 }
 
 impl UserEvent {
@@ -45,6 +48,8 @@ impl UserEvent {
             UserEvent::StatusChanged(_) => "StatusChanged",
             UserEvent::KycUpdated(_) => "KycUpdated",
             UserEvent::AccountAdded(_) => "AccountAdded",
+            UserEvent::CardOrdered(_) => "CardOrdered",
+            UserEvent::CardTerminated(_) => "CardTerminated",
         }
     }
 
@@ -63,6 +68,8 @@ impl UserEvent {
             UserEvent::StatusChanged(e) => e.at,
             UserEvent::KycUpdated(e) => e.at,
             UserEvent::AccountAdded(e) => e.at,
+            UserEvent::CardOrdered(e) => e.at,
+            UserEvent::CardTerminated(e) => e.at,
         }
     }
 }
@@ -401,6 +408,8 @@ impl UserDoc {
                 account: e.account.clone(),
                 household_id: None,
             }),
+            // Cards are their own resource (`/v1/users/{id}/cards`).
+            UserEvent::CardOrdered(_) | UserEvent::CardTerminated(_) => {}
         }
         d.version += 1;
         d.updated_at = event.at();

@@ -5,10 +5,11 @@
 //!   never skipped; keeps one checkpoint per subscriber; elects one runner
 //!   per subscriber with an advisory lock; wakes on `NOTIFY` and polls as a
 //!   fallback. [`engine::run_batch`] drives one batch, for tests.
-//! - [`user_view`], [`household_view`]: the read-model projectors.
+//! - [`user_view`], [`household_view`], [`card_view`]: the read-model projectors.
 //! - [`publisher`]: publishes every event to Kafka, checkpointing only
 //!   after delivery.
 
+pub mod card_view;
 pub mod engine;
 pub mod household_view;
 pub mod publisher;

@@ -2,6 +2,7 @@
 //! Every query is scoped to one company; another company's rows do not
 //! exist for it.
 
+pub mod cards;
 pub mod cursor;
 pub mod households;
 pub mod users;

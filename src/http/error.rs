@@ -175,6 +175,18 @@ impl From<CommandError> for ApiError {
                 UserError::Invalid(errors) => ApiError::Validation(errors),
                 UserError::Closed => ApiError::Conflict("INVALID_USER_STATE", "A closed user cannot be reopened."),
                 UserError::VerificationLocked => ApiError::Locked,
+                UserError::NotActive => ApiError::Conflict("INVALID_USER_STATE", "The user must be active."),
+                UserError::AddressRequired => ApiError::Unprocessable(
+                    "ADDRESS_REQUIRED",
+                    "A physical card shipped to the user needs the user's address.",
+                ),
+                UserError::Last4Taken => {
+                    ApiError::Conflict("CONCURRENT_MODIFICATION", "Could not allocate a card number; retry.")
+                }
+                UserError::CardNotFound => ApiError::NotFound("CARD_NOT_FOUND", "No such card."),
+                UserError::CardAlreadyTerminated => {
+                    ApiError::Conflict("CARD_ALREADY_TERMINATED", "The card is already terminated.")
+                }
             },
             CommandError::Household(h) => match h {
                 HouseholdError::NotFound => ApiError::household_not_found(),
@@ -185,6 +197,9 @@ impl From<CommandError> for ApiError {
                     ApiError::NotFound("NOT_FOUND", "The account is not a member of this household.")
                 }
             },
+            CommandError::Catalog(_) => {
+                ApiError::Conflict("CONCURRENT_MODIFICATION", "The card product already exists.")
+            }
             CommandError::Violation(v) => match v {
                 Violation::EmailTaken => {
                     ApiError::Conflict("EMAIL_TAKEN", "Another user of this company has this email.")

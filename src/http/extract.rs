@@ -26,6 +26,16 @@ impl Required for UsersWrite {
     const SCOPE: Scope = Scope::UsersWrite;
 }
 
+pub struct CardsWrite;
+impl Required for CardsWrite {
+    const SCOPE: Scope = Scope::CardsWrite;
+}
+
+pub struct Admin;
+impl Required for Admin {
+    const SCOPE: Scope = Scope::Admin;
+}
+
 /// An authenticated caller holding scope `S`: 401 without valid
 /// credentials, 403 without the scope.
 pub struct Auth<S: Required>(pub Caller, pub PhantomData<S>);

@@ -1,6 +1,7 @@
 //! The HTTP API: state, router, and the layers every request goes through
 //! (request id, tracing, metrics, body limit, panic guard).
 
+pub mod cards;
 pub mod consistency;
 pub mod error;
 pub mod extract;
@@ -61,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .merge(oauth::router())
         .merge(users::router())
         .merge(households::router())
+        .merge(cards::router())
         .merge(ops::router())
         .fallback(|| async { ApiError::NotFound("NOT_FOUND", "No such route.") })
         .method_not_allowed_fallback(|| async {

@@ -5,6 +5,7 @@ use roster_command::user::input::{
     AccountInput, AddressInput, CommunicationPreferencesInput, EnrollUserRequest, ExternalRefInput, KycInput,
     QuestionInput,
 };
+use roster_events::card::{AddressToUse, CardDoc, CardProductDoc, CardState, CardType, Issuer, Shipping, Termination};
 use roster_events::household::{HouseholdDoc, MemberRef};
 use roster_events::user::{
     Account, AccountDoc, Address, CommunicationPreferences, ExternalRef, Kyc, KycStatus, Login, Profile, UserDoc,
@@ -22,7 +23,8 @@ use utoipa::{IntoParams, Modify, OpenApi, ToResponse, ToSchema};
         super::users::link_parent, super::users::unlink_parent, super::users::set_questions, super::users::verify,
         super::users::change_status, super::users::update_kyc, super::users::add_account,
         super::households::create, super::households::retrieve, super::households::add_member,
-        super::households::remove_member
+        super::households::remove_member, super::cards::create_product, super::cards::list_products,
+        super::cards::order_card, super::cards::list_cards, super::cards::terminate_card
     ),
     components(schemas(
         Problem, FieldErrorDoc, UserPage, UserDoc, Profile, UserStatus, ExternalRef, Address, CommunicationPreferences,
@@ -30,7 +32,10 @@ use utoipa::{IntoParams, Modify, OpenApi, ToResponse, ToSchema};
         AddressInput, CommunicationPreferencesInput, KycInput, AccountInput, QuestionInput,
         super::oauth::TokenRequest, crate::auth::AccessToken, super::users::ParentRequest,
         super::users::QuestionsRequest, super::users::VerifyRequest, super::users::StatusRequest,
-        super::households::CreateHousehold, super::households::AddMember, HouseholdDoc, MemberRef
+        super::households::CreateHousehold, super::households::AddMember, HouseholdDoc, MemberRef,
+        super::cards::CreateProduct, super::cards::OrderCardRequest, super::cards::Instructions,
+        super::cards::TerminateRequest, CardProductDoc, CardDoc, CardType, Issuer, AddressToUse, CardState,
+        Shipping, Termination, CardProductPage, CardPage
     ),
     responses(BadRequest, Unauthenticated, Forbidden, NotFound, Conflict, PreconditionFailed, Unprocessable, Locked, Unavailable)),
     modifiers(&Security)
@@ -77,6 +82,22 @@ pub struct Problem {
 pub struct FieldErrorDoc {
     pub field: String,
     pub message: String,
+}
+
+/// A page of card products.
+#[derive(Serialize, ToSchema)]
+pub struct CardProductPage {
+    pub data: Vec<CardProductDoc>,
+    pub has_more: bool,
+    pub next_cursor: Option<String>,
+}
+
+/// A page of cards.
+#[derive(Serialize, ToSchema)]
+pub struct CardPage {
+    pub data: Vec<CardDoc>,
+    pub has_more: bool,
+    pub next_cursor: Option<String>,
 }
 
 /// A page of users.

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use roster_projections::{engine, household_view, publisher, user_view};
+use roster_projections::{card_view, engine, household_view, publisher, user_view};
 use serde_json::{json, Value};
 
 /// Lags are counted up to this many events.
@@ -22,7 +22,7 @@ pub fn router() -> Router<AppState> {
 
 async fn lags(state: &AppState) -> Result<(Value, Value), sqlx::Error> {
     let mut projections = serde_json::Map::new();
-    for name in [user_view::NAME, household_view::NAME] {
+    for name in [user_view::NAME, household_view::NAME, card_view::NAME] {
         let lag = engine::lag(&state.pool, name, LAG_CAP).await?;
         metrics::gauge!("roster_projection_lag_events", "projection" => name).set(lag as f64);
         projections.insert(name.into(), json!({"lag_events": lag}));

@@ -10,6 +10,9 @@ pub mod input;
 use crate::validate::FieldError;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
+use roster_events::card::{
+    AddressToUse, CardDoc, CardOrdered, CardProductDoc, CardState, CardTerminated, CardType, Issuer, Shipping,
+};
 use roster_events::user::{
     Account, AccountAdded, At, Kyc, KycUpdated, ParentLinked, ParentUnlinked, PasswordChanged, Profile, QuestionHash,
     StatusChanged, UserDoc, UserEnrolled, UserEvent, UserStatus, UserUpdated, VerificationAttempt, VerificationFailed,
@@ -53,6 +56,27 @@ pub enum UserAction {
     },
     UpdateKyc(Kyc),
     AddAccount(Account),
+    OrderCard(Box<OrderCard>),
+    TerminateCard(TerminateCard),
+}
+
+/// A card order: the product's details, and the last four digits of a PAN
+/// the service generated (the PAN itself never reaches the aggregate).
+#[derive(Debug, Clone)]
+pub struct OrderCard {
+    pub card_id: Uuid,
+    pub product: CardProductDoc,
+    pub address2use: AddressToUse,
+    pub expedite: bool,
+    pub last4: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct TerminateCard {
+    pub last4: String,
+    pub reason_code: String,
+    pub reason: Option<String>,
+    pub issuer: Issuer,
 }
 
 impl UserAction {
@@ -68,6 +92,8 @@ impl UserAction {
             UserAction::ChangeStatus { .. } => "ChangeStatus",
             UserAction::UpdateKyc(_) => "UpdateKyc",
             UserAction::AddAccount(_) => "AddAccount",
+            UserAction::OrderCard(_) => "OrderCard",
+            UserAction::TerminateCard(_) => "TerminateCard",
         }
     }
 }
@@ -113,6 +139,18 @@ pub enum UserError {
     Closed,
     #[error("verification is locked")]
     VerificationLocked,
+    #[error("the user must be active")]
+    NotActive,
+    #[error("a physical card shipped to the user needs the user's address")]
+    AddressRequired,
+    /// A non-terminated card of the user already ends with these digits:
+    /// the service draws another PAN.
+    #[error("last four digits already in use")]
+    Last4Taken,
+    #[error("no such card")]
+    CardNotFound,
+    #[error("the card is already terminated")]
+    CardAlreadyTerminated,
 }
 
 /// Checks a secret against its hash, off the async executor.
@@ -153,12 +191,17 @@ struct Secrets {
 pub struct User {
     doc: Option<UserDoc>,
     secrets: Secrets,
+    cards: Vec<CardDoc>,
 }
 
 impl User {
     /// The public document, once enrolled.
     pub fn doc(&self) -> Option<&UserDoc> {
         self.doc.as_ref()
+    }
+
+    pub fn card(&self, id: Uuid) -> Option<&CardDoc> {
+        self.cards.iter().find(|c| c.id == id)
     }
 
     /// The caller's user, if it exists for the caller's company and the
@@ -242,6 +285,8 @@ impl User {
             UserAction::AddAccount(account) => {
                 events.push(UserEvent::AccountAdded(AccountAdded { account, at }));
             }
+            UserAction::OrderCard(o) => events.push(self.order_card(doc, *o, at)?),
+            UserAction::TerminateCard(t) => events.push(self.terminate_card(t, at)?),
         }
         Ok(events)
     }
@@ -266,6 +311,62 @@ impl User {
             verification_questions: e.verification_questions,
             at,
         }))])
+    }
+
+    fn order_card(&self, doc: &UserDoc, o: OrderCard, at: Timestamp) -> Result<UserEvent, UserError> {
+        if doc.status != UserStatus::Active {
+            return Err(UserError::NotActive);
+        }
+        let shipping = match o.product.card_type {
+            CardType::Virtual => None,
+            CardType::Physical => Some(Shipping {
+                address2use: o.address2use,
+                expedite: o.expedite,
+                address: match o.address2use {
+                    AddressToUse::User => Some(doc.profile.address.clone().ok_or(UserError::AddressRequired)?),
+                    AddressToUse::Business => None,
+                },
+            }),
+        };
+        let taken = self
+            .cards
+            .iter()
+            .any(|c| c.state != CardState::Terminated && c.last4 == o.last4);
+        if taken {
+            return Err(UserError::Last4Taken);
+        }
+        Ok(UserEvent::CardOrdered(CardOrdered {
+            card_id: o.card_id,
+            card_product_id: o.product.id,
+            last4: o.last4,
+            card_type: o.product.card_type,
+            issuer: o.product.issuer,
+            shipping,
+            at,
+        }))
+    }
+
+    /// Terminates the user's live card with these last four digits and
+    /// issuer; terminated is final.
+    fn terminate_card(&self, t: TerminateCard, at: Timestamp) -> Result<UserEvent, UserError> {
+        let matching: Vec<&CardDoc> = self
+            .cards
+            .iter()
+            .filter(|c| c.last4 == t.last4 && c.issuer == t.issuer)
+            .collect();
+        let card = match matching.iter().find(|c| c.state != CardState::Terminated) {
+            Some(c) => c,
+            None if matching.is_empty() => return Err(UserError::CardNotFound),
+            None => return Err(UserError::CardAlreadyTerminated),
+        };
+        Ok(UserEvent::CardTerminated(CardTerminated {
+            card_id: card.id,
+            last4: t.last4,
+            reason_code: t.reason_code,
+            reason: t.reason,
+            issuer: t.issuer,
+            at,
+        }))
     }
 
     /// A verification attempt: locked users are refused outright; an unknown
@@ -377,6 +478,15 @@ impl Aggregate for User {
             }
             UserEvent::VerificationSucceeded(_) => self.secrets.failed_verifications = 0,
             UserEvent::VerificationFailed(_) => self.secrets.failed_verifications += 1,
+            UserEvent::CardOrdered(e) => {
+                let owner = self.doc.as_ref().map(|d| d.id).unwrap_or_default();
+                self.cards.push(CardDoc::ordered(owner, e));
+            }
+            UserEvent::CardTerminated(e) => {
+                if let Some(card) = self.cards.iter_mut().find(|c| c.id == e.card_id) {
+                    card.terminate(e);
+                }
+            }
             _ => {}
         }
         self.doc = UserDoc::fold(self.doc.take(), &event);

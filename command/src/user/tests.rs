@@ -320,3 +320,150 @@ fn the_document_follows_and_never_holds_a_secret() {
     let json = serde_json::to_string(doc).expect("serializes");
     assert!(!json.contains("hash:"), "{json}");
 }
+
+mod cards {
+    use super::*;
+    use roster_events::card::{AddressToUse, CardOrdered, CardProductDoc, CardTerminated, CardType, Issuer, Shipping};
+    use roster_events::user::{Address, UserUpdated};
+
+    fn product(card_type: CardType) -> CardProductDoc {
+        CardProductDoc {
+            id: Uuid::from_u128(50),
+            name: "Rewards".into(),
+            card_type,
+            issuer: Issuer::Marqeta,
+            bin: None,
+            default: true,
+            created_at: at(),
+        }
+    }
+
+    fn active() -> UserEvent {
+        UserEvent::StatusChanged(StatusChanged {
+            status: UserStatus::Active,
+            previous_status: UserStatus::Inactive,
+            reason: None,
+            at: at(),
+        })
+    }
+
+    fn address() -> Address {
+        Address {
+            line1: "1 Main St".into(),
+            line2: None,
+            city: "Dubai".into(),
+            region: None,
+            postal_code: None,
+            country: "AE".into(),
+        }
+    }
+
+    fn with_address() -> UserEvent {
+        let mut changes = serde_json::Map::new();
+        changes.insert("address".into(), serde_json::to_value(address()).expect("json"));
+        UserEvent::UserUpdated(UserUpdated { changes, at: at() })
+    }
+
+    fn order(n: u128, card_type: CardType, last4: &str) -> UserAction {
+        UserAction::OrderCard(Box::new(OrderCard {
+            card_id: Uuid::from_u128(n),
+            product: product(card_type),
+            address2use: AddressToUse::User,
+            expedite: false,
+            last4: last4.into(),
+        }))
+    }
+
+    fn ordered(n: u128, card_type: CardType, last4: &str) -> UserEvent {
+        UserEvent::CardOrdered(CardOrdered {
+            card_id: Uuid::from_u128(n),
+            card_product_id: Uuid::from_u128(50),
+            last4: last4.into(),
+            card_type,
+            issuer: Issuer::Marqeta,
+            shipping: match card_type {
+                CardType::Virtual => None,
+                CardType::Physical => Some(Shipping {
+                    address2use: AddressToUse::User,
+                    expedite: false,
+                    address: Some(address()),
+                }),
+            },
+            at: at(),
+        })
+    }
+
+    fn terminate(last4: &str, issuer: Issuer) -> UserAction {
+        UserAction::TerminateCard(TerminateCard {
+            last4: last4.into(),
+            reason_code: "LOST".into(),
+            reason: None,
+            issuer,
+        })
+    }
+
+    fn terminated(n: u128, last4: &str) -> UserEvent {
+        UserEvent::CardTerminated(CardTerminated {
+            card_id: Uuid::from_u128(n),
+            last4: last4.into(),
+            reason_code: "LOST".into(),
+            reason: None,
+            issuer: Issuer::Marqeta,
+            at: at(),
+        })
+    }
+
+    #[test]
+    fn only_active_users_get_cards() {
+        given(vec![enrolled()])
+            .when(cmd(order(1, CardType::Virtual, "1234")))
+            .then_expect_error(UserError::NotActive);
+        given(vec![enrolled(), active()])
+            .when(cmd(order(1, CardType::Virtual, "1234")))
+            .then_expect_events(vec![ordered(1, CardType::Virtual, "1234")]);
+    }
+
+    #[test]
+    fn a_physical_card_shipped_to_the_user_needs_an_address() {
+        given(vec![enrolled(), active()])
+            .when(cmd(order(1, CardType::Physical, "1234")))
+            .then_expect_error(UserError::AddressRequired);
+        given(vec![enrolled(), active(), with_address()])
+            .when(cmd(order(1, CardType::Physical, "1234")))
+            .then_expect_events(vec![ordered(1, CardType::Physical, "1234")]);
+    }
+
+    #[test]
+    fn last_four_digits_are_unique_among_live_cards() {
+        given(vec![enrolled(), active(), ordered(1, CardType::Virtual, "1234")])
+            .when(cmd(order(2, CardType::Virtual, "1234")))
+            .then_expect_error(UserError::Last4Taken);
+        given(vec![
+            enrolled(),
+            active(),
+            ordered(1, CardType::Virtual, "1234"),
+            terminated(1, "1234"),
+        ])
+        .when(cmd(order(2, CardType::Virtual, "1234")))
+        .then_expect_events(vec![ordered(2, CardType::Virtual, "1234")]);
+    }
+
+    #[test]
+    fn termination_finds_the_live_card_and_is_final() {
+        let history = vec![enrolled(), active(), ordered(1, CardType::Virtual, "1234")];
+        given(history.clone())
+            .when(cmd(terminate("1234", Issuer::Marqeta)))
+            .then_expect_events(vec![terminated(1, "1234")]);
+        given(history.clone())
+            .when(cmd(terminate("9999", Issuer::Marqeta)))
+            .then_expect_error(UserError::CardNotFound);
+        given(history.clone())
+            .when(cmd(terminate("1234", Issuer::Dipocket)))
+            .then_expect_error(UserError::CardNotFound);
+        let mut done = history;
+        done.push(terminated(1, "1234"));
+        given(done)
+            .when(cmd(terminate("1234", Issuer::Marqeta)))
+            .then_expect_error(UserError::CardAlreadyTerminated);
+    }
+}

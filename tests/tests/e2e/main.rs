@@ -2,6 +2,7 @@
 //! One test binary; one module per area.
 
 mod auth;
+mod cards;
 mod commands;
 mod households;
 mod idempotency;

@@ -1,0 +1,292 @@
+//! Cards (CONTRACT §5): card products, ordering and terminating cards.
+
+use super::consistency::{ReadAfter, Token, HEADER};
+use super::error::ApiError;
+use super::extract::{Admin, Auth, Body, CardsWrite, Paging, RequestInfo, UsersRead};
+use super::AppState;
+use crate::auth::Caller;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use roster_command::catalog::CreateCardProduct;
+use roster_command::pan::{Pan, DEFAULT_BIN};
+use roster_command::user::{OrderCard, TerminateCard, UserAction, UserCommand, UserError};
+use roster_command::{validate, CommandError, Committed, Meta};
+use roster_events::card::{AddressToUse, CardDoc, CardProductDoc, CardType, Issuer};
+use roster_events::Timestamp;
+use roster_projections::card_view;
+use roster_query::{cards, cursor, users, Page};
+use serde::Deserialize;
+use uuid::Uuid;
+
+/// PANs drawn before giving up on finding unused last four digits.
+const PAN_ATTEMPTS: usize = 20;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/card-products", get(list_products).post(create_product))
+        .route("/v1/users/{id}/cards", get(list_cards).post(order_card))
+        .route("/v1/users/{id}/cards/terminate", post(terminate_card))
+}
+
+fn meta(caller: &Caller, info: RequestInfo) -> Meta {
+    Meta {
+        company_id: caller.company_id.clone(),
+        client_id: caller.client_id.clone(),
+        request_id: info.request_id,
+        idempotency_key: info.idempotency_key,
+        at: Timestamp::now(),
+    }
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProduct {
+    pub name: String,
+    pub card_type: CardType,
+    pub issuer: Issuer,
+    /// 6 to 8 digits; without one, PANs start with 400000.
+    pub bin: Option<String>,
+    pub default: Option<bool>,
+}
+
+#[utoipa::path(post, path = "/v1/card-products", tag = "cards", request_body = CreateProduct,
+    params(super::openapi::IdempotencyKey),
+    responses((status = 201, description = "Created", body = CardProductDoc),
+        (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated),
+        (status = 403, response = super::openapi::Forbidden), (status = 503, response = super::openapi::Unavailable)),
+    security(("bearer" = [], "app_id" = [])))]
+pub async fn create_product(
+    State(state): State<AppState>,
+    Auth(caller, ..): Auth<Admin>,
+    info: RequestInfo,
+    Body(body): Body<CreateProduct>,
+) -> Result<Response, ApiError> {
+    let mut errors = validate::Errors::default();
+    let name = errors.check("name", validate::text(&body.name, 1, 100));
+    let bin = match body.bin.as_deref().map(str::trim) {
+        None => None,
+        Some(b) if (6..=8).contains(&b.len()) && b.bytes().all(|c| c.is_ascii_digit()) => Some(b.to_string()),
+        Some(_) => {
+            errors.add("bin", "must be 6 to 8 digits");
+            None
+        }
+    };
+    let name = errors
+        .into_result(name)
+        .map_err(ApiError::Validation)?
+        .unwrap_or_default();
+    let meta = meta(&caller, info);
+    let id = Uuid::now_v7();
+    let command = CreateCardProduct {
+        company_id: caller.company_id.clone(),
+        card_product_id: id,
+        name,
+        card_type: body.card_type,
+        issuer: body.issuer,
+        bin,
+        default: body.default.unwrap_or(false),
+        at: meta.at,
+    };
+    let Committed { doc, .. } = state.commands.create_card_product(command, meta).await?;
+    let location = HeaderValue::from_str(&format!("/v1/card-products/{id}")).expect("uuid is a valid header value");
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(doc)).into_response())
+}
+
+/// The company's card products, oldest first. Read from the catalog's
+/// stream itself: it is small, and always current.
+#[utoipa::path(get, path = "/v1/card-products", tag = "cards",
+    params(("limit" = Option<u32>, Query, description = "1..=100, default 10"), ("after" = Option<String>, Query, description = "Cursor")),
+    responses((status = 200, description = "A page of card products", body = super::openapi::CardProductPage),
+        (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated),
+        (status = 403, response = super::openapi::Forbidden)),
+    security(("bearer" = [], "app_id" = [])))]
+pub async fn list_products(
+    State(state): State<AppState>,
+    Auth(caller, ..): Auth<UsersRead>,
+    paging: Paging,
+) -> Result<Response, ApiError> {
+    let after = paging.after.as_deref().map(cursor::decode_id).transpose()?;
+    let catalog = state.commands.catalog(&caller.company_id).await?;
+    let rows: Vec<CardProductDoc> = catalog
+        .products()
+        .iter()
+        .filter(|p| after.is_none_or(|a| p.id > a))
+        .take(paging.limit + 1)
+        .cloned()
+        .collect();
+    Ok(Json(Page::from_rows(rows, paging.limit, |p: &CardProductDoc| {
+        cursor::encode_id(p.id)
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Instructions {
+    pub address2use: Option<AddressToUse>,
+    pub expedite: Option<bool>,
+}
+
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderCardRequest {
+    pub card_product_id: Option<Uuid>,
+    pub instructions: Option<Instructions>,
+}
+
+fn card_response(status: StatusCode, c: Committed<CardDoc, roster_events::user::UserEvent>) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(HEADER, Token::new("user", c.doc.owner_id, c.version).header_value());
+    (status, headers, Json(c.doc)).into_response()
+}
+
+fn user_id(id: &str) -> Result<Uuid, ApiError> {
+    id.parse().map_err(|_| ApiError::user_not_found())
+}
+
+/// Order a card: the product given, or the company's default.
+#[utoipa::path(post, path = "/v1/users/{id}/cards", tag = "cards", request_body = OrderCardRequest,
+    params(("id" = String, Path, description = "User id"), super::openapi::IdempotencyKey),
+    responses((status = 201, description = "Ordered", body = CardDoc),
+        (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated),
+        (status = 403, response = super::openapi::Forbidden), (status = 404, response = super::openapi::NotFound),
+        (status = 409, response = super::openapi::Conflict), (status = 422, response = super::openapi::Unprocessable)),
+    security(("bearer" = [], "app_id" = [])))]
+pub async fn order_card(
+    State(state): State<AppState>,
+    Auth(caller, ..): Auth<CardsWrite>,
+    info: RequestInfo,
+    Path(id): Path<String>,
+    Body(body): Body<OrderCardRequest>,
+) -> Result<Response, ApiError> {
+    let user = user_id(&id)?;
+    if !state.commands.user_exists(&caller.company_id, user).await? {
+        return Err(ApiError::user_not_found());
+    }
+    let catalog = state.commands.catalog(&caller.company_id).await?;
+    let product = match body.card_product_id {
+        Some(p) => catalog
+            .product(p)
+            .ok_or(ApiError::NotFound("CARD_PRODUCT_NOT_FOUND", "No such card product."))?,
+        None => catalog.default_product().ok_or(ApiError::Unprocessable(
+            "NO_DEFAULT_CARD_PRODUCT",
+            "The company has no default card product; name one.",
+        ))?,
+    };
+    let instructions = body.instructions.unwrap_or(Instructions {
+        address2use: None,
+        expedite: None,
+    });
+    let meta = meta(&caller, info);
+    let card_id = Uuid::now_v7();
+    for _ in 0..PAN_ATTEMPTS {
+        // The full PAN exists only inside this block.
+        let last4 = Pan::generate(product.bin.as_deref().unwrap_or(DEFAULT_BIN), &mut rand::thread_rng()).last4();
+        let command = UserCommand {
+            company_id: caller.company_id.clone(),
+            at: meta.at,
+            expected_version: None,
+            action: UserAction::OrderCard(Box::new(OrderCard {
+                card_id,
+                product: product.clone(),
+                address2use: instructions.address2use.unwrap_or(AddressToUse::User),
+                expedite: instructions.expedite.unwrap_or(false),
+                last4,
+            })),
+        };
+        match state.commands.user_card(user, command, meta.clone()).await {
+            Err(CommandError::User(UserError::Last4Taken)) => continue,
+            result => return Ok(card_response(StatusCode::CREATED, result?)),
+        }
+    }
+    Err(CommandError::User(UserError::Last4Taken).into())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TerminateRequest {
+    /// The card's last four digits.
+    pub pan: String,
+    pub reason_code: String,
+    pub reason: Option<String>,
+    /// Default `marqeta`; must be the card's.
+    pub issuer: Option<Issuer>,
+}
+
+#[utoipa::path(post, path = "/v1/users/{id}/cards/terminate", tag = "cards", request_body = TerminateRequest,
+    params(("id" = String, Path, description = "User id"), super::openapi::IdempotencyKey),
+    responses((status = 200, description = "Terminated", body = CardDoc),
+        (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated),
+        (status = 403, response = super::openapi::Forbidden), (status = 404, response = super::openapi::NotFound),
+        (status = 409, response = super::openapi::Conflict)),
+    security(("bearer" = [], "app_id" = [])))]
+pub async fn terminate_card(
+    State(state): State<AppState>,
+    Auth(caller, ..): Auth<CardsWrite>,
+    info: RequestInfo,
+    Path(id): Path<String>,
+    Body(body): Body<TerminateRequest>,
+) -> Result<Response, ApiError> {
+    let user = user_id(&id)?;
+    let mut errors = validate::Errors::default();
+    let pan = body.pan.trim();
+    if pan.len() != 4 || !pan.bytes().all(|b| b.is_ascii_digit()) {
+        errors.add("pan", "must be the card's last four digits");
+    }
+    let reason_code = errors.check("reason_code", validate::text(&body.reason_code, 1, 50));
+    let reason = body
+        .reason
+        .as_deref()
+        .and_then(|r| errors.check("reason", validate::text(r, 1, 200)));
+    let reason_code = errors
+        .into_result(reason_code)
+        .map_err(ApiError::Validation)?
+        .unwrap_or_default();
+    let meta = meta(&caller, info);
+    let command = UserCommand {
+        company_id: caller.company_id.clone(),
+        at: meta.at,
+        expected_version: None,
+        action: UserAction::TerminateCard(TerminateCard {
+            last4: pan.to_string(),
+            reason_code,
+            reason,
+            issuer: body.issuer.unwrap_or(Issuer::Marqeta),
+        }),
+    };
+    let committed = state.commands.user_card(user, command, meta).await?;
+    Ok(card_response(StatusCode::OK, committed))
+}
+
+#[utoipa::path(get, path = "/v1/users/{id}/cards", tag = "cards",
+    params(("id" = String, Path, description = "User id"), ("limit" = Option<u32>, Query, description = "1..=100, default 10"),
+        ("after" = Option<String>, Query, description = "Cursor"), super::openapi::ConsistencyToken),
+    responses((status = 200, description = "A page of cards", body = super::openapi::CardPage),
+        (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated),
+        (status = 403, response = super::openapi::Forbidden), (status = 404, response = super::openapi::NotFound)),
+    security(("bearer" = [], "app_id" = [])))]
+pub async fn list_cards(
+    State(state): State<AppState>,
+    Auth(caller, ..): Auth<UsersRead>,
+    read_after: ReadAfter,
+    Path(id): Path<String>,
+    paging: Paging,
+) -> Result<Response, ApiError> {
+    let user = user_id(&id)?;
+    read_after.wait(&state.pool, card_view::NAME).await?;
+    if users::get(&state.pool, &caller.company_id, user).await?.is_none() {
+        return Err(ApiError::user_not_found());
+    }
+    let page = cards::list(
+        &state.pool,
+        &caller.company_id,
+        user,
+        paging.limit,
+        paging.after.as_deref(),
+    )
+    .await?;
+    Ok(Json(page).into_response())
+}

@@ -7,7 +7,7 @@
 use crate::catalog::{catalog_id, CardCatalog, CatalogError, CreateCardProduct};
 use crate::constraints::Violation;
 use crate::household::{Household, HouseholdCommand, HouseholdError};
-use crate::store::EventRepo;
+use crate::store::{upcasters, EventRepo};
 use crate::user::{Argon2Services, User, UserCommand, UserError, UserServices};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
@@ -115,9 +115,15 @@ pub struct Commands {
 impl Commands {
     pub fn new(pool: PgPool) -> Self {
         Self {
-            users: Arc::new(PersistedEventStore::new_event_store(EventRepo::new(pool.clone()))),
-            households: Arc::new(PersistedEventStore::new_event_store(EventRepo::new(pool.clone()))),
-            catalogs: Arc::new(PersistedEventStore::new_event_store(EventRepo::new(pool.clone()))),
+            users: Arc::new(
+                PersistedEventStore::new_event_store(EventRepo::new(pool.clone())).with_upcasters(upcasters()),
+            ),
+            households: Arc::new(
+                PersistedEventStore::new_event_store(EventRepo::new(pool.clone())).with_upcasters(upcasters()),
+            ),
+            catalogs: Arc::new(
+                PersistedEventStore::new_event_store(EventRepo::new(pool.clone())).with_upcasters(upcasters()),
+            ),
             user_services: Arc::new(Argon2Services),
             pool,
         }

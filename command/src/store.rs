@@ -292,3 +292,28 @@ impl Claim {
         (self.kind().as_str(), self.value())
     }
 }
+
+/// The registered upcasters ([`roster_events::upcast`]) in cqrs-es's shape,
+/// for the stores that load aggregates.
+pub fn upcasters() -> Vec<Box<dyn cqrs_es::persist::EventUpcaster>> {
+    roster_events::upcast::REGISTERED
+        .iter()
+        .map(|u| Box::new(Registered(u)) as Box<dyn cqrs_es::persist::EventUpcaster>)
+        .collect()
+}
+
+struct Registered(&'static roster_events::upcast::Upcaster);
+
+impl cqrs_es::persist::EventUpcaster for Registered {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        self.0.event_type == event_type && self.0.from == event_version
+    }
+
+    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
+        if let Some(inner) = event.payload.get_mut(&event.event_type) {
+            *inner = (self.0.rewrite)(inner.take());
+        }
+        event.event_version = self.0.to.to_string();
+        event
+    }
+}

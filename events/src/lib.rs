@@ -9,6 +9,7 @@
 pub mod card;
 pub mod household;
 pub mod time;
+pub mod upcast;
 pub mod user;
 
 pub use time::Timestamp;

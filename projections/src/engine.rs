@@ -71,17 +71,23 @@ pub async fn read_after(conn: &mut PgConnection, after: Position, limit: i64) ->
     .await?;
     rows.iter()
         .map(|r| {
+            // Every reader sees events at their current version.
+            let aggregate_type: String = r.try_get("aggregate_type")?;
+            let event_type: String = r.try_get("event_type")?;
+            let stored_version: &str = r.try_get("event_version")?;
+            let (event_version, payload) =
+                roster_events::upcast::upcast(&aggregate_type, &event_type, stored_version, r.try_get("payload")?);
             Ok(StoredEvent {
                 position: Position {
                     xid: r.try_get("xid")?,
                     pos: r.try_get("global_position")?,
                 },
-                aggregate_type: r.try_get("aggregate_type")?,
+                aggregate_type,
                 aggregate_id: r.try_get("aggregate_id")?,
                 sequence: r.try_get("sequence")?,
-                event_type: r.try_get("event_type")?,
-                event_version: r.try_get("event_version")?,
-                payload: r.try_get("payload")?,
+                event_type,
+                event_version,
+                payload,
                 metadata: r.try_get("metadata")?,
                 event_id: r.try_get("event_id")?,
                 recorded_at: r.try_get("recorded_at")?,

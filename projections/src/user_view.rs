@@ -101,31 +101,69 @@ enum Change<'a> {
 
 /// One statement for the whole batch.
 async fn upsert<'a>(tx: &mut PgConnection, docs: impl Iterator<Item = &'a UserDoc>) -> anyhow::Result<()> {
-    let (mut ids, mut companies, mut versions, mut statuses, mut parents, mut bodies) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut rows = Rows::default();
     for d in docs {
-        ids.push(d.id);
-        companies.push(d.company_id.as_str());
-        versions.push(d.version as i64);
-        statuses.push(d.status.as_str());
-        parents.push(d.parent_user_id);
-        bodies.push(serde_json::to_string(d)?);
+        rows.push(d)?;
     }
-    sqlx::query(
-        "INSERT INTO user_view (id, company_id, version, status, parent_user_id, doc)
-         SELECT i, c, v, s, p, d::jsonb
-           FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::uuid[], $6::text[]) AS u(i, c, v, s, p, d)
-         ON CONFLICT (id) DO UPDATE SET
-             company_id = excluded.company_id, version = excluded.version, status = excluded.status,
-             parent_user_id = excluded.parent_user_id, doc = excluded.doc",
-    )
-    .bind(&ids)
-    .bind(&companies)
-    .bind(&versions)
-    .bind(&statuses)
-    .bind(&parents)
-    .bind(&bodies)
-    .execute(tx)
-    .await?;
-    Ok(())
+    rows.write(tx).await
+}
+
+/// `user_view` rows as column arrays, for one `INSERT … SELECT FROM UNNEST`.
+#[derive(Default)]
+pub(crate) struct Rows<'a> {
+    ids: Vec<Uuid>,
+    companies: Vec<&'a str>,
+    versions: Vec<i64>,
+    statuses: Vec<&'static str>,
+    parents: Vec<Option<Uuid>>,
+    names: Vec<String>,
+    emails: Vec<Option<String>>,
+    mobiles: Vec<Option<&'a str>>,
+    bodies: Vec<String>,
+}
+
+impl<'a> Rows<'a> {
+    pub(crate) fn push(&mut self, d: &'a UserDoc) -> anyhow::Result<()> {
+        let p = &d.profile;
+        self.ids.push(d.id);
+        self.companies.push(d.company_id.as_str());
+        self.versions.push(d.version as i64);
+        self.statuses.push(d.status.as_str());
+        self.parents.push(d.parent_user_id);
+        let name = format!(
+            "{} {}",
+            p.first_name.as_deref().unwrap_or_default(),
+            p.last_name.as_deref().unwrap_or_default()
+        );
+        self.names.push(name.trim().to_lowercase());
+        self.emails.push(p.email.as_ref().map(|e| e.to_lowercase()));
+        self.mobiles.push(p.mobile.as_deref());
+        self.bodies.push(serde_json::to_string(d)?);
+        Ok(())
+    }
+
+    pub(crate) async fn write(&self, tx: &mut PgConnection) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO user_view (id, company_id, version, status, parent_user_id, search_name, email_lower, mobile, doc)
+             SELECT i, c, v, s, p, n, e, m, d::jsonb
+               FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::uuid[], $6::text[], $7::text[],
+                           $8::text[], $9::text[]) AS u(i, c, v, s, p, n, e, m, d)
+             ON CONFLICT (id) DO UPDATE SET
+                 company_id = excluded.company_id, version = excluded.version, status = excluded.status,
+                 parent_user_id = excluded.parent_user_id, search_name = excluded.search_name,
+                 email_lower = excluded.email_lower, mobile = excluded.mobile, doc = excluded.doc",
+        )
+        .bind(&self.ids)
+        .bind(&self.companies)
+        .bind(&self.versions)
+        .bind(&self.statuses)
+        .bind(&self.parents)
+        .bind(&self.names)
+        .bind(&self.emails)
+        .bind(&self.mobiles)
+        .bind(&self.bodies)
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
 }

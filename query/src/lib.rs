@@ -2,9 +2,11 @@
 //! Every query is scoped to one company; another company's rows do not
 //! exist for it.
 
+pub mod audit;
 pub mod cards;
 pub mod cursor;
 pub mod households;
+pub mod relationships;
 pub mod users;
 
 use serde::Serialize;

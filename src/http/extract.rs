@@ -139,8 +139,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             .strip_prefix("unknown field `")
             .and_then(|m| m.split('`').next())
         {
+            // serde_path_to_error may already end the path with the field.
             field = if field == "." {
                 name.to_string()
+            } else if field == name || field.ends_with(&format!(".{name}")) {
+                field
             } else {
                 format!("{field}.{name}")
             };

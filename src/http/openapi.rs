@@ -24,7 +24,8 @@ use utoipa::{IntoParams, Modify, OpenApi, ToResponse, ToSchema};
         super::users::change_status, super::users::update_kyc, super::users::add_account,
         super::households::create, super::households::retrieve, super::households::add_member,
         super::households::remove_member, super::cards::create_product, super::cards::list_products,
-        super::cards::order_card, super::cards::list_cards, super::cards::terminate_card
+        super::cards::order_card, super::cards::list_cards, super::cards::terminate_card, super::users::search,
+        super::users::relationships, super::users::audit_trail, search_alias
     ),
     components(schemas(
         Problem, FieldErrorDoc, UserPage, UserDoc, Profile, UserStatus, ExternalRef, Address, CommunicationPreferences,
@@ -35,7 +36,10 @@ use utoipa::{IntoParams, Modify, OpenApi, ToResponse, ToSchema};
         super::households::CreateHousehold, super::households::AddMember, HouseholdDoc, MemberRef,
         super::cards::CreateProduct, super::cards::OrderCardRequest, super::cards::Instructions,
         super::cards::TerminateRequest, CardProductDoc, CardDoc, CardType, Issuer, AddressToUse, CardState,
-        Shipping, Termination, CardProductPage, CardPage
+        Shipping, Termination, CardProductPage, CardPage, super::users::SearchRequest, AuditPage,
+        roster_query::audit::AuditEntry, roster_query::audit::Actor, roster_query::relationships::Relationships,
+        roster_query::relationships::Related, roster_query::relationships::Ancestor,
+        roster_query::relationships::Descendant
     ),
     responses(BadRequest, Unauthenticated, Forbidden, NotFound, Conflict, PreconditionFailed, Unprocessable, Locked, Unavailable)),
     modifiers(&Security)
@@ -100,6 +104,22 @@ pub struct CardPage {
     pub next_cursor: Option<String>,
 }
 
+/// A page of audit entries.
+#[derive(Serialize, ToSchema)]
+pub struct AuditPage {
+    pub data: Vec<roster_query::audit::AuditEntry>,
+    pub has_more: bool,
+    pub next_cursor: Option<String>,
+}
+
+/// `POST /v1/users/search`: the same as `POST /v1/users:search`.
+#[utoipa::path(post, path = "/v1/users/search", tag = "users", request_body = super::users::SearchRequest,
+    responses((status = 200, description = "A page of users", body = UserPage),
+        (status = 400, response = BadRequest), (status = 401, response = Unauthenticated), (status = 403, response = Forbidden)),
+    security(("bearer" = [], "app_id" = [])))]
+#[allow(dead_code)]
+fn search_alias() {}
+
 /// A page of users.
 #[derive(Serialize, ToSchema)]
 pub struct UserPage {
@@ -163,6 +183,12 @@ pub struct ConsistencyToken {
 /// The document, rendered once.
 pub fn json() -> String {
     let mut doc = ApiDoc::openapi();
+    // `GET /v1/users/{id}:getLinkedRelationships`: the relationships route under its alias.
+    if let Some(item) = doc.paths.paths.get("/v1/users/{id}/relationships").cloned() {
+        doc.paths
+            .paths
+            .insert("/v1/users/{id}:getLinkedRelationships".into(), item);
+    }
     doc.openapi = utoipa::openapi::OpenApiVersion::Version31;
     doc.to_json().unwrap_or_else(|_| "{}".into())
 }

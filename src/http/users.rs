@@ -17,13 +17,19 @@ use roster_command::validate::{self, Errors, FieldError};
 use roster_command::{Committed, Meta};
 use roster_events::user::{Kyc, QuestionHash, UserDoc, UserEvent, UserStatus};
 use roster_events::Timestamp;
+use roster_query::audit;
+use roster_query::relationships as rel;
 use roster_query::users::{self, ListUsers, PROJECTION};
 use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/users", get(list).post(enroll))
+        .route("/v1/users:search", post(search))
+        .route("/v1/users/search", post(search))
         .route("/v1/users/{id}", get(retrieve).patch(update).put(update))
+        .route("/v1/users/{id}/relationships", get(relationships))
+        .route("/v1/users/{id}/events", get(audit_trail))
         .route("/v1/users/{id}/parent", put(link_parent).delete(unlink_parent))
         .route("/v1/users/{id}/verification-questions", put(set_questions))
         .route("/v1/users/{id}/verifications", post(verify))
@@ -131,10 +137,17 @@ pub async fn enroll(
     security(("bearer" = [], "app_id" = [])))]
 pub async fn retrieve(
     State(state): State<AppState>,
-    Auth(caller, ..): Auth<UsersRead>,
+    auth: Auth<UsersRead>,
     read_after: ReadAfter,
     Path(id): Path<String>,
+    query: axum::extract::RawQuery,
 ) -> Result<Response, ApiError> {
+    // `GET /v1/users/{id}:getLinkedRelationships` (the router cannot match a
+    // suffix inside a segment).
+    if let Some(user) = id.strip_suffix(":getLinkedRelationships") {
+        return relationships(State(state), auth, read_after, Path(user.to_string()), query).await;
+    }
+    let Auth(caller, ..) = auth;
     let id: Uuid = id.parse().map_err(|_| ApiError::user_not_found())?;
     read_after.wait(&state.pool, PROJECTION).await?;
     let doc = users::get(&state.pool, &caller.company_id, id)
@@ -498,4 +511,126 @@ pub async fn add_account(
     let account = input::account(&body).map_err(ApiError::Validation)?;
     let c = run(&state, &caller, info, &id, &headers, UserAction::AddAccount(account)).await?;
     Ok(user_response(StatusCode::CREATED, c.doc))
+}
+
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    /// Case-insensitive substring of the first, last or full name.
+    pub name: Option<String>,
+    /// Exact, case-insensitive.
+    pub email: Option<String>,
+    /// Exact, after normalising to E.164.
+    pub mobile: Option<String>,
+    pub status: Option<UserStatus>,
+    pub parent_user_id: Option<Uuid>,
+    /// 1..=100 (a number or a numeric string), default 10.
+    #[schema(value_type = Option<u32>)]
+    pub limit: Option<serde_json::Value>,
+    pub after: Option<String>,
+}
+
+/// Search users; filters are AND-ed, pages are stable while users are added.
+#[utoipa::path(post, path = "/v1/users:search", tag = "users", request_body = SearchRequest,
+    params(super::openapi::ConsistencyToken),
+    responses((status = 200, description = "A page of users", body = super::openapi::UserPage),
+        (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated),
+        (status = 403, response = super::openapi::Forbidden), (status = 503, response = super::openapi::Unavailable)),
+    security(("bearer" = [], "app_id" = [])))]
+pub async fn search(
+    State(state): State<AppState>,
+    Auth(caller, ..): Auth<UsersRead>,
+    read_after: ReadAfter,
+    Body(body): Body<SearchRequest>,
+) -> Result<Response, ApiError> {
+    let limit = match &body.limit {
+        None | Some(serde_json::Value::Null) => 10,
+        Some(serde_json::Value::Number(n)) => super::extract::parse_limit(&n.to_string())?,
+        Some(serde_json::Value::String(s)) => super::extract::parse_limit(s)?,
+        Some(_) => return Err(ApiError::field("limit", "must be an integer from 1 to 100")),
+    };
+    let mobile = match body.mobile.as_deref() {
+        None => None,
+        Some(m) => Some(validate::mobile(m).map_err(|e| ApiError::field("mobile", e))?),
+    };
+    let name = match body.name.as_deref().map(str::trim) {
+        Some("") => return Err(ApiError::field("name", "must not be empty")),
+        Some(n) if n.chars().count() > 100 => return Err(ApiError::field("name", "must be at most 100 characters")),
+        other => other.map(str::to_string),
+    };
+    read_after.wait(&state.pool, PROJECTION).await?;
+    let query = users::SearchUsers {
+        name,
+        email: body.email,
+        mobile,
+        status: body.status,
+        parent_user_id: body.parent_user_id,
+        limit,
+        after: body.after,
+    };
+    Ok(Json(users::search(&state.pool, &caller.company_id, &query).await?).into_response())
+}
+
+/// Parent, ancestors (nearest first), children and descendants, to `depth`
+/// levels (default 10, at most 100).
+#[utoipa::path(get, path = "/v1/users/{id}/relationships", tag = "users",
+    params(("id" = String, Path, description = "User id; `/v1/users/{id}:getLinkedRelationships` is the same route"),
+        ("depth" = Option<u32>, Query, description = "Levels up and down, 1..=100, default 10"),
+        super::openapi::ConsistencyToken),
+    responses((status = 200, description = "Relationships", body = roster_query::relationships::Relationships),
+        (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated),
+        (status = 403, response = super::openapi::Forbidden), (status = 404, response = super::openapi::NotFound)),
+    security(("bearer" = [], "app_id" = [])))]
+pub async fn relationships(
+    State(state): State<AppState>,
+    Auth(caller, ..): Auth<UsersRead>,
+    read_after: ReadAfter,
+    Path(id): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Result<Response, ApiError> {
+    let id = user_id(&id)?;
+    let depth = match query
+        .as_deref()
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|p| p.strip_prefix("depth="))
+    {
+        None => rel::DEFAULT_DEPTH,
+        Some(d) => match d.parse::<u32>() {
+            Ok(d) if (1..=rel::MAX_DEPTH).contains(&d) => d,
+            _ => return Err(ApiError::field("depth", "must be an integer from 1 to 100")),
+        },
+    };
+    read_after.wait(&state.pool, PROJECTION).await?;
+    let r = rel::get(&state.pool, &caller.company_id, id, depth)
+        .await?
+        .ok_or_else(ApiError::user_not_found)?;
+    Ok(Json(r).into_response())
+}
+
+/// The user's events, oldest first, from the event log (public data only).
+#[utoipa::path(get, path = "/v1/users/{id}/events", tag = "users",
+    params(("id" = String, Path, description = "User id"), ("limit" = Option<u32>, Query, description = "1..=100, default 10"),
+        ("after" = Option<String>, Query, description = "Cursor")),
+    responses((status = 200, description = "A page of audit entries", body = super::openapi::AuditPage),
+        (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated),
+        (status = 403, response = super::openapi::Forbidden), (status = 404, response = super::openapi::NotFound)),
+    security(("bearer" = [], "app_id" = [])))]
+pub async fn audit_trail(
+    State(state): State<AppState>,
+    Auth(caller, ..): Auth<UsersRead>,
+    Path(id): Path<String>,
+    paging: Paging,
+) -> Result<Response, ApiError> {
+    let id = user_id(&id)?;
+    let page = audit::user_events(
+        &state.pool,
+        &caller.company_id,
+        id,
+        paging.limit,
+        paging.after.as_deref(),
+    )
+    .await?
+    .ok_or_else(ApiError::user_not_found)?;
+    Ok(Json(page).into_response())
 }

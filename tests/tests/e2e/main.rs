@@ -8,4 +8,5 @@ mod households;
 mod idempotency;
 mod kafka;
 mod ops;
+mod queries;
 mod users;

@@ -36,6 +36,19 @@ pub fn upcast(aggregate_type: &str, event_type: &str, version: &str, payload: Va
     upcast_with(REGISTERED, aggregate_type, event_type, version, payload)
 }
 
+/// [`upcast`] for a payload kept as JSON text: parsed only when an upcaster applies.
+pub fn upcast_text(aggregate_type: &str, event_type: &str, version: &str, payload: String) -> (String, String) {
+    let applies = REGISTERED
+        .iter()
+        .any(|u| u.aggregate_type == aggregate_type && u.event_type == event_type && u.from == version);
+    if !applies {
+        return (version.to_string(), payload);
+    }
+    let value: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
+    let (version, value) = upcast(aggregate_type, event_type, version, value);
+    (version, value.to_string())
+}
+
 pub fn upcast_with(
     upcasters: &[Upcaster],
     aggregate_type: &str,

@@ -33,7 +33,7 @@ impl Projector for CardView {
         for e in cards {
             let owner: Uuid = e.aggregate_id.parse().context("user id is not a uuid")?;
             let company = e.meta(meta::COMPANY_ID).unwrap_or_default().to_string();
-            match serde_json::from_value::<UserEvent>(e.payload.clone())? {
+            match e.decode::<UserEvent>()? {
                 UserEvent::CardOrdered(o) => {
                     docs.insert(o.card_id, (company, CardDoc::ordered(owner, &o)));
                 }
@@ -77,8 +77,7 @@ impl Projector for CardView {
         Ok(())
     }
 
-    async fn reset(&self, tx: &mut PgConnection) -> anyhow::Result<()> {
-        sqlx::query("DELETE FROM card_view").execute(tx).await?;
-        Ok(())
+    fn tables(&self) -> &'static [&'static str] {
+        &["card_view"]
     }
 }

@@ -40,7 +40,10 @@ pub struct StoredEvent {
     pub sequence: i64,
     pub event_type: String,
     pub event_version: String,
-    pub payload: Value,
+    /// The stored payload as JSON text (`{"UserEnrolled": {...}}`), at its
+    /// current version. Kept as text: most readers decode it straight into
+    /// their typed event ([`StoredEvent::decode`]).
+    pub payload: String,
     pub metadata: Value,
     pub event_id: Uuid,
     pub recorded_at: DateTime<Utc>,
@@ -50,6 +53,11 @@ impl StoredEvent {
     pub fn meta(&self, key: &str) -> Option<&str> {
         self.metadata.get(key).and_then(Value::as_str)
     }
+
+    /// The payload as a typed event.
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> serde_json::Result<T> {
+        serde_json::from_str(&self.payload)
+    }
 }
 
 /// Events after `after`, in commit order, up to `limit`, never past the
@@ -57,7 +65,7 @@ impl StoredEvent {
 pub async fn read_after(conn: &mut PgConnection, after: Position, limit: i64) -> sqlx::Result<Vec<StoredEvent>> {
     let rows = sqlx::query(
         "SELECT transaction_id::text::bigint AS xid, global_position, aggregate_type, aggregate_id,
-                sequence, event_type, event_version, payload, metadata, event_id, recorded_at
+                sequence, event_type, event_version, payload::text AS payload, metadata, event_id, recorded_at
            FROM events
           WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
             AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
@@ -76,7 +84,7 @@ pub async fn read_after(conn: &mut PgConnection, after: Position, limit: i64) ->
             let event_type: String = r.try_get("event_type")?;
             let stored_version: &str = r.try_get("event_version")?;
             let (event_version, payload) =
-                roster_events::upcast::upcast(&aggregate_type, &event_type, stored_version, r.try_get("payload")?);
+                roster_events::upcast::upcast_text(&aggregate_type, &event_type, stored_version, r.try_get("payload")?);
             Ok(StoredEvent {
                 position: Position {
                     xid: r.try_get("xid")?,
@@ -177,8 +185,8 @@ pub trait Projector: Send + Sync + 'static {
 
     fn apply(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> impl Future<Output = anyhow::Result<()>> + Send;
 
-    /// Removes every row of the read model (for a replay).
-    fn reset(&self, tx: &mut PgConnection) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// The read-model tables it writes (rebuilt side by side by [`replay`]).
+    fn tables(&self) -> &'static [&'static str];
 }
 
 /// Applies one batch and advances the checkpoint, atomically. Returns the
@@ -197,35 +205,147 @@ pub async fn run_batch<P: Projector>(conn: &mut PgConnection, projector: &P, lim
     Ok(events.len())
 }
 
-/// Rebuilds a read model from position zero in one transaction: readers
-/// keep seeing the old rows until the rebuilt ones commit, and the live
-/// runner waits on the checkpoint row meanwhile. Calls `progress` with the
-/// size of each batch.
+/// Rebuilds a projection from position zero beside the live one, then swaps.
+///
+/// 1. Empty copies of the projector's tables are made in a schema of their
+///    own, with their primary and unique keys only.
+/// 2. Every event is applied to them, a batch per short transaction, with
+///    `search_path` pointing there (the projector's SQL names its tables
+///    unqualified). The API keeps reading the live tables meanwhile.
+/// 3. The other indexes are built once, over the full tables (much cheaper
+///    than maintaining them row by row).
+/// 4. One short transaction locks the live checkpoint (the live runner
+///    waits), applies the events appended since, swaps the tables and moves
+///    the checkpoint.
+///
+/// Calls `progress` with the size of each batch.
 pub async fn replay<P: Projector>(
     pool: &PgPool,
     projector: &P,
     batch: i64,
     mut progress: impl FnMut(usize),
 ) -> anyhow::Result<u64> {
-    let mut conn = pool.acquire().await?;
-    let mut tx = conn.begin().await?;
-    checkpoint(&mut tx, projector.name(), true).await?;
-    projector.reset(&mut tx).await?;
+    let mut conn = PgConnection::connect_with(&pool.connect_options()).await?;
+    let tables = projector.tables();
+    // Where the new tables are built, and where the replaced ones go until dropped.
+    let rebuild = format!("roster_rebuild_{}", projector.name());
+    let retired = format!("roster_retired_{}", projector.name());
+    sqlx::raw_sql(&format!(
+        "DROP SCHEMA IF EXISTS {rebuild} CASCADE; CREATE SCHEMA {rebuild}"
+    ))
+    .execute(&mut conn)
+    .await?;
+    let mut deferred_indexes = Vec::new();
+    for table in tables {
+        sqlx::raw_sql(&format!(
+            "CREATE TABLE {rebuild}.{table} (LIKE public.{table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+        ))
+        .execute(&mut conn)
+        .await?;
+        let keys: Vec<(String, String)> = sqlx::query_as(
+            "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint
+              WHERE conrelid = ('public.' || $1)::regclass AND contype IN ('p', 'u')",
+        )
+        .bind(table)
+        .fetch_all(&mut conn)
+        .await?;
+        for (name, def) in &keys {
+            sqlx::raw_sql(&format!("ALTER TABLE {rebuild}.{table} ADD CONSTRAINT {name} {def}"))
+                .execute(&mut conn)
+                .await?;
+        }
+        let indexes: Vec<String> = sqlx::query_scalar(
+            "SELECT indexdef FROM pg_indexes
+              WHERE schemaname = 'public' AND tablename = $1 AND indexname <> ALL($2)",
+        )
+        .bind(table)
+        .bind(keys.iter().map(|k| k.0.clone()).collect::<Vec<_>>())
+        .fetch_all(&mut conn)
+        .await?;
+        let on_live = format!(" ON public.{table} ");
+        let on_rebuild = format!(" ON {rebuild}.{table} ");
+        deferred_indexes.extend(indexes.into_iter().map(|def| def.replacen(&on_live, &on_rebuild, 1)));
+    }
+
     let mut at = Position::default();
     let mut total = 0u64;
     loop {
-        let events = read_after(&mut tx, at, batch).await?;
-        let Some(last) = events.last().map(|e| e.position) else {
+        let n = rebuild_batch(&mut conn, projector, &rebuild, &mut at, batch).await?;
+        if n == 0 {
             break;
-        };
-        projector.apply(&mut tx, &events).await?;
-        at = last;
-        total += events.len() as u64;
-        progress(events.len());
+        }
+        total += n as u64;
+        progress(n);
+    }
+    for index in &deferred_indexes {
+        sqlx::raw_sql(index).execute(&mut conn).await?;
+    }
+
+    let mut tx = conn.begin().await?;
+    checkpoint(&mut tx, projector.name(), true).await?;
+    loop {
+        let n = apply_rebuild(&mut tx, projector, &rebuild, &mut at, batch).await?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        progress(n);
+    }
+    sqlx::raw_sql(&format!(
+        "DROP SCHEMA IF EXISTS {retired} CASCADE; CREATE SCHEMA {retired}"
+    ))
+    .execute(&mut *tx)
+    .await?;
+    for table in tables {
+        sqlx::raw_sql(&format!(
+            "ALTER TABLE public.{table} SET SCHEMA {retired}; ALTER TABLE {rebuild}.{table} SET SCHEMA public"
+        ))
+        .execute(&mut *tx)
+        .await?;
     }
     save_checkpoint(&mut tx, projector.name(), at).await?;
     tx.commit().await?;
+    sqlx::raw_sql(&format!("DROP SCHEMA {retired} CASCADE; DROP SCHEMA {rebuild} CASCADE"))
+        .execute(&mut conn)
+        .await?;
     Ok(total)
+}
+
+/// One rebuild batch in its own transaction.
+async fn rebuild_batch<P: Projector>(
+    conn: &mut PgConnection,
+    projector: &P,
+    schema: &str,
+    at: &mut Position,
+    batch: i64,
+) -> anyhow::Result<usize> {
+    let mut tx = conn.begin().await?;
+    let n = apply_rebuild(&mut tx, projector, schema, at, batch).await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// Applies the next batch after `at` to the tables being rebuilt.
+async fn apply_rebuild<P: Projector>(
+    tx: &mut PgConnection,
+    projector: &P,
+    schema: &str,
+    at: &mut Position,
+    batch: i64,
+) -> anyhow::Result<usize> {
+    let events = read_after(tx, *at, batch).await?;
+    let Some(last) = events.last().map(|e| e.position) else {
+        return Ok(0);
+    };
+    sqlx::raw_sql(&format!("SET LOCAL search_path TO {schema}, public"))
+        .execute(&mut *tx)
+        .await?;
+    projector.apply(tx, &events).await?;
+    sqlx::raw_sql("SET LOCAL search_path TO public")
+        .execute(&mut *tx)
+        .await?;
+    *at = last;
+    Ok(events.len())
 }
 
 /// Wake-ups shared by every runner of a process.

@@ -47,7 +47,8 @@ impl Projector for HouseholdView {
                 docs.insert(id, d.clone());
                 continue;
             }
-            let event: HouseholdEvent = serde_json::from_value(e.payload.clone())
+            let event: HouseholdEvent = e
+                .decode()
                 .with_context(|| format!("cannot read {} {} of household {id}", e.event_type, e.sequence))?;
             let doc =
                 HouseholdDoc::fold(current, &event).with_context(|| format!("household {id} was never created"))?;
@@ -74,8 +75,7 @@ impl Projector for HouseholdView {
         Ok(())
     }
 
-    async fn reset(&self, tx: &mut PgConnection) -> anyhow::Result<()> {
-        sqlx::query("DELETE FROM household_view").execute(tx).await?;
-        Ok(())
+    fn tables(&self) -> &'static [&'static str] {
+        &["household_view"]
     }
 }

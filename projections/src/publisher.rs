@@ -139,7 +139,8 @@ pub struct Message {
 
 impl Message {
     pub fn of(e: &StoredEvent) -> Self {
-        let value = serde_json::to_vec(&roster_events::public_data(&e.payload)).unwrap_or_default();
+        let payload: serde_json::Value = serde_json::from_str(&e.payload).unwrap_or_default();
+        let value = serde_json::to_vec(&roster_events::public_data(&payload)).unwrap_or_default();
         let company = e.meta(meta::COMPANY_ID).unwrap_or_default();
         let time = e
             .meta(meta::OCCURRED_AT)

@@ -31,7 +31,7 @@ impl Projector for UserView {
                 }
                 "household" => {
                     let household: Uuid = e.aggregate_id.parse().context("household id is not a uuid")?;
-                    match serde_json::from_value::<HouseholdEvent>(e.payload.clone())? {
+                    match e.decode::<HouseholdEvent>()? {
                         HouseholdEvent::HouseholdMemberAdded(m) => {
                             changes.push((m.user_id, Change::Household(m.account_id, Some(household))))
                         }
@@ -78,7 +78,8 @@ impl Projector for UserView {
                 docs.insert(id, current.expect("checked above"));
                 continue;
             }
-            let event: UserEvent = serde_json::from_value(e.payload.clone())
+            let event: UserEvent = e
+                .decode()
                 .with_context(|| format!("cannot read {} {} of user {id}", e.event_type, e.sequence))?;
             let doc = UserDoc::fold(current, &event)
                 .with_context(|| format!("{} {} of user {id} has no enrollment", e.event_type, e.sequence))?;
@@ -87,9 +88,8 @@ impl Projector for UserView {
         upsert(tx, docs.values()).await
     }
 
-    async fn reset(&self, tx: &mut PgConnection) -> anyhow::Result<()> {
-        sqlx::query("DELETE FROM user_view").execute(tx).await?;
-        Ok(())
+    fn tables(&self) -> &'static [&'static str] {
+        &["user_view"]
     }
 }
 

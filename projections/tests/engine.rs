@@ -22,9 +22,8 @@ impl Projector for Recorder {
         Ok(())
     }
 
-    async fn reset(&self, tx: &mut PgConnection) -> anyhow::Result<()> {
-        sqlx::query("DELETE FROM seen").execute(tx).await?;
-        Ok(())
+    fn tables(&self) -> &'static [&'static str] {
+        &["seen"]
     }
 }
 
@@ -41,13 +40,14 @@ impl Projector for Broken {
         anyhow::bail!("projector bug")
     }
 
-    async fn reset(&self, _: &mut PgConnection) -> anyhow::Result<()> {
-        Ok(())
+    fn tables(&self) -> &'static [&'static str] {
+        &["seen"]
     }
 }
 
 async fn setup(pool: &PgPool) {
-    sqlx::query("CREATE TABLE seen (n bigserial PRIMARY KEY, pos bigint NOT NULL)")
+    // Applying an event twice would break the primary key.
+    sqlx::query("CREATE TABLE seen (pos bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())")
         .execute(pool)
         .await
         .expect("seen table");
@@ -66,7 +66,7 @@ async fn append(conn: &mut PgConnection, id: &str) -> i64 {
 }
 
 async fn seen(pool: &PgPool) -> Vec<i64> {
-    sqlx::query_scalar("SELECT pos FROM seen ORDER BY n")
+    sqlx::query_scalar("SELECT pos FROM seen ORDER BY at, pos")
         .fetch_all(pool)
         .await
         .expect("seen")

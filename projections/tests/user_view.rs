@@ -95,6 +95,24 @@ async fn projected_rows_equal_the_write_side_documents_and_survive_replay(pool: 
     catch_up(&pool).await;
     assert_eq!(rows(&pool).await, incremental);
 
+    let schema = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename = 'user_view' ORDER BY indexname",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("indexes")
+    };
+    let before = schema().await;
     engine::replay(&pool, &UserView, 7, |_| {}).await.expect("replay");
     assert_eq!(rows(&pool).await, incremental, "replay equals the incremental build");
+    assert_eq!(
+        schema().await,
+        before,
+        "the rebuilt table has the same indexes, by name"
+    );
+    // The live runner carries on from the replay's checkpoint.
+    enroll(&commands, 99).await;
+    catch_up(&pool).await;
+    assert_eq!(rows(&pool).await.len(), 31);
 }

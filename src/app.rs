@@ -27,6 +27,25 @@ pub struct Settings {
     pub kafka: Option<KafkaConfig>,
 }
 
+/// Tells every subscriber (in this and other processes) that events were
+/// appended: one `NOTIFY` per burst of commits, sent outside them (a NOTIFY
+/// inside the appending transaction would serialise all commits).
+async fn notify_appends(pool: PgPool, mut appended: tokio::sync::watch::Receiver<u64>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = appended.changed() => if changed.is_err() { return },
+        }
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
+            .bind(engine::CHANNEL)
+            .execute(&pool)
+            .await
+        {
+            tracing::debug!(error = %e, "cannot notify; subscribers will poll");
+        }
+    }
+}
+
 /// A running Roster.
 pub struct App {
     /// Where the API listens, when it runs.
@@ -77,8 +96,10 @@ impl App {
         let mut addr = None;
         if let (true, Some(listener)) = (has(Role::Api), listener) {
             addr = Some(listener.local_addr()?);
+            let commands = Commands::new(pool.clone());
+            tasks.spawn(notify_appends(pool.clone(), commands.appended(), shutdown.clone()));
             let state = AppState {
-                commands: Commands::new(pool.clone()),
+                commands,
                 tokens: Arc::new(Tokens::load(&pool).await.context("cannot load the token signing key")?),
                 metrics: http::metrics_handle(),
                 publisher_enabled: settings.kafka.is_some(),

@@ -110,6 +110,8 @@ pub struct Commands {
     households: Arc<PersistedEventStore<EventRepo, Household>>,
     catalogs: Arc<PersistedEventStore<EventRepo, CardCatalog>>,
     user_services: Arc<dyn UserServices>,
+    /// Bumped after every commit that appended events.
+    appended: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Commands {
@@ -125,7 +127,19 @@ impl Commands {
                 PersistedEventStore::new_event_store(EventRepo::new(pool.clone())).with_upcasters(upcasters()),
             ),
             user_services: Arc::new(Argon2Services),
+            appended: Arc::new(tokio::sync::watch::Sender::new(0)),
             pool,
+        }
+    }
+
+    /// Changes after every commit that appended events (to wake subscribers).
+    pub fn appended(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.appended.subscribe()
+    }
+
+    fn bump<T, E>(&self, result: &Result<(T, u64, Vec<E>), CommandError>) {
+        if matches!(result, Ok((_, _, events)) if !events.is_empty()) {
+            self.appended.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
 
@@ -161,11 +175,12 @@ impl Commands {
         let result = task
             .await
             .map_err(|e| CommandError::Internal(Box::new(e)))
-            .and_then(|r| r)
-            .and_then(|(catalog, version, events)| {
-                let doc = catalog.product(product_id).cloned().ok_or(CommandError::Conflict)?;
-                Ok(Committed { doc, version, events })
-            });
+            .and_then(|r| r);
+        self.bump(&result);
+        let result = result.and_then(|(catalog, version, events)| {
+            let doc = catalog.product(product_id).cloned().ok_or(CommandError::Conflict)?;
+            Ok(Committed { doc, version, events })
+        });
         record("CreateCardProduct", &result);
         result
     }
@@ -204,14 +219,15 @@ impl Commands {
         let result = task
             .await
             .map_err(|e| CommandError::Internal(Box::new(e)))
-            .and_then(|r| r)
-            .and_then(|(household, version, events)| {
-                let doc = household
-                    .doc()
-                    .cloned()
-                    .ok_or(CommandError::Household(HouseholdError::NotFound))?;
-                Ok(Committed { doc, version, events })
-            });
+            .and_then(|r| r);
+        self.bump(&result);
+        let result = result.and_then(|(household, version, events)| {
+            let doc = household
+                .doc()
+                .cloned()
+                .ok_or(CommandError::Household(HouseholdError::NotFound))?;
+            Ok(Committed { doc, version, events })
+        });
         record(name, &result);
         result
     }
@@ -270,6 +286,7 @@ impl Commands {
             .map_err(|e| CommandError::Internal(Box::new(e)))
             .and_then(|r| r);
         record(name, &result);
+        self.bump(&result);
         result
     }
 }

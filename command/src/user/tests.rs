@@ -196,7 +196,7 @@ fn parents_link_unlink_and_never_self() {
 #[test]
 fn a_right_answer_verifies_and_a_wrong_one_counts_down() {
     given(vec![enrolled()])
-        .when(cmd(verify("PET", " REX ".trim().to_lowercase().as_str())))
+        .when(cmd(verify("PET", "rex")))
         .then_expect_events(vec![UserEvent::VerificationSucceeded(VerificationAttempt {
             code: "PET".into(),
             at: at(),

@@ -329,8 +329,6 @@ async fn verification_counts_failures_locks_and_resets() {
     )
     .await;
     assert_eq!((r.status, r.code()), (StatusCode::LOCKED, "VERIFICATION_LOCKED"));
-    let r = app.get(&c, &format!("/v1/users/{u}")).await;
-    let _ = r;
     let r = send(&app, &c, Method::PUT, &questions, Some(set)).await;
     assert_eq!(r.body["verification"]["locked"], false);
     let r = send(

@@ -1,0 +1,348 @@
+//! Load benchmark (not a test): Roster against the machine's limit, both
+//! measured in one run.
+//!
+//!     cargo run --release -p roster-tests --bin load-bench -- [clients=32] [seconds=20] [--no-pgbench]
+//!
+//! 1. `pgbench` with the equivalent raw SQL (one INSERT of an event row per
+//!    transaction) at the same concurrency, against the same Postgres.
+//! 2. Roster in this process (API, projectors, publisher) on a fresh
+//!    database, driven over HTTP by N keep-alive clients that enroll a user
+//!    and then update it, for a fixed time; meanwhile a prober measures
+//!    projection lag (write answered → visible in the read model) and a
+//!    consumer measures Kafka lag (command time → message received).
+//!
+//! Prints one Markdown table, and the ratio Roster ÷ pgbench.
+
+use anyhow::Context;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::ClientConfig;
+use roster::app::{App, Settings};
+use roster::config::Role;
+use roster_projections::publisher::KafkaConfig;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+struct BenchArgs {
+    /// Postgres server (`$ROSTER_TEST_PG`); the bench uses its own database.
+    server: String,
+    /// Concurrent HTTP clients (and pgbench clients).
+    clients: usize,
+    /// Seconds each phase runs.
+    seconds: u64,
+    /// `$KAFKA_BROKERS`; empty: no publisher, no Kafka lag.
+    kafka_brokers: String,
+    no_pgbench: bool,
+}
+
+/// Milliseconds at the given quantile of sorted samples.
+fn q(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1000.0
+}
+
+const EVENT_PAYLOAD: &str = r#"{"UserEnrolled":{"user_id":"00000000-0000-7000-8000-000000000000","company_id":"bench","external_ref":null,"first_name":"Load","last_name":"Bench","email":"load@example.com","email_verified":false,"mobile":null,"office_phone":null,"office_extension":null,"employee_id":null,"date_of_birth":null,"gender":null,"nationality":null,"locale":null,"address":null,"billing_address":null,"communication_preferences":{"email":false,"sms":false,"post":false},"status":"inactive","status_reason":null,"parent_user_id":null,"kyc":null,"account":null,"password_hash":null,"verification_questions":[],"at":"2026-11-23T12:00:00.000000Z"}}"#;
+
+async fn pgbench(url: &str, clients: usize, seconds: u64) -> anyhow::Result<f64> {
+    let pool = roster::db::connect(url, 2).await?;
+    sqlx::raw_sql("DROP TABLE IF EXISTS pgbench_events; CREATE TABLE pgbench_events (LIKE events INCLUDING ALL)")
+        .execute(&pool)
+        .await?;
+    let script = std::env::temp_dir().join("roster-pgbench.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "INSERT INTO pgbench_events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+             VALUES ('user', gen_random_uuid()::text, 1, 'UserEnrolled', '1.0', '{EVENT_PAYLOAD}', \
+             '{{\"company_id\":\"bench\",\"client_id\":\"bench\",\"request_id\":\"r\"}}');\n"
+        ),
+    )?;
+    let out = tokio::process::Command::new("pgbench")
+        .args([
+            "-n",
+            "-c",
+            &clients.to_string(),
+            "-j",
+            "2",
+            "-T",
+            &seconds.to_string(),
+            "-f",
+        ])
+        .arg(&script)
+        .arg(url)
+        .output()
+        .await
+        .context("cannot run pgbench (Debian: postgresql-contrib / postgresql-client)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tps = text
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.trim_start_matches("tps = ").split_whitespace().next())
+        .and_then(|t| t.parse().ok())
+        .with_context(|| format!("pgbench said: {text}{}", String::from_utf8_lossy(&out.stderr)))?;
+    sqlx::query("DROP TABLE pgbench_events").execute(&pool).await?;
+    Ok(tps)
+}
+
+#[derive(Default)]
+struct Samples {
+    enroll: Vec<Duration>,
+    update: Vec<Duration>,
+    errors: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let argv: Vec<String> = std::env::args().collect();
+    let args = BenchArgs {
+        server: roster_tests::pg_server(),
+        clients: argv.get(1).and_then(|a| a.parse().ok()).unwrap_or(32),
+        seconds: argv.get(2).and_then(|a| a.parse().ok()).unwrap_or(20),
+        kafka_brokers: std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into()),
+        no_pgbench: argv.iter().any(|a| a == "--no-pgbench"),
+    };
+    let url = format!("{}/roster_loadbench", args.server);
+    let admin = roster::db::connect(&format!("{}/postgres", args.server), 1).await?;
+    sqlx::query("DROP DATABASE IF EXISTS roster_loadbench WITH (FORCE)")
+        .execute(&admin)
+        .await?;
+    let pool = roster::db::prepare(&url, 48).await?;
+
+    let pg_tps = if args.no_pgbench {
+        None
+    } else {
+        eprintln!("pgbench: {} clients, {} s ...", args.clients, args.seconds);
+        Some(pgbench(&url, args.clients, args.seconds).await?)
+    };
+
+    let topic = format!("roster.bench.{}", uuid::Uuid::new_v4().simple());
+    let kafka = (!args.kafka_brokers.is_empty()).then(|| KafkaConfig {
+        brokers: args.kafka_brokers.clone(),
+        topic: topic.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let roles = vec![Role::Api, Role::Projector, Role::Publisher];
+    let app = App::start(pool.clone(), Settings { roles, kafka }, Some(listener)).await?;
+    let base = format!("http://{}", app.addr.context("api address")?);
+    let client = roster::auth::create_client(&pool, "bench", None, None).await?;
+    let http = reqwest::Client::new();
+    let token: serde_json::Value = http
+        .post(format!("{base}/v1/oauth/token"))
+        .json(
+            &json!({"grant_type": "client_credentials", "client_id": client.client_id.to_string(),
+                      "client_secret": client.client_secret}),
+        )
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = token["access_token"].as_str().context("token")?.to_string();
+    let app_id = client.client_id.to_string();
+
+    // Kafka lag: command time (ce_time) → received here.
+    let kafka_lags = Arc::new(Mutex::new(Vec::<Duration>::new()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    if !args.kafka_brokers.is_empty() {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &args.kafka_brokers)
+            .set("group.id", format!("roster-bench-{}", uuid::Uuid::new_v4().simple()))
+            .set("auto.offset.reset", "earliest")
+            .set("topic.metadata.refresh.interval.ms", "500")
+            .set("fetch.wait.max.ms", "10")
+            .create()?;
+        consumer.subscribe(&[&topic])?;
+        let lags = kafka_lags.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let m = tokio::select! { _ = stop.cancelled() => break, m = consumer.recv() => m };
+                let Ok(m) = m else { continue };
+                let time = m.headers().and_then(|h| {
+                    h.iter()
+                        .find(|x| x.key == "ce_time")
+                        .and_then(|x| x.value)
+                        .and_then(|v| std::str::from_utf8(v).ok().map(str::to_string))
+                });
+                if let Some(t) = time.and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok()) {
+                    let lag = chrono::Utc::now().signed_duration_since(t).to_std().unwrap_or_default();
+                    lags.lock().await.push(lag);
+                }
+            }
+        });
+    }
+
+    eprintln!("roster: {} clients, {} s ...", args.clients, args.seconds);
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let samples = Arc::new(Mutex::new(Samples::default()));
+    let mut workers = Vec::new();
+    for w in 0..args.clients {
+        let (http, base, token, app_id, samples) = (
+            reqwest::Client::new(),
+            base.clone(),
+            token.clone(),
+            app_id.clone(),
+            samples.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut mine = Samples::default();
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                i += 1;
+                let body =
+                    json!({"email": format!("w{w}-{i}@example.com"), "first_name": "Load", "last_name": "Bench"});
+                let t = Instant::now();
+                let r = http
+                    .post(format!("{base}/v1/users"))
+                    .bearer_auth(&token)
+                    .header("x-appid", &app_id)
+                    .json(&body)
+                    .send()
+                    .await;
+                let Ok(r) = r.map_err(|_| mine.errors += 1) else {
+                    continue;
+                };
+                if r.status() != reqwest::StatusCode::CREATED {
+                    mine.errors += 1;
+                    continue;
+                }
+                let user: serde_json::Value = r.json().await.unwrap_or_default();
+                mine.enroll.push(t.elapsed());
+                let id = user["id"].as_str().unwrap_or_default();
+                let t = Instant::now();
+                let r = http
+                    .patch(format!("{base}/v1/users/{id}"))
+                    .bearer_auth(&token)
+                    .header("x-appid", &app_id)
+                    .json(&json!({"last_name": format!("Bench {i}")}))
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                        mine.update.push(t.elapsed());
+                    }
+                    _ => mine.errors += 1,
+                }
+            }
+            let mut all = samples.lock().await;
+            all.enroll.extend(mine.enroll);
+            all.update.extend(mine.update);
+            all.errors += mine.errors;
+        }));
+    }
+    // Projection lag: a write answered → its user visible through the read model.
+    let prober = {
+        let (http, base, token, app_id) = (http.clone(), base.clone(), token.clone(), app_id.clone());
+        tokio::spawn(async move {
+            let mut lags = Vec::new();
+            let mut n = 0;
+            while Instant::now() < deadline {
+                n += 1;
+                let r = http
+                    .post(format!("{base}/v1/users"))
+                    .bearer_auth(&token)
+                    .header("x-appid", &app_id)
+                    .json(&json!({"email": format!("probe-{n}@example.com")}))
+                    .send()
+                    .await;
+                let Ok(r) = r else { continue };
+                let answered = Instant::now();
+                let user: serde_json::Value = r.json().await.unwrap_or_default();
+                let id = user["id"].as_str().unwrap_or_default().to_string();
+                loop {
+                    let r = http
+                        .get(format!("{base}/v1/users/{id}"))
+                        .bearer_auth(&token)
+                        .header("x-appid", &app_id)
+                        .send()
+                        .await;
+                    if r.is_ok_and(|r| r.status().is_success()) {
+                        lags.push(answered.elapsed());
+                        break;
+                    }
+                    if answered.elapsed() > Duration::from_secs(10) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            lags
+        })
+    };
+    for w in workers {
+        w.await?;
+    }
+    let mut projection = prober.await?;
+    // Let the publisher drain, then stop.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.cancel();
+    app.stop().await;
+
+    let elapsed = args.seconds as f64;
+    let s = samples.lock().await;
+    let mut enroll = s.enroll.clone();
+    let mut update = s.update.clone();
+    let mut commands: Vec<Duration> = enroll.iter().chain(update.iter()).copied().collect();
+    enroll.sort();
+    update.sort();
+    commands.sort();
+    projection.sort();
+    let mut kafka = kafka_lags.lock().await.clone();
+    kafka.sort();
+    let enroll_rate = enroll.len() as f64 / elapsed;
+    println!("| measurement | value |");
+    println!("|---|---|");
+    if let Some(tps) = pg_tps {
+        println!(
+            "| pgbench: INSERT of one event row per transaction, {} clients | {tps:.0} tx/s |",
+            args.clients
+        );
+    }
+    println!(
+        "| roster: enrollments ({} clients, enroll then update) | {enroll_rate:.0} /s |",
+        args.clients
+    );
+    println!("| roster: updates | {:.0} /s |", update.len() as f64 / elapsed);
+    println!(
+        "| roster: commands (enroll + update) | {:.0} /s |",
+        commands.len() as f64 / elapsed
+    );
+    println!("| roster: errors | {} |", s.errors);
+    println!(
+        "| command latency p50 / p99 / max | {:.1} / {:.1} / {:.1} ms |",
+        q(&commands, 0.5),
+        q(&commands, 0.99),
+        q(&commands, 1.0)
+    );
+    println!(
+        "| enroll latency p50 / p99 | {:.1} / {:.1} ms |",
+        q(&enroll, 0.5),
+        q(&enroll, 0.99)
+    );
+    println!(
+        "| update latency p50 / p99 | {:.1} / {:.1} ms |",
+        q(&update, 0.5),
+        q(&update, 0.99)
+    );
+    println!(
+        "| projection lag p50 / p99 ({} probes) | {:.1} / {:.1} ms |",
+        projection.len(),
+        q(&projection, 0.5),
+        q(&projection, 0.99)
+    );
+    println!(
+        "| Kafka end-to-end lag p50 / p99 ({} messages) | {:.1} / {:.1} ms |",
+        kafka.len(),
+        q(&kafka, 0.5),
+        q(&kafka, 0.99)
+    );
+    if let Some(tps) = pg_tps {
+        println!("| ratio enrollments ÷ pgbench | {:.2} |", enroll_rate / tps);
+    }
+    Ok(())
+}

@@ -17,7 +17,7 @@ use roster_command::{validate, CommandError, Committed, Meta};
 use roster_events::card::{AddressToUse, CardDoc, CardProductDoc, CardType, Issuer};
 use roster_events::Timestamp;
 use roster_projections::card_view;
-use roster_query::{cards, cursor, users, Page};
+use roster_query::{cards, cursor, Page};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -276,10 +276,12 @@ pub async fn list_cards(
     paging: Paging,
 ) -> Result<Response, ApiError> {
     let user = user_id(&id)?;
-    read_after.wait(&state.pool, card_view::NAME).await?;
-    if users::get(&state.pool, &caller.company_id, user).await?.is_none() {
+    // Whether the user exists comes from the write side: the user view may
+    // lag behind the card view.
+    if !state.commands.user_exists(&caller.company_id, user).await? {
         return Err(ApiError::user_not_found());
     }
+    read_after.wait(&state.pool, card_view::NAME).await?;
     let page = cards::list(
         &state.pool,
         &caller.company_id,

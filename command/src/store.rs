@@ -179,14 +179,7 @@ async fn apply(
                 .execute(&mut **tx)
                 .await
                 .map_err(connection)?;
-            let exists: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM user_registry WHERE company_id = $1 AND user_id = $2)",
-            )
-            .bind(company)
-            .bind(parent)
-            .fetch_one(&mut **tx)
-            .await
-            .map_err(connection)?;
+            let exists = user_in_company(tx, company, parent).await?;
             if !exists {
                 return Err(violation(Violation::ParentNotFound));
             }
@@ -211,14 +204,7 @@ async fn apply(
         Constraint::UnlinkParent => set_parent(tx, owner, None).await?,
         Constraint::Register { parent } => {
             if let Some(parent) = parent {
-                let exists: bool = sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM user_registry WHERE company_id = $1 AND user_id = $2)",
-                )
-                .bind(company)
-                .bind(parent)
-                .fetch_one(&mut **tx)
-                .await
-                .map_err(connection)?;
+                let exists = user_in_company(tx, company, parent).await?;
                 if !exists {
                     return Err(violation(Violation::ParentNotFound));
                 }
@@ -233,6 +219,20 @@ async fn apply(
         }
     }
     Ok(())
+}
+
+/// Whether the user exists in the company (for parent links).
+async fn user_in_company(
+    tx: &mut Transaction<'_, Postgres>,
+    company: &str,
+    user: Uuid,
+) -> Result<bool, PersistenceError> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM user_registry WHERE company_id = $1 AND user_id = $2)")
+        .bind(company)
+        .bind(user)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(connection)
 }
 
 async fn set_parent(

@@ -4,7 +4,6 @@ use super::consistency::{ReadAfter, Token, HEADER};
 use super::error::ApiError;
 use super::extract::{Admin, Auth, Body, CardsWrite, Paging, RequestInfo, UsersRead};
 use super::AppState;
-use crate::auth::Caller;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -13,9 +12,8 @@ use axum::{Json, Router};
 use roster_command::catalog::CreateCardProduct;
 use roster_command::pan::{Pan, DEFAULT_BIN};
 use roster_command::user::{OrderCard, TerminateCard, UserAction, UserCommand, UserError};
-use roster_command::{validate, CommandError, Committed, Meta};
+use roster_command::{validate, CommandError, Committed};
 use roster_events::card::{AddressToUse, CardDoc, CardProductDoc, CardType, Issuer};
-use roster_events::Timestamp;
 use roster_projections::card_view;
 use roster_query::{cards, cursor, Page};
 use serde::Deserialize;
@@ -29,16 +27,6 @@ pub fn router() -> Router<AppState> {
         .route("/v1/card-products", get(list_products).post(create_product))
         .route("/v1/users/{id}/cards", get(list_cards).post(order_card))
         .route("/v1/users/{id}/cards/terminate", post(terminate_card))
-}
-
-fn meta(caller: &Caller, info: RequestInfo) -> Meta {
-    Meta {
-        company_id: caller.company_id.clone(),
-        client_id: caller.client_id.clone(),
-        request_id: info.request_id,
-        idempotency_key: info.idempotency_key,
-        at: Timestamp::now(),
-    }
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -78,7 +66,7 @@ pub async fn create_product(
         .into_result(name)
         .map_err(ApiError::Validation)?
         .unwrap_or_default();
-    let meta = meta(&caller, info);
+    let meta = info.meta(&caller);
     let id = Uuid::now_v7();
     let command = CreateCardProduct {
         company_id: caller.company_id.clone(),
@@ -180,7 +168,7 @@ pub async fn order_card(
         address2use: None,
         expedite: None,
     });
-    let meta = meta(&caller, info);
+    let meta = info.meta(&caller);
     let card_id = Uuid::now_v7();
     for _ in 0..PAN_ATTEMPTS {
         // The full PAN exists only inside this block.
@@ -245,7 +233,7 @@ pub async fn terminate_card(
         .into_result(reason_code)
         .map_err(ApiError::Validation)?
         .unwrap_or_default();
-    let meta = meta(&caller, info);
+    let meta = info.meta(&caller);
     let command = UserCommand {
         company_id: caller.company_id.clone(),
         at: meta.at,

@@ -66,6 +66,19 @@ pub struct RequestInfo {
     pub idempotency_key: Option<String>,
 }
 
+impl RequestInfo {
+    /// The metadata of the command this request issues, timed now.
+    pub fn meta(self, caller: &Caller) -> roster_command::Meta {
+        roster_command::Meta {
+            company_id: caller.company_id.clone(),
+            client_id: caller.client_id.clone(),
+            request_id: self.request_id,
+            idempotency_key: self.idempotency_key,
+            at: roster_events::Timestamp::now(),
+        }
+    }
+}
+
 impl<St: Send + Sync> FromRequestParts<St> for RequestInfo {
     type Rejection = ApiError;
 

@@ -11,9 +11,8 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use roster_command::bus::Load;
 use roster_command::household::{HouseholdAction, HouseholdCommand};
-use roster_command::{validate, Meta};
+use roster_command::validate;
 use roster_events::household::HouseholdDoc;
-use roster_events::Timestamp;
 use roster_projections::household_view;
 use roster_query::households;
 use serde::Deserialize;
@@ -52,13 +51,7 @@ async fn run(
     action: HouseholdAction,
     load: Load,
 ) -> Result<HouseholdDoc, ApiError> {
-    let meta = Meta {
-        company_id: caller.company_id.clone(),
-        client_id: caller.client_id.clone(),
-        request_id: info.request_id,
-        idempotency_key: info.idempotency_key,
-        at: Timestamp::now(),
-    };
+    let meta = info.meta(caller);
     let command = HouseholdCommand {
         company_id: caller.company_id.clone(),
         at: meta.at,

@@ -14,9 +14,8 @@ use roster_command::secret::{self, Secret};
 use roster_command::user::input::{self, AccountInput, EnrollUserRequest, KycInput, QuestionInput, PROFILE_FIELDS};
 use roster_command::user::{EnrollUser, UpdateUser, UserAction, UserCommand};
 use roster_command::validate::{self, Errors, FieldError};
-use roster_command::{Committed, Meta};
+use roster_command::Committed;
 use roster_events::user::{Kyc, QuestionHash, UserDoc, UserEvent, UserStatus};
-use roster_events::Timestamp;
 use roster_query::audit;
 use roster_query::relationships as rel;
 use roster_query::users::{self, ListUsers, PROJECTION};
@@ -36,16 +35,6 @@ pub fn router() -> Router<AppState> {
         .route("/v1/users/{id}/status", post(change_status))
         .route("/v1/users/{id}/kyc", patch(update_kyc))
         .route("/v1/users/{id}/accounts", post(add_account))
-}
-
-fn meta(caller: &crate::auth::Caller, info: RequestInfo) -> Meta {
-    Meta {
-        company_id: caller.company_id.clone(),
-        client_id: caller.client_id.clone(),
-        request_id: info.request_id,
-        idempotency_key: info.idempotency_key,
-        at: Timestamp::now(),
-    }
 }
 
 /// ETag and consistency token of a user write.
@@ -100,7 +89,7 @@ pub async fn enroll(
         })
         .collect();
     let user_id = Uuid::now_v7();
-    let meta = meta(&caller, info);
+    let meta = info.meta(&caller);
     let command = UserCommand {
         company_id: caller.company_id.clone(),
         at: meta.at,
@@ -231,7 +220,7 @@ async fn run(
     action: UserAction,
 ) -> Result<Committed<UserDoc, UserEvent>, ApiError> {
     let id = user_id(id)?;
-    let meta = meta(caller, info);
+    let meta = info.meta(caller);
     let command = UserCommand {
         company_id: caller.company_id.clone(),
         at: meta.at,

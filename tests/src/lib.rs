@@ -160,6 +160,15 @@ impl TestApp {
         Res { status, headers, body }
     }
 
+    /// Any request with a JSON body (or none).
+    pub async fn call(&self, creds: &Creds, method: Method, path: &str, body: Option<Value>) -> Res {
+        let mut r = self.request(Some(creds), method, path);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        Self::send(r).await
+    }
+
     pub async fn get(&self, creds: &Creds, path: &str) -> Res {
         Self::send(self.request(Some(creds), Method::GET, path)).await
     }

@@ -3,17 +3,9 @@
 use futures::future::join_all;
 use reqwest::{Method, StatusCode};
 use roster_command::pan::luhn_valid;
-use roster_tests::{spawn_app, Creds, Res, TestApp};
+use roster_tests::{spawn_app, Creds, TestApp};
 use serde_json::{json, Value};
 use std::time::Duration;
-
-async fn send(app: &TestApp, c: &Creds, method: Method, path: &str, body: Option<Value>) -> Res {
-    let mut r = app.request(Some(c), method, path);
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    TestApp::send(r).await
-}
 
 async fn active_user(app: &TestApp, c: &Creds, email: &str, address: bool) -> String {
     let mut body = json!({"email": email, "status": "active"});
@@ -112,7 +104,7 @@ async fn ordering_and_terminating_cards() {
     let u = active_user(&app, &c, "a@example.com", true).await;
     let cards = format!("/v1/users/{u}/cards");
 
-    let r = send(&app, &c, Method::POST, &cards, Some(json!({}))).await;
+    let r = app.call(&c, Method::POST, &cards, Some(json!({}))).await;
     assert_eq!(
         (r.status, r.code()),
         (StatusCode::UNPROCESSABLE_ENTITY, "NO_DEFAULT_CARD_PRODUCT")
@@ -140,14 +132,14 @@ async fn ordering_and_terminating_cards() {
         .await;
 
     // The seed's example, in the contract's fields: default product, shipped to the user.
-    let r = send(
-        &app,
-        &c,
-        Method::POST,
-        &cards,
-        Some(json!({"instructions": {"address2use": "user", "expedite": false}})),
-    )
-    .await;
+    let r = app
+        .call(
+            &c,
+            Method::POST,
+            &cards,
+            Some(json!({"instructions": {"address2use": "user", "expedite": false}})),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let card = r.body.clone();
     assert_eq!(card["owner_id"], u.as_str());
@@ -168,20 +160,20 @@ async fn ordering_and_terminating_cards() {
     assert_eq!(listed.body["data"], json!([card]));
 
     // Explicit virtual product, expedite recorded nowhere (no shipping).
-    let r = send(
-        &app,
-        &c,
-        Method::POST,
-        &cards,
-        Some(json!({"card_product_id": virtual_.body["id"]})),
-    )
-    .await;
+    let r = app
+        .call(
+            &c,
+            Method::POST,
+            &cards,
+            Some(json!({"card_product_id": virtual_.body["id"]})),
+        )
+        .await;
     assert_eq!(
         (r.status, r.body["shipping"].clone(), r.body["issuer"].clone()),
         (StatusCode::CREATED, Value::Null, json!("dipocket"))
     );
     let mut used = vec![last4.clone(), r.body["last4"].as_str().expect("last4").to_string()];
-    let r = send(&app, &c, Method::POST, &cards, Some(json!({"card_product_id": physical.body["id"], "instructions": {"address2use": "business", "expedite": true}}))).await;
+    let r = app.call(&c, Method::POST, &cards, Some(json!({"card_product_id": physical.body["id"], "instructions": {"address2use": "business", "expedite": true}}))).await;
     assert_eq!(
         r.body["shipping"],
         json!({"address2use": "business", "expedite": true, "address": null})
@@ -189,48 +181,48 @@ async fn ordering_and_terminating_cards() {
     used.push(r.body["last4"].as_str().expect("last4").to_string());
 
     // Errors.
-    let r = send(
-        &app,
-        &c,
-        Method::POST,
-        &cards,
-        Some(json!({"card_product_id": foreign.body["id"]})),
-    )
-    .await;
+    let r = app
+        .call(
+            &c,
+            Method::POST,
+            &cards,
+            Some(json!({"card_product_id": foreign.body["id"]})),
+        )
+        .await;
     assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "CARD_PRODUCT_NOT_FOUND"));
     let no_address = active_user(&app, &c, "b@example.com", false).await;
-    let r = send(
-        &app,
-        &c,
-        Method::POST,
-        &format!("/v1/users/{no_address}/cards"),
-        Some(json!({})),
-    )
-    .await;
+    let r = app
+        .call(
+            &c,
+            Method::POST,
+            &format!("/v1/users/{no_address}/cards"),
+            Some(json!({})),
+        )
+        .await;
     assert_eq!(
         (r.status, r.code()),
         (StatusCode::UNPROCESSABLE_ENTITY, "ADDRESS_REQUIRED")
     );
     let inactive = app.post(&c, "/v1/users", &json!({"email": "c@example.com"})).await;
-    let r = send(
-        &app,
-        &c,
-        Method::POST,
-        &format!("/v1/users/{}/cards", inactive.body["id"].as_str().expect("id")),
-        Some(json!({})),
-    )
-    .await;
+    let r = app
+        .call(
+            &c,
+            Method::POST,
+            &format!("/v1/users/{}/cards", inactive.body["id"].as_str().expect("id")),
+            Some(json!({})),
+        )
+        .await;
     assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "INVALID_USER_STATE"));
-    let r = send(&app, &other, Method::POST, &cards, Some(json!({}))).await;
+    let r = app.call(&other, Method::POST, &cards, Some(json!({}))).await;
     assert_eq!(r.code(), "USER_NOT_FOUND");
-    let r = send(
-        &app,
-        &c,
-        Method::POST,
-        &cards,
-        Some(json!({"instructions": {"address2use": "moon"}})),
-    )
-    .await;
+    let r = app
+        .call(
+            &c,
+            Method::POST,
+            &cards,
+            Some(json!({"instructions": {"address2use": "moon"}})),
+        )
+        .await;
     assert_eq!(r.code(), "VALIDATION_FAILED");
 
     // Terminate: the seed's example in the contract's fields.
@@ -241,7 +233,7 @@ async fn ordering_and_terminating_cards() {
         json!({"pan": "abcd", "reason_code": "LOST"}),
         json!({"pan": last4}),
     ] {
-        let r = send(&app, &c, Method::POST, &terminate, Some(bad.clone())).await;
+        let r = app.call(&c, Method::POST, &terminate, Some(bad.clone())).await;
         assert_eq!(
             (r.status, r.code()),
             (StatusCode::BAD_REQUEST, "VALIDATION_FAILED"),
@@ -252,32 +244,32 @@ async fn ordering_and_terminating_cards() {
         .map(|d| format!("{d}{d}{d}{d}"))
         .find(|x| !used.contains(x))
         .expect("free digits");
-    let r = send(
-        &app,
-        &c,
-        Method::POST,
-        &terminate,
-        Some(json!({"pan": unknown, "reason_code": "LOST"})),
-    )
-    .await;
+    let r = app
+        .call(
+            &c,
+            Method::POST,
+            &terminate,
+            Some(json!({"pan": unknown, "reason_code": "LOST"})),
+        )
+        .await;
     assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "CARD_NOT_FOUND"));
-    let r = send(
-        &app,
-        &c,
-        Method::POST,
-        &terminate,
-        Some(json!({"pan": last4, "reason_code": "LOST", "issuer": "icc"})),
-    )
-    .await;
+    let r = app
+        .call(
+            &c,
+            Method::POST,
+            &terminate,
+            Some(json!({"pan": last4, "reason_code": "LOST", "issuer": "icc"})),
+        )
+        .await;
     assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "CARD_NOT_FOUND"));
-    let r = send(
-        &app,
-        &c,
-        Method::POST,
-        &terminate,
-        Some(json!({"pan": last4, "reason_code": "STOLEN", "reason": "reported by phone"})),
-    )
-    .await;
+    let r = app
+        .call(
+            &c,
+            Method::POST,
+            &terminate,
+            Some(json!({"pan": last4, "reason_code": "STOLEN", "reason": "reported by phone"})),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["state"], "TERMINATED");
     assert_eq!(r.body["id"], card["id"]);
@@ -286,14 +278,14 @@ async fn ordering_and_terminating_cards() {
         json!({"reason_code": "STOLEN", "reason": "reported by phone", "issuer": "marqeta"})
     );
     assert!(r.body["terminated_at"].is_string());
-    let r = send(
-        &app,
-        &c,
-        Method::POST,
-        &terminate,
-        Some(json!({"pan": last4, "reason_code": "STOLEN"})),
-    )
-    .await;
+    let r = app
+        .call(
+            &c,
+            Method::POST,
+            &terminate,
+            Some(json!({"pan": last4, "reason_code": "STOLEN"})),
+        )
+        .await;
     if used[1..].contains(&last4) {
         // Another live card shares the last four digits (1 in 5,000): it is the one found.
         assert_eq!(r.status, StatusCode::OK);
@@ -318,7 +310,9 @@ async fn no_full_card_number_leaves_the_service() {
     .await;
     let mut haystack = String::new();
     for _ in 0..20 {
-        let r = send(&app, &c, Method::POST, &format!("/v1/users/{u}/cards"), Some(json!({}))).await;
+        let r = app
+            .call(&c, Method::POST, &format!("/v1/users/{u}/cards"), Some(json!({})))
+            .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
         haystack.push_str(&r.body.to_string());
     }

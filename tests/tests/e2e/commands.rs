@@ -2,7 +2,7 @@
 
 use futures::future::join_all;
 use reqwest::{Method, StatusCode};
-use roster_tests::{spawn_app, Creds, Res, TestApp};
+use roster_tests::{spawn_app, Creds, TestApp};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -14,14 +14,6 @@ async fn user(app: &TestApp, c: &Creds, body: Value) -> Value {
 
 fn id(u: &Value) -> String {
     u["id"].as_str().expect("id").to_string()
-}
-
-async fn send(app: &TestApp, c: &Creds, method: Method, path: &str, body: Option<Value>) -> Res {
-    let mut r = app.request(Some(c), method, path);
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    TestApp::send(r).await
 }
 
 #[tokio::test]
@@ -37,14 +29,14 @@ async fn patch_and_put_merge_clear_and_keep_versions() {
     .await;
     let path = format!("/v1/users/{}", id(&u));
 
-    let r = send(
-        &app,
-        &c,
-        Method::PATCH,
-        &path,
-        Some(json!({"last_name": null, "address": {"city": "Abu Dhabi"}, "mobile": "+971 50 000 0000"})),
-    )
-    .await;
+    let r = app
+        .call(
+            &c,
+            Method::PATCH,
+            &path,
+            Some(json!({"last_name": null, "address": {"city": "Abu Dhabi"}, "mobile": "+971 50 000 0000"})),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["last_name"], Value::Null);
     assert_eq!(r.body["first_name"], "Ann");
@@ -59,10 +51,14 @@ async fn patch_and_put_merge_clear_and_keep_versions() {
     assert_eq!(got.body, r.body, "a write's response equals a later read");
 
     // A no-op appends nothing and keeps the version.
-    let r = send(&app, &c, Method::PUT, &path, Some(json!({"first_name": "Ann"}))).await;
+    let r = app
+        .call(&c, Method::PUT, &path, Some(json!({"first_name": "Ann"})))
+        .await;
     assert_eq!((r.status, r.body["version"].as_u64()), (StatusCode::OK, Some(2)));
     // PUT is a partial update too.
-    let r = send(&app, &c, Method::PUT, &path, Some(json!({"first_name": "Anna"}))).await;
+    let r = app
+        .call(&c, Method::PUT, &path, Some(json!({"first_name": "Anna"})))
+        .await;
     assert_eq!(
         (r.body["first_name"].as_str(), r.body["last_name"].as_str()),
         (Some("Anna"), None)
@@ -97,7 +93,7 @@ async fn patch_and_put_merge_clear_and_keep_versions() {
         (json!({"first_name": 5}), "first_name"),
         (json!({"password": "short"}), "password"),
     ] {
-        let r = send(&app, &c, Method::PATCH, &path, Some(body.clone())).await;
+        let r = app.call(&c, Method::PATCH, &path, Some(body.clone())).await;
         assert_eq!(
             (r.status, r.code()),
             (StatusCode::BAD_REQUEST, "VALIDATION_FAILED"),
@@ -105,14 +101,14 @@ async fn patch_and_put_merge_clear_and_keep_versions() {
         );
         assert_eq!(r.body["errors"][0]["field"], field, "{body}");
     }
-    let r = send(
-        &app,
-        &c,
-        Method::PATCH,
-        "/v1/users/01a20872-2cb1-7360-af8f-f3e9ddbe766d",
-        Some(json!({"gender": "x"})),
-    )
-    .await;
+    let r = app
+        .call(
+            &c,
+            Method::PATCH,
+            "/v1/users/01a20872-2cb1-7360-af8f-f3e9ddbe766d",
+            Some(json!({"gender": "x"})),
+        )
+        .await;
     assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "USER_NOT_FOUND"));
     app.cleanup().await;
 }
@@ -129,22 +125,28 @@ async fn emails_and_external_refs_stay_unique_through_updates() {
     .await;
     let b = user(&app, &c, json!({"email": "b@example.com"})).await;
     let pb = format!("/v1/users/{}", id(&b));
-    let r = send(&app, &c, Method::PATCH, &pb, Some(json!({"email": "A@example.com"}))).await;
+    let r = app
+        .call(&c, Method::PATCH, &pb, Some(json!({"email": "A@example.com"})))
+        .await;
     assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "EMAIL_TAKEN"));
-    let r = send(
-        &app,
-        &c,
-        Method::PATCH,
-        &pb,
-        Some(json!({"external_ref": {"id": "1", "type": "T"}})),
-    )
-    .await;
+    let r = app
+        .call(
+            &c,
+            Method::PATCH,
+            &pb,
+            Some(json!({"external_ref": {"id": "1", "type": "T"}})),
+        )
+        .await;
     assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "EXTERNAL_ID_TAKEN"));
     // A moves to a new email: the old one is free again.
     let pa = format!("/v1/users/{}", id(&a));
-    let r = send(&app, &c, Method::PATCH, &pa, Some(json!({"email": "a2@example.com"}))).await;
+    let r = app
+        .call(&c, Method::PATCH, &pa, Some(json!({"email": "a2@example.com"})))
+        .await;
     assert_eq!(r.status, StatusCode::OK);
-    let r = send(&app, &c, Method::PATCH, &pb, Some(json!({"email": "a@example.com"}))).await;
+    let r = app
+        .call(&c, Method::PATCH, &pb, Some(json!({"email": "a@example.com"})))
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 
     // Two users racing for one email: exactly one wins.
@@ -154,7 +156,7 @@ async fn emails_and_external_refs_stay_unique_through_updates() {
     let results = join_all(
         paths
             .iter()
-            .map(|p| send(&app, &c, Method::PATCH, p, Some(json!({"email": "race@example.com"})))),
+            .map(|p| app.call(&c, Method::PATCH, p, Some(json!({"email": "race@example.com"})))),
     )
     .await;
     let ok = results.iter().filter(|r| r.status == StatusCode::OK).count();
@@ -174,71 +176,73 @@ async fn parents_link_unlink_and_never_form_a_cycle() {
     let foreign = id(&user(&app, &other, json!({"email": "f@example.com"})).await);
 
     // c under b through PATCH, then a under c would close a → b → c → a.
-    let r = send(
-        &app,
-        &c,
-        Method::PATCH,
-        &format!("/v1/users/{cc}"),
-        Some(json!({"parent_user_id": b})),
-    )
-    .await;
+    let r = app
+        .call(
+            &c,
+            Method::PATCH,
+            &format!("/v1/users/{cc}"),
+            Some(json!({"parent_user_id": b})),
+        )
+        .await;
     assert_eq!(r.body["parent_user_id"], b.as_str());
-    let r = send(
-        &app,
-        &c,
-        Method::PUT,
-        &format!("/v1/users/{a}/parent"),
-        Some(json!({"parent_user_id": cc})),
-    )
-    .await;
+    let r = app
+        .call(
+            &c,
+            Method::PUT,
+            &format!("/v1/users/{a}/parent"),
+            Some(json!({"parent_user_id": cc})),
+        )
+        .await;
     assert_eq!(
         (r.status, r.code()),
         (StatusCode::UNPROCESSABLE_ENTITY, "RELATIONSHIP_CYCLE")
     );
-    let r = send(
-        &app,
-        &c,
-        Method::PUT,
-        &format!("/v1/users/{a}/parent"),
-        Some(json!({"parent_user_id": a})),
-    )
-    .await;
+    let r = app
+        .call(
+            &c,
+            Method::PUT,
+            &format!("/v1/users/{a}/parent"),
+            Some(json!({"parent_user_id": a})),
+        )
+        .await;
     assert_eq!(r.code(), "RELATIONSHIP_CYCLE");
-    let r = send(
-        &app,
-        &c,
-        Method::PUT,
-        &format!("/v1/users/{a}/parent"),
-        Some(json!({"parent_user_id": foreign})),
-    )
-    .await;
+    let r = app
+        .call(
+            &c,
+            Method::PUT,
+            &format!("/v1/users/{a}/parent"),
+            Some(json!({"parent_user_id": foreign})),
+        )
+        .await;
     assert_eq!(
         (r.status, r.code()),
         (StatusCode::UNPROCESSABLE_ENTITY, "PARENT_NOT_FOUND")
     );
-    let r = send(&app, &c, Method::DELETE, &format!("/v1/users/{b}/parent"), None).await;
+    let r = app
+        .call(&c, Method::DELETE, &format!("/v1/users/{b}/parent"), None)
+        .await;
     assert_eq!(
         (r.status, r.body["parent_user_id"].clone()),
         (StatusCode::OK, Value::Null)
     );
     // With b detached, a may now go under c (c → b, b is a root).
-    let r = send(
-        &app,
-        &c,
-        Method::PUT,
-        &format!("/v1/users/{a}/parent"),
-        Some(json!({"parent_user_id": cc})),
-    )
-    .await;
+    let r = app
+        .call(
+            &c,
+            Method::PUT,
+            &format!("/v1/users/{a}/parent"),
+            Some(json!({"parent_user_id": cc})),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let r = send(
-        &app,
-        &c,
-        Method::PUT,
-        &format!("/v1/users/{a}/parent"),
-        Some(json!({"parent_user_id": "x"})),
-    )
-    .await;
+    let r = app
+        .call(
+            &c,
+            Method::PUT,
+            &format!("/v1/users/{a}/parent"),
+            Some(json!({"parent_user_id": "x"})),
+        )
+        .await;
     assert_eq!(r.code(), "VALIDATION_FAILED");
     app.cleanup().await;
 }
@@ -252,8 +256,8 @@ async fn opposite_links_raced_never_make_a_cycle() {
         let y = id(&user(&app, &c, json!({"email": format!("y{round}@example.com")})).await);
         let (px, py) = (format!("/v1/users/{x}/parent"), format!("/v1/users/{y}/parent"));
         let (r1, r2) = tokio::join!(
-            send(&app, &c, Method::PUT, &px, Some(json!({"parent_user_id": y}))),
-            send(&app, &c, Method::PUT, &py, Some(json!({"parent_user_id": x}))),
+            app.call(&c, Method::PUT, &px, Some(json!({"parent_user_id": y}))),
+            app.call(&c, Method::PUT, &py, Some(json!({"parent_user_id": x}))),
         );
         let ok = [&r1, &r2].iter().filter(|r| r.status == StatusCode::OK).count();
         assert_eq!(ok, 1, "round {round}: {} / {}", r1.body, r2.body);
@@ -271,7 +275,7 @@ async fn verification_counts_failures_locks_and_resets() {
     let questions = format!("/v1/users/{u}/verification-questions");
     let verify = format!("/v1/users/{u}/verifications");
     let set = json!({"questions": [{"code": "PET", "answer": "  Rex  the Dog "}, {"code": "CITY", "answer": "Paris"}]});
-    let r = send(&app, &c, Method::PUT, &questions, Some(set.clone())).await;
+    let r = app.call(&c, Method::PUT, &questions, Some(set.clone())).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(
         r.body["verification"],
@@ -281,64 +285,54 @@ async fn verification_counts_failures_locks_and_resets() {
         json!({"questions": []}),
         json!({"questions": [{"code": "A", "answer": "x"}, {"code": "A", "answer": "y"}]}),
     ] {
-        let r = send(&app, &c, Method::PUT, &questions, Some(bad)).await;
+        let r = app.call(&c, Method::PUT, &questions, Some(bad)).await;
         assert_eq!(r.code(), "VALIDATION_FAILED");
     }
 
-    let r = send(
-        &app,
-        &c,
-        Method::POST,
-        &verify,
-        Some(json!({"code": "PET", "answer": "rex THE dog"})),
-    )
-    .await;
+    let r = app
+        .call(
+            &c,
+            Method::POST,
+            &verify,
+            Some(json!({"code": "PET", "answer": "rex THE dog"})),
+        )
+        .await;
     assert_eq!((r.status, r.body.clone()), (StatusCode::OK, json!({"verified": true})));
-    let r = send(
-        &app,
-        &c,
-        Method::POST,
-        &verify,
-        Some(json!({"code": "SHOE", "answer": "42"})),
-    )
-    .await;
+    let r = app
+        .call(&c, Method::POST, &verify, Some(json!({"code": "SHOE", "answer": "42"})))
+        .await;
     assert_eq!(
         (r.status, r.code(), r.body["attempts_remaining"].as_u64()),
         (StatusCode::UNPROCESSABLE_ENTITY, "UNKNOWN_QUESTION", Some(4))
     );
     for left in [3, 2, 1, 0] {
-        let r = send(
-            &app,
-            &c,
-            Method::POST,
-            &verify,
-            Some(json!({"code": "PET", "answer": "tom"})),
-        )
-        .await;
+        let r = app
+            .call(&c, Method::POST, &verify, Some(json!({"code": "PET", "answer": "tom"})))
+            .await;
         assert_eq!(
             (r.code(), r.body["attempts_remaining"].as_u64()),
             ("VERIFICATION_FAILED", Some(left))
         );
     }
-    let r = send(
-        &app,
-        &c,
-        Method::POST,
-        &verify,
-        Some(json!({"code": "PET", "answer": "rex the dog"})),
-    )
-    .await;
+    let r = app
+        .call(
+            &c,
+            Method::POST,
+            &verify,
+            Some(json!({"code": "PET", "answer": "rex the dog"})),
+        )
+        .await;
     assert_eq!((r.status, r.code()), (StatusCode::LOCKED, "VERIFICATION_LOCKED"));
-    let r = send(&app, &c, Method::PUT, &questions, Some(set)).await;
+    let r = app.call(&c, Method::PUT, &questions, Some(set)).await;
     assert_eq!(r.body["verification"]["locked"], false);
-    let r = send(
-        &app,
-        &c,
-        Method::POST,
-        &verify,
-        Some(json!({"code": "CITY", "answer": "paris"})),
-    )
-    .await;
+    let r = app
+        .call(
+            &c,
+            Method::POST,
+            &verify,
+            Some(json!({"code": "CITY", "answer": "paris"})),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     let types: Vec<String> = sqlx::query_scalar(
         "SELECT event_type FROM events WHERE aggregate_id = $1 AND event_type LIKE 'Verification%' ORDER BY sequence",
@@ -364,16 +358,9 @@ async fn racing_attempts_cannot_bypass_the_lockout() {
     )
     .await);
     let verify = format!("/v1/users/{u}/verifications");
-    let results = join_all((0..12).map(|_| {
-        send(
-            &app,
-            &c,
-            Method::POST,
-            &verify,
-            Some(json!({"code": "PET", "answer": "tom"})),
-        )
-    }))
-    .await;
+    let results =
+        join_all((0..12).map(|_| app.call(&c, Method::POST, &verify, Some(json!({"code": "PET", "answer": "tom"})))))
+            .await;
     for r in &results {
         assert!(
             matches!(
@@ -393,23 +380,12 @@ async fn racing_attempts_cannot_bypass_the_lockout() {
     assert!(failures <= 5, "{failures} failures recorded");
     // Whatever the interleaving, five wrong answers in a row lock.
     for _ in failures..5 {
-        send(
-            &app,
-            &c,
-            Method::POST,
-            &verify,
-            Some(json!({"code": "PET", "answer": "tom"})),
-        )
-        .await;
+        app.call(&c, Method::POST, &verify, Some(json!({"code": "PET", "answer": "tom"})))
+            .await;
     }
-    let r = send(
-        &app,
-        &c,
-        Method::POST,
-        &verify,
-        Some(json!({"code": "PET", "answer": "rex"})),
-    )
-    .await;
+    let r = app
+        .call(&c, Method::POST, &verify, Some(json!({"code": "PET", "answer": "rex"})))
+        .await;
     assert_eq!(r.code(), "VERIFICATION_LOCKED");
     app.cleanup().await;
 }
@@ -420,84 +396,89 @@ async fn status_kyc_and_accounts() {
     let c = app.creds("acme", None).await;
     let u = id(&user(&app, &c, json!({"email": "s@example.com"})).await);
     let status = format!("/v1/users/{u}/status");
-    let r = send(
-        &app,
-        &c,
-        Method::POST,
-        &status,
-        Some(json!({"status": "blocked", "reason": "fraud review"})),
-    )
-    .await;
+    let r = app
+        .call(
+            &c,
+            Method::POST,
+            &status,
+            Some(json!({"status": "blocked", "reason": "fraud review"})),
+        )
+        .await;
     assert_eq!(
         (r.body["status"].as_str(), r.body["status_reason"].as_str()),
         (Some("blocked"), Some("fraud review"))
     );
-    let r = send(&app, &c, Method::POST, &status, Some(json!({"status": "active"}))).await;
+    let r = app
+        .call(&c, Method::POST, &status, Some(json!({"status": "active"})))
+        .await;
     assert_eq!(
         (r.body["status"].as_str(), r.body["status_reason"].clone()),
         (Some("active"), Value::Null)
     );
-    let r = send(&app, &c, Method::POST, &status, Some(json!({"status": "gone"}))).await;
+    let r = app
+        .call(&c, Method::POST, &status, Some(json!({"status": "gone"})))
+        .await;
     assert_eq!(r.code(), "VALIDATION_FAILED");
-    let r = send(
-        &app,
-        &c,
-        Method::POST,
-        &status,
-        Some(json!({"status": "closed", "reason": "customer request"})),
-    )
-    .await;
+    let r = app
+        .call(
+            &c,
+            Method::POST,
+            &status,
+            Some(json!({"status": "closed", "reason": "customer request"})),
+        )
+        .await;
     assert_eq!(r.body["status"], "closed");
-    let r = send(&app, &c, Method::POST, &status, Some(json!({"status": "active"}))).await;
+    let r = app
+        .call(&c, Method::POST, &status, Some(json!({"status": "active"})))
+        .await;
     assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "INVALID_USER_STATE"));
 
     let v = id(&user(&app, &c, json!({"email": "k@example.com"})).await);
     let kyc = format!("/v1/users/{v}/kyc");
-    let r = send(
-        &app,
-        &c,
-        Method::PATCH,
-        &kyc,
-        Some(json!({"kyc_id": "kyc_1", "status": "pending"})),
-    )
-    .await;
+    let r = app
+        .call(
+            &c,
+            Method::PATCH,
+            &kyc,
+            Some(json!({"kyc_id": "kyc_1", "status": "pending"})),
+        )
+        .await;
     assert_eq!(r.body["kyc"], json!({"kyc_id": "kyc_1", "status": "pending"}));
-    let r = send(&app, &c, Method::PATCH, &kyc, Some(json!({"status": "approved"}))).await;
+    let r = app
+        .call(&c, Method::PATCH, &kyc, Some(json!({"status": "approved"})))
+        .await;
     assert_eq!(r.body["kyc"], json!({"kyc_id": "kyc_1", "status": "approved"}));
-    let r = send(&app, &c, Method::PATCH, &kyc, Some(json!({"status": "maybe"}))).await;
+    let r = app
+        .call(&c, Method::PATCH, &kyc, Some(json!({"status": "maybe"})))
+        .await;
     assert_eq!(r.code(), "VALIDATION_FAILED");
 
     let account = json!({"account_id": "ACC-7", "account_id_type": "CARD_NUMBER_TOKEN", "status": "GOOD_STANDING",
                          "product_code": "P", "program_identifier": "G"});
-    let r = send(
-        &app,
-        &c,
-        Method::POST,
-        &format!("/v1/users/{v}/accounts"),
-        Some(account.clone()),
-    )
-    .await;
+    let r = app
+        .call(
+            &c,
+            Method::POST,
+            &format!("/v1/users/{v}/accounts"),
+            Some(account.clone()),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     assert_eq!(r.body["accounts"][0]["account_id"], "ACC-7");
     assert_eq!(r.body["accounts"][0]["household_id"], Value::Null);
     let w = id(&user(&app, &c, json!({"email": "w@example.com"})).await);
-    let r = send(
-        &app,
-        &c,
-        Method::POST,
-        &format!("/v1/users/{w}/accounts"),
-        Some(account),
-    )
-    .await;
+    let r = app
+        .call(&c, Method::POST, &format!("/v1/users/{w}/accounts"), Some(account))
+        .await;
     assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "ACCOUNT_TAKEN"));
-    let r = send(
-        &app,
-        &c,
-        Method::POST,
-        &format!("/v1/users/{w}/accounts"),
-        Some(json!({"account_id": "X"})),
-    )
-    .await;
+    let r = app
+        .call(
+            &c,
+            Method::POST,
+            &format!("/v1/users/{w}/accounts"),
+            Some(json!({"account_id": "X"})),
+        )
+        .await;
     assert_eq!(r.code(), "VALIDATION_FAILED");
     app.cleanup().await;
 }
@@ -543,7 +524,7 @@ async fn no_secret_leaves_the_aggregate() {
             json!({"code": "Q2", "answer": "second answer here"}),
         ),
     ] {
-        responses.push(send(&app, &c, method, &path, Some(body)).await.body);
+        responses.push(app.call(&c, method, &path, Some(body)).await.body);
     }
     assert_eq!(responses[1]["login"]["email"], "s@example.com");
     let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")

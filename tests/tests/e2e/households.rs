@@ -1,18 +1,10 @@
 use futures::future::join_all;
 use reqwest::{Method, StatusCode};
-use roster_tests::{spawn_app, Creds, Res, TestApp};
+use roster_tests::spawn_app;
 use serde_json::{json, Value};
 
 fn account(id: &str) -> Value {
     json!({"account_id": id, "account_id_type": "T", "status": "GOOD_STANDING", "product_code": "P", "program_identifier": "G"})
-}
-
-async fn send(app: &TestApp, c: &Creds, method: Method, path: &str, body: Option<Value>) -> Res {
-    let mut r = app.request(Some(c), method, path);
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    TestApp::send(r).await
 }
 
 #[tokio::test]
@@ -45,14 +37,14 @@ async fn households_group_accounts_and_users_follow() {
     let hid = h.body["id"].as_str().expect("id").to_string();
     let members = format!("/v1/households/{hid}/members");
 
-    let r = send(
-        &app,
-        &c,
-        Method::POST,
-        &members,
-        Some(json!({"user_id": uid, "account_id": "ACC-1"})),
-    )
-    .await;
+    let r = app
+        .call(
+            &c,
+            Method::POST,
+            &members,
+            Some(json!({"user_id": uid, "account_id": "ACC-1"})),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["members"], json!([{"user_id": uid, "account_id": "ACC-1"}]));
     let token = r.header("roster-consistency-token").expect("token").to_string();
@@ -61,37 +53,37 @@ async fn households_group_accounts_and_users_follow() {
     let user = app.get_after(&c, &format!("/v1/users/{uid}"), &token).await;
     assert_eq!(user.body["accounts"][0]["household_id"], hid.as_str());
     // A user write answers with the same household id as the read model.
-    let w = send(
-        &app,
-        &c,
-        Method::PATCH,
-        &format!("/v1/users/{uid}"),
-        Some(json!({"first_name": "Ann"})),
-    )
-    .await;
+    let w = app
+        .call(
+            &c,
+            Method::PATCH,
+            &format!("/v1/users/{uid}"),
+            Some(json!({"first_name": "Ann"})),
+        )
+        .await;
     assert_eq!(w.body["accounts"][0]["household_id"], hid.as_str());
 
     // Not that user's account; another company's household; unknown household.
-    let r = send(
-        &app,
-        &c,
-        Method::POST,
-        &members,
-        Some(json!({"user_id": uid, "account_id": "ACC-2"})),
-    )
-    .await;
+    let r = app
+        .call(
+            &c,
+            Method::POST,
+            &members,
+            Some(json!({"user_id": uid, "account_id": "ACC-2"})),
+        )
+        .await;
     assert_eq!(
         (r.status, r.code()),
         (StatusCode::UNPROCESSABLE_ENTITY, "ACCOUNT_NOT_OWNED")
     );
-    let r = send(
-        &app,
-        &other,
-        Method::POST,
-        &members,
-        Some(json!({"user_id": vid, "account_id": "ACC-2"})),
-    )
-    .await;
+    let r = app
+        .call(
+            &other,
+            Method::POST,
+            &members,
+            Some(json!({"user_id": vid, "account_id": "ACC-2"})),
+        )
+        .await;
     assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "HOUSEHOLD_NOT_FOUND"));
     let r = app.get(&other, &format!("/v1/households/{hid}")).await;
     assert_eq!(r.code(), "HOUSEHOLD_NOT_FOUND");
@@ -99,32 +91,32 @@ async fn households_group_accounts_and_users_follow() {
     // An account is in at most one household.
     let h2 = app.post(&c, "/v1/households", &json!({})).await;
     let h2id = h2.body["id"].as_str().expect("id").to_string();
-    let r = send(
-        &app,
-        &c,
-        Method::POST,
-        &format!("/v1/households/{h2id}/members"),
-        Some(json!({"user_id": uid, "account_id": "ACC-1"})),
-    )
-    .await;
+    let r = app
+        .call(
+            &c,
+            Method::POST,
+            &format!("/v1/households/{h2id}/members"),
+            Some(json!({"user_id": uid, "account_id": "ACC-1"})),
+        )
+        .await;
     assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "ACCOUNT_IN_HOUSEHOLD"));
 
     // Leaving frees the account.
-    let r = send(&app, &c, Method::DELETE, &format!("{members}/ACC-1"), None).await;
+    let r = app.call(&c, Method::DELETE, &format!("{members}/ACC-1"), None).await;
     assert_eq!((r.status, r.body["members"].clone()), (StatusCode::OK, json!([])));
     let token = r.header("roster-consistency-token").expect("token").to_string();
     let user = app.get_after(&c, &format!("/v1/users/{uid}"), &token).await;
     assert_eq!(user.body["accounts"][0]["household_id"], Value::Null);
-    let r = send(&app, &c, Method::DELETE, &format!("{members}/ACC-1"), None).await;
+    let r = app.call(&c, Method::DELETE, &format!("{members}/ACC-1"), None).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
-    let r = send(
-        &app,
-        &c,
-        Method::POST,
-        &format!("/v1/households/{h2id}/members"),
-        Some(json!({"user_id": uid, "account_id": "ACC-1"})),
-    )
-    .await;
+    let r = app
+        .call(
+            &c,
+            Method::POST,
+            &format!("/v1/households/{h2id}/members"),
+            Some(json!({"user_id": uid, "account_id": "ACC-1"})),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     app.cleanup().await;
 }
@@ -150,12 +142,7 @@ async fn two_households_racing_for_one_account_get_one_membership() {
         }
         let body = json!({"user_id": uid, "account_id": acc});
         let paths: Vec<String> = ids.iter().map(|h| format!("/v1/households/{h}/members")).collect();
-        let results = join_all(
-            paths
-                .iter()
-                .map(|p| send(&app, &c, Method::POST, p, Some(body.clone()))),
-        )
-        .await;
+        let results = join_all(paths.iter().map(|p| app.call(&c, Method::POST, p, Some(body.clone())))).await;
         let ok = results.iter().filter(|r| r.status == StatusCode::OK).count();
         let taken = results.iter().filter(|r| r.code() == "ACCOUNT_IN_HOUSEHOLD").count();
         assert_eq!((ok, taken), (1, 1), "round {round}");

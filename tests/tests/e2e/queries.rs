@@ -5,14 +5,6 @@ use roster_tests::{spawn_app, Creds, Res, TestApp};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 
-async fn send(app: &TestApp, c: &Creds, method: Method, path: &str, body: Option<Value>) -> Res {
-    let mut r = app.request(Some(c), method, path);
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    TestApp::send(r).await
-}
-
 async fn enroll(app: &TestApp, c: &Creds, body: Value) -> (String, String) {
     let r = app.post(c, "/v1/users", &body).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
@@ -264,16 +256,14 @@ async fn the_audit_trail_shows_every_event_with_its_actor() {
     )
     .await;
     let id = r.body["id"].as_str().expect("id").to_string();
-    send(
-        &app,
+    app.call(
         &c,
         Method::PATCH,
         &format!("/v1/users/{id}"),
         Some(json!({"first_name": "Ann"})),
     )
     .await;
-    send(
-        &app,
+    app.call(
         &c,
         Method::POST,
         &format!("/v1/users/{id}/status"),

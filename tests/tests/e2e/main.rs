@@ -4,6 +4,7 @@
 mod auth;
 mod cards;
 mod commands;
+mod hostile;
 mod households;
 mod idempotency;
 mod kafka;

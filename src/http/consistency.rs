@@ -42,7 +42,7 @@ impl Token {
     fn parse(text: &str) -> Option<Self> {
         let mut parts = text.trim().splitn(3, ':');
         let aggregate_type = parts.next()?;
-        if !matches!(aggregate_type, "user" | "household" | "card_product") {
+        if !matches!(aggregate_type, "user" | "household") {
             return None;
         }
         Some(Token::new(

@@ -196,6 +196,14 @@ impl<St: Send + Sync> FromRequestParts<St> for Paging {
     }
 }
 
+/// An optional text field: absent stays `None`; present must be trimmed
+/// `min..=max` characters (else 400 naming `field`).
+pub fn optional_text(field: &str, value: Option<&str>, min: usize, max: usize) -> Result<Option<String>, ApiError> {
+    value
+        .map(|v| roster_command::validate::text(v, min, max).map_err(|m| ApiError::field(field, m)))
+        .transpose()
+}
+
 pub fn parse_limit(text: &str) -> Result<usize, ApiError> {
     match text.trim().parse::<usize>() {
         Ok(n) if (1..=100).contains(&n) => Ok(n),

@@ -2,7 +2,7 @@
 
 use super::consistency::{ReadAfter, Token, HEADER};
 use super::error::ApiError;
-use super::extract::{Auth, Body, RequestInfo, UsersRead, UsersWrite};
+use super::extract::{optional_text, Auth, Body, RequestInfo, UsersRead, UsersWrite};
 use super::AppState;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -75,10 +75,7 @@ pub async fn create(
     info: RequestInfo,
     Body(body): Body<CreateHousehold>,
 ) -> Result<Response, ApiError> {
-    let name = match body.name.as_deref() {
-        None => None,
-        Some(n) => Some(validate::text(n, 1, 100).map_err(|m| ApiError::field("name", m))?),
-    };
+    let name = optional_text("name", body.name.as_deref(), 1, 100)?;
     let id = Uuid::now_v7();
     let doc = run(
         &state,

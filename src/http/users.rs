@@ -2,7 +2,7 @@
 
 use super::consistency::{ReadAfter, Token};
 use super::error::ApiError;
-use super::extract::{Auth, Body, Paging, RequestInfo, UsersRead, UsersWrite};
+use super::extract::{optional_text, Auth, Body, Paging, RequestInfo, UsersRead, UsersWrite};
 use super::AppState;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -449,10 +449,7 @@ pub async fn change_status(
     headers: HeaderMap,
     Body(body): Body<StatusRequest>,
 ) -> Result<Response, ApiError> {
-    let reason = match body.reason.as_deref() {
-        None => None,
-        Some(r) => Some(validate::text(r, 1, 200).map_err(|m| ApiError::field("reason", m))?),
-    };
+    let reason = optional_text("reason", body.reason.as_deref(), 1, 200)?;
     let action = UserAction::ChangeStatus {
         status: body.status,
         reason,
@@ -473,10 +470,7 @@ pub async fn update_kyc(
     headers: HeaderMap,
     Body(body): Body<KycInput>,
 ) -> Result<Response, ApiError> {
-    let kyc_id = match body.kyc_id.as_deref() {
-        None => None,
-        Some(k) => Some(validate::text(k, 1, 100).map_err(|m| ApiError::field("kyc_id", m))?),
-    };
+    let kyc_id = optional_text("kyc_id", body.kyc_id.as_deref(), 1, 100)?;
     let action = UserAction::UpdateKyc(Kyc {
         kyc_id,
         status: body.status,

@@ -124,8 +124,15 @@ infra_broker_stop() {
 }
 
 # Chained so a failed step also stops the sequence when sourced without set -e.
+# schemathesis (PyPI) fuzzes the API from its OpenAPI document in the tests.
+infra_schemathesis() {
+  command -v schemathesis >/dev/null 2>&1 && return 0
+  log "installing schemathesis"
+  python3 -m pip install --quiet --disable-pip-version-check "schemathesis==4.32.5"
+}
+
 infra_up() {
-  infra_packages && infra_postgres && infra_tansu_install && infra_broker_start \
+  infra_packages && infra_postgres && infra_tansu_install && infra_broker_start && infra_schemathesis \
     || return
   log "ready: postgres 127.0.0.1:5432, kafka $BROKER_HOST:$BROKER_PORT"
 }

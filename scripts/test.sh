@@ -16,6 +16,9 @@ export KAFKA_BROKERS="${KAFKA_BROKERS-127.0.0.1:9092}"
 psql "${DATABASE_URL}" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'roster\_test\_%'" \
   | while read -r db; do psql "${DATABASE_URL}" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"; done
 
+# The fault-injection tests run the real `roster` binary as a process.
+cargo build --bin roster
+
 if command -v cargo-nextest >/dev/null 2>&1; then
   exec cargo nextest run --workspace --no-fail-fast "$@"
 else

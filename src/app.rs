@@ -11,8 +11,9 @@ use roster_projections::{card_view::CardView, engine, household_view::HouseholdV
 use sqlx::PgPool;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 /// Events per projector batch.
@@ -46,11 +47,18 @@ async fn notify_appends(pool: PgPool, mut appended: tokio::sync::watch::Receiver
     }
 }
 
+/// How long in-flight requests get to finish on shutdown.
+pub const HTTP_DRAIN: Duration = Duration::from_secs(10);
+
 /// A running Roster.
 pub struct App {
     /// Where the API listens, when it runs.
     pub addr: Option<SocketAddr>,
+    /// Stops the background parts (projectors, publisher, notifier).
     pub shutdown: CancellationToken,
+    /// Stops the HTTP server (first, so the publisher drains after it).
+    http_stop: CancellationToken,
+    http: Option<JoinHandle<()>>,
     tasks: JoinSet<()>,
 }
 
@@ -58,6 +66,8 @@ impl App {
     /// Starts every role of `settings` on `pool`; the API on `listener`.
     pub async fn start(pool: PgPool, settings: Settings, listener: Option<TcpListener>) -> anyhow::Result<App> {
         let shutdown = CancellationToken::new();
+        let http_stop = CancellationToken::new();
+        let mut http = None;
         let mut tasks = JoinSet::new();
         let has = |r: Role| settings.roles.contains(&r);
         let wake = engine::listen(pool.clone(), shutdown.clone());
@@ -106,29 +116,47 @@ impl App {
                 pool,
             };
             let router = http::router(state);
-            let stop = shutdown.clone();
-            tasks.spawn(async move {
+            let (stop, failed) = (http_stop.clone(), shutdown.clone());
+            http = Some(tokio::spawn(async move {
                 let served = axum::serve(listener, router)
-                    .with_graceful_shutdown(stop.clone().cancelled_owned())
+                    .with_graceful_shutdown(stop.cancelled_owned())
                     .await;
                 if let Err(e) = served {
                     tracing::error!(error = %e, "HTTP server failed");
-                    stop.cancel();
+                    failed.cancel();
                 }
-            });
+            }));
         }
-        Ok(App { addr, shutdown, tasks })
+        Ok(App {
+            addr,
+            shutdown,
+            http_stop,
+            http,
+            tasks,
+        })
     }
 
-    /// Stops accepting requests, lets in-flight ones finish, flushes the
-    /// producer, and waits for every part to end.
+    /// Stops accepting requests and lets in-flight ones finish (up to
+    /// [`HTTP_DRAIN`]); then stops the projectors and lets the publisher
+    /// drain what was written and flush (up to its own bound); waits for
+    /// every part to end.
     pub async fn stop(mut self) {
+        self.http_stop.cancel();
+        if let Some(http) = self.http.take() {
+            if tokio::time::timeout(HTTP_DRAIN, http).await.is_err() {
+                tracing::warn!("in-flight requests did not finish in time");
+            }
+        }
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
     }
 
     /// Waits until a part stops by itself (e.g. the server failed).
     pub async fn wait(&mut self) {
-        self.tasks.join_next().await;
+        if self.tasks.is_empty() {
+            self.shutdown.cancelled().await;
+        } else {
+            self.tasks.join_next().await;
+        }
     }
 }

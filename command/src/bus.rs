@@ -23,7 +23,7 @@ use tracing::instrument;
 use uuid::Uuid;
 
 /// Attempts per command before an optimistic conflict is reported.
-const MAX_ATTEMPTS: usize = 10;
+pub const MAX_ATTEMPTS: usize = 10;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -87,7 +87,12 @@ impl<E: std::error::Error + Into<CommandError>> From<AggregateError<E>> for Comm
             AggregateError::DeserializationError(e) => CommandError::Internal(e),
             AggregateError::UnexpectedError(e) => match e.downcast::<Violation>() {
                 Ok(v) => CommandError::Violation(*v),
-                Err(e) => CommandError::Internal(e),
+                // postgres-es reports a lost connection on read as unexpected.
+                Err(e) => match e.downcast::<sqlx::Error>() {
+                    Ok(e) if crate::store::is_unavailable(&e) => CommandError::Unavailable(e),
+                    Ok(e) => CommandError::Internal(e),
+                    Err(e) => CommandError::Internal(e),
+                },
             },
         }
     }

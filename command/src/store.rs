@@ -53,8 +53,32 @@ impl EventRepo {
     }
 }
 
+/// Whether `e` means the database is out of reach for now (down,
+/// restarting, shutting down, out of connections) rather than a bug: the
+/// client gets 503 and may retry.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception; 57P01-03: shutdown or starting up;
+            // 53300: too many connections; 25006: read-only (a failover).
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300" | "25006")
+        }),
+        _ => false,
+    }
+}
+
 fn connection(e: sqlx::Error) -> PersistenceError {
-    PersistenceError::ConnectionError(Box::new(e))
+    if is_unavailable(&e) {
+        PersistenceError::ConnectionError(Box::new(e))
+    } else {
+        PersistenceError::UnknownError(Box::new(e))
+    }
 }
 
 fn violation(v: Violation) -> PersistenceError {

@@ -170,7 +170,12 @@ impl Message {
     }
 }
 
+/// How long the publisher keeps draining after shutdown is requested.
+pub const DRAIN: Duration = Duration::from_secs(5);
+
 /// Runs the publisher until shutdown, as the single leader across processes.
+/// On shutdown the leader publishes what is left (the API has stopped
+/// writing by then) for up to [`DRAIN`], then flushes the producer.
 pub async fn run(pool: PgPool, config: KafkaConfig, mut wake: Wake, batch: i64, shutdown: CancellationToken) {
     let mut publisher = match Publisher::new(config) {
         Ok(p) => p,
@@ -179,7 +184,12 @@ pub async fn run(pool: PgPool, config: KafkaConfig, mut wake: Wake, batch: i64, 
             return;
         }
     };
-    while !shutdown.is_cancelled() {
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(DRAIN).await;
+    };
+    tokio::pin!(deadline);
+    'lead: while !shutdown.is_cancelled() {
         let mut conn = match engine::lead(&pool, NAME).await {
             Ok(Some(conn)) => conn,
             Ok(None) => {
@@ -192,22 +202,26 @@ pub async fn run(pool: PgPool, config: KafkaConfig, mut wake: Wake, batch: i64, 
         };
         tracing::info!("kafka publisher active");
         loop {
-            // Cancelling mid-batch is safe: nothing is checkpointed until
-            // every delivery is confirmed, and the connection is dropped.
+            // Giving up mid-batch is safe: nothing is checkpointed until
+            // every delivery is confirmed, and the next leader resends.
             let published = tokio::select! {
                 r = publisher.publish_batch(&mut conn, batch) => r,
-                _ = shutdown.cancelled() => break,
+                _ = &mut deadline => break 'lead,
             };
             match published {
                 Ok(n) if n as i64 >= batch => continue,
+                Ok(_) if shutdown.is_cancelled() => break 'lead,
+                // Cancelled while idle: one more pass picks up the last writes.
                 Ok(_) => {
-                    if !engine::idle(&mut wake, &shutdown).await {
-                        break;
-                    }
+                    engine::idle(&mut wake, &shutdown).await;
+                }
+                Err(e) if shutdown.is_cancelled() => {
+                    tracing::warn!(error = format!("{e:#}"), "publishing failed while shutting down");
+                    break 'lead;
                 }
                 Err(e) => {
                     tracing::warn!(error = format!("{e:#}"), "publishing failed; retrying");
-                    tokio::select! { _ = shutdown.cancelled() => break, _ = tokio::time::sleep(RETRY) => {} }
+                    tokio::select! { _ = shutdown.cancelled() => {}, _ = tokio::time::sleep(RETRY) => {} }
                     if conn.ping().await.is_err() {
                         break;
                     }
@@ -215,5 +229,5 @@ pub async fn run(pool: PgPool, config: KafkaConfig, mut wake: Wake, batch: i64, 
             }
         }
     }
-    publisher.flush(Duration::from_secs(5));
+    publisher.flush(Duration::from_secs(2));
 }

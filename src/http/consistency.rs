@@ -39,7 +39,7 @@ impl Token {
         .expect("token text is a valid header value")
     }
 
-    fn parse(text: &str) -> Option<Self> {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         let mut parts = text.trim().splitn(3, ':');
         let aggregate_type = parts.next()?;
         if !matches!(aggregate_type, "user" | "household") {

@@ -18,6 +18,8 @@ pub enum ApiError {
     Unauthenticated,
     Forbidden(&'static str),
     NotFound(&'static str, &'static str),
+    /// The route exists, not with this method.
+    MethodNotAllowed,
     Conflict(&'static str, &'static str),
     PreconditionFailed,
     Unprocessable(&'static str, &'static str),
@@ -94,6 +96,11 @@ impl IntoResponse for ApiError {
                 format!("This route needs the {scope} scope."),
             ),
             NotFound(code, d) => (StatusCode::NOT_FOUND, code, d.to_string()),
+            MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED",
+                "The route does not accept this method; see the Allow header.".into(),
+            ),
             Conflict(code, d) => (StatusCode::CONFLICT, code, d.to_string()),
             PreconditionFailed => (
                 StatusCode::PRECONDITION_FAILED,
@@ -250,12 +257,11 @@ impl From<QueryError> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
-                tracing::warn!(error = %e, "database unavailable");
-                ApiError::Unavailable
-            }
-            e => ApiError::internal(e),
+        if roster_command::store::is_unavailable(&e) {
+            tracing::warn!(error = %e, "database unavailable");
+            ApiError::Unavailable
+        } else {
+            ApiError::internal(e)
         }
     }
 }

@@ -5,6 +5,8 @@ pub mod cards;
 pub mod consistency;
 pub mod error;
 pub mod extract;
+#[cfg(test)]
+mod fuzz;
 pub mod households;
 pub mod idempotency;
 pub mod oauth;
@@ -14,7 +16,7 @@ pub mod users;
 
 use crate::auth::Tokens;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::{HeaderName, StatusCode};
+use axum::http::HeaderName;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -65,9 +67,7 @@ pub fn router(state: AppState) -> Router {
         .merge(cards::router())
         .merge(ops::router())
         .fallback(|| async { ApiError::NotFound("NOT_FOUND", "No such route.") })
-        .method_not_allowed_fallback(|| async {
-            (StatusCode::METHOD_NOT_ALLOWED, ApiError::NotFound("NOT_FOUND", "No such route.")).into_response()
-        })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), idempotency::layer))
         .with_state(state)
         .layer(middleware::from_fn(record_metrics))

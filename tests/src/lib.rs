@@ -205,6 +205,17 @@ pub struct Record {
 }
 
 pub async fn consume(brokers: &str, topic: &str, expected: usize, patience: Duration) -> Vec<Record> {
+    consume_until(brokers, topic, patience, |records| records.len() >= expected).await
+}
+
+/// Reads `topic` from the start until `done` holds for what arrived, or
+/// `patience` runs out.
+pub async fn consume_until(
+    brokers: &str,
+    topic: &str,
+    patience: Duration,
+    done: impl Fn(&[Record]) -> bool,
+) -> Vec<Record> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("roster-test-{}", Uuid::new_v4().simple()))
@@ -217,7 +228,7 @@ pub async fn consume(brokers: &str, topic: &str, expected: usize, patience: Dura
     consumer.subscribe(&[topic]).expect("subscribe");
     let mut out = Vec::new();
     let deadline = tokio::time::Instant::now() + patience;
-    while out.len() < expected && tokio::time::Instant::now() < deadline {
+    while !done(&out) && tokio::time::Instant::now() < deadline {
         match tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await {
             Ok(Ok(m)) => {
                 let headers = m
@@ -284,6 +295,27 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// SIGSTOP: the broker stops answering but keeps its connections and data.
+    pub fn pause(&self) {
+        signal(self.child.id(), "STOP");
+    }
+
+    /// SIGCONT after [`Broker::pause`].
+    pub fn resume(&self) {
+        signal(self.child.id(), "CONT");
+    }
+}
+
+/// Sends `kill -<sig>` to `pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{sig} {pid} failed");
+}
+
 impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -316,4 +348,319 @@ pub fn capture_logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
         .with_writer(move || sink.clone())
         .try_init();
     buffer
+}
+
+/// A fresh database URL on the test server (created on first use).
+pub fn fresh_database_url() -> String {
+    format!("{}/roster_test_{}", pg_server(), Uuid::new_v4().simple())
+}
+
+pub fn fresh_topic() -> String {
+    format!("roster.test.{}", Uuid::new_v4().simple())
+}
+
+/// The `roster` binary built beside the tests (`ROSTER_BIN` overrides).
+/// `scripts/test.sh` builds it before running the suite.
+pub fn roster_bin() -> std::path::PathBuf {
+    if let Some(bin) = std::env::var_os("ROSTER_BIN") {
+        return bin.into();
+    }
+    let exe = std::env::current_exe().expect("test executable");
+    // target/<profile>/deps/<test>-<hash> → target/<profile>/roster
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target directory")
+        .join("roster");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --bin roster` first (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A `roster serve` process of the test's own: a real process that can be
+/// killed, signalled and restarted on the same address.
+pub struct Server {
+    pub addr: String,
+    pub name: String,
+    pub log: std::path::PathBuf,
+    env: Vec<(&'static str, String)>,
+    child: Option<std::process::Child>,
+}
+
+impl Server {
+    /// Starts `roster serve` (every role) on a free port; `name` becomes
+    /// the Postgres `application_name` of its connections, so tests can tell
+    /// which process holds which lock.
+    pub async fn start(database_url: &str, brokers: &str, topic: &str, name: &str) -> Server {
+        let separator = if database_url.contains('?') { '&' } else { '?' };
+        let env = vec![
+            (
+                "DATABASE_URL",
+                format!("{database_url}{separator}application_name={name}"),
+            ),
+            ("ROSTER_LISTEN", Broker::free_addr()),
+            ("KAFKA_BROKERS", brokers.to_string()),
+            ("KAFKA_TOPIC", topic.to_string()),
+            ("ROSTER_LOG_FORMAT", "json".to_string()),
+            (
+                "RUST_LOG",
+                "debug,hyper=info,h2=info,reqwest=info,rdkafka=info".to_string(),
+            ),
+        ];
+        let mut server = Server {
+            addr: env[1].1.clone(),
+            name: name.to_string(),
+            log: std::env::temp_dir().join(format!("roster-{name}-{}.log", Uuid::new_v4().simple())),
+            env,
+            child: None,
+        };
+        server.restart().await;
+        server
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Starts the process again (same address, same settings; the log is
+    /// appended to) and waits until it answers `/healthz`.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "{} is still running", self.name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = std::process::Command::new(roster_bin())
+            .arg("serve")
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("roster starts");
+        self.child = Some(child);
+        let health = format!("{}/healthz", self.base());
+        let http = reqwest::Client::new();
+        for _ in 0..600 {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("{} exited at start ({status}):\n{}", self.name, self.logs());
+            }
+            if http.get(&health).send().await.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{} did not become healthy:\n{}", self.name, self.logs());
+    }
+
+    /// SIGKILL: no cleanup of any kind.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM: asks for a graceful shutdown.
+    pub fn terminate(&self) {
+        signal(self.pid(), "TERM");
+    }
+
+    /// Waits up to `bound` for the process to exit; its status if it did.
+    pub async fn exited_within(&mut self, bound: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + bound;
+        while tokio::time::Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.child = None;
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    /// Everything the process logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+impl TestApp {
+    /// A client for a [`Server`] process on `database_url` (which the server
+    /// created and migrated).
+    pub async fn attach(server: &Server, database_url: &str, brokers: &str, topic: &str) -> TestApp {
+        let pool = roster::db::connect(database_url, 4).await.expect("database reachable");
+        TestApp {
+            base: server.base(),
+            pool,
+            database_url: database_url.to_string(),
+            topic: topic.to_string(),
+            brokers: brokers.to_string(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client"),
+            app: None,
+        }
+    }
+
+    /// Waits until `/readyz` shows every projection and the publisher caught
+    /// up with the store (panics after `patience`).
+    pub async fn settle(&self, patience: Duration) {
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut last = Value::Null;
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(r) = self.http.get(format!("{}/readyz", self.base)).send().await {
+                last = r.json().await.unwrap_or(Value::Null);
+                let projections_done = last["projections"]
+                    .as_object()
+                    .is_some_and(|p| p.values().all(|v| v["lag_events"] == 0));
+                let publisher_done = last["publisher"]["lag_events"] == 0 || last["publisher"]["enabled"] == false;
+                if projections_done && publisher_done {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("not caught up after {patience:?}: {last}");
+    }
+}
+
+/// A Postgres server of the test's own (initdb in a temporary directory, on
+/// a free port), so a test can stop and start it without disturbing the
+/// others. Runs as the `postgres` user when the tests run as root.
+pub struct PrivatePostgres {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    bin: std::path::PathBuf,
+}
+
+impl PrivatePostgres {
+    pub fn start() -> PrivatePostgres {
+        let bin = std::env::var_os("ROSTER_PG_BIN").map(Into::into).unwrap_or_else(|| {
+            let mut versions: Vec<std::path::PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+                .expect("PostgreSQL server binaries under /usr/lib/postgresql")
+                .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+                .filter(|b| b.join("initdb").exists())
+                .collect();
+            versions.sort();
+            versions.pop().expect("an initdb under /usr/lib/postgresql/*/bin")
+        });
+        let dir = std::env::temp_dir().join(format!("roster-pg-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("data directory");
+        let port = Broker::free_addr()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port");
+        let pg = PrivatePostgres { port, dir, bin };
+        if pg.as_root() {
+            let status = std::process::Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&pg.dir)
+                .status()
+                .expect("chown runs");
+            assert!(status.success());
+        }
+        let data = pg.dir.join("data");
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        );
+        pg.up();
+        pg
+    }
+
+    fn as_root(&self) -> bool {
+        std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let exe = self.bin.join(tool);
+        let mut cmd = if self.as_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c
+        } else {
+            std::process::Command::new(&exe)
+        };
+        let out = cmd.args(args).output().expect("postgres tool runs");
+        assert!(
+            out.status.success(),
+            "{tool} {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        let data = self.dir.join("data").to_string_lossy().into_owned();
+        let mut all = vec!["-D", &data, "-w"];
+        all.extend_from_slice(args);
+        self.run("pg_ctl", &all);
+    }
+
+    /// Starts the server and waits until it accepts connections.
+    pub fn up(&self) {
+        let log = self.dir.join("server.log").to_string_lossy().into_owned();
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            self.port,
+            self.dir.display()
+        );
+        self.pg_ctl(&["-l", &log, "-o", &opts, "start"]);
+    }
+
+    /// Fast shutdown: open sessions are terminated, as in a restart.
+    pub fn down(&self) {
+        self.pg_ctl(&["-m", "fast", "stop"]);
+    }
+
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let data = self.dir.join("data").to_string_lossy().into_owned();
+        let exe = self.bin.join("pg_ctl");
+        let _ = if self.as_root() {
+            std::process::Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&exe)
+                .args(["-D", &data, "-m", "immediate", "stop"])
+                .output()
+        } else {
+            std::process::Command::new(&exe)
+                .args(["-D", &data, "-m", "immediate", "stop"])
+                .output()
+        };
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -4,10 +4,14 @@
 mod auth;
 mod cards;
 mod commands;
+mod concurrency;
+mod faults;
+mod fuzz;
 mod hostile;
 mod households;
 mod idempotency;
 mod kafka;
 mod ops;
 mod queries;
+mod security;
 mod users;

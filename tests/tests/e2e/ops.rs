@@ -45,6 +45,13 @@ async fn health_readiness_metrics_and_openapi() {
 
     let r = TestApp::send(app.request(Some(&c), Method::GET, "/v1/nothing-here")).await;
     assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "NOT_FOUND"));
+    let r = TestApp::send(app.request(Some(&c), Method::DELETE, "/v1/users")).await;
+    assert_eq!(
+        (r.status, r.code(), r.body["status"].as_u64()),
+        (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", Some(405))
+    );
+    let allow = r.header("allow").unwrap_or_default();
+    assert!(allow.contains("GET") && allow.contains("POST"), "Allow: {allow}");
     app.cleanup().await;
 }
 

@@ -1,0 +1,188 @@
+//! Many commands on one stream at once: each acknowledged change is exactly
+//! one append, and conflicts are retried inside the service a bounded
+//! number of times, then reported as 409 `CONCURRENT_MODIFICATION`.
+
+use futures::future::join_all;
+use reqwest::{Method, StatusCode};
+use roster_command::bus::MAX_ATTEMPTS;
+use roster_tests::{spawn_app, TestApp};
+use serde_json::json;
+
+/// The event at `sequence` of `user`'s stream: type and payload text.
+async fn event_at(app: &TestApp, user: &str, sequence: u64) -> (String, String) {
+    sqlx::query_as(
+        "SELECT event_type, payload::text FROM events WHERE aggregate_type = 'user' AND aggregate_id = $1 AND sequence = $2",
+    )
+    .bind(user)
+    .bind(sequence as i64)
+    .fetch_optional(&app.pool)
+    .await
+    .expect("event")
+    .unwrap_or_else(|| panic!("no event {sequence} in {user}'s stream"))
+}
+
+#[tokio::test]
+async fn concurrent_updates_status_changes_and_card_orders_on_one_user_all_land() {
+    let app = spawn_app().await;
+    let c = app.creds("acme", None).await;
+    let r = app
+        .post(
+            &c,
+            "/v1/users",
+            &json!({"email": "busy@example.com", "status": "active"}),
+        )
+        .await;
+    let user = r.body["id"].as_str().expect("id").to_string();
+    let r = app
+        .post(
+            &c,
+            "/v1/card-products",
+            &json!({"name": "Web", "card_type": "virtual", "issuer": "dipocket", "default": true}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+
+    // 16 updates, 16 card orders and 8 status changes (each with its own
+    // reason, so none is a no-op; card orders meeting `inactive` are refused).
+    let mut requests = Vec::new();
+    for i in 0..16 {
+        requests.push((
+            "update",
+            i,
+            Method::PATCH,
+            format!("/v1/users/{user}"),
+            json!({"last_name": format!("Name{i}")}),
+        ));
+        requests.push(("card", i, Method::POST, format!("/v1/users/{user}/cards"), json!({})));
+    }
+    for i in 0..8 {
+        requests.push((
+            "status",
+            i,
+            Method::POST,
+            format!("/v1/users/{user}/status"),
+            json!({"status": if i % 2 == 0 { "inactive" } else { "active" }, "reason": format!("Reason{i}")}),
+        ));
+    }
+    let responses = join_all(
+        requests
+            .iter()
+            .map(|(_, _, m, path, body)| app.call(&c, m.clone(), path, Some(body.clone()))),
+    )
+    .await;
+
+    let mut acked = 0;
+    let mut refused: std::collections::BTreeMap<&str, usize> = Default::default();
+    for ((kind, i, _, _, _), r) in requests.iter().zip(&responses) {
+        if !r.status.is_success() {
+            // Conflicts past the bound, or a card order that met an
+            // inactive user: both are refusals that appended nothing.
+            assert!(
+                matches!(r.code(), "CONCURRENT_MODIFICATION" | "INVALID_USER_STATE"),
+                "{kind} {i}: {} {}",
+                r.status,
+                r.body
+            );
+            *refused.entry(r.code()).or_default() += 1;
+            continue;
+        }
+        acked += 1;
+        match *kind {
+            "update" | "status" => {
+                let version = r.body["version"].as_u64().expect("version");
+                let (event_type, payload) = event_at(&app, &user, version).await;
+                let (want_type, want_text) = if *kind == "update" {
+                    ("UserUpdated", format!("Name{i}"))
+                } else {
+                    ("StatusChanged", format!("Reason{i}"))
+                };
+                assert_eq!(event_type, want_type, "{kind} {i}");
+                assert!(payload.contains(&want_text), "{kind} {i}: {payload}");
+            }
+            _ => {
+                let card = r.body["id"].as_str().expect("card id");
+                let found: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM events WHERE aggregate_id = $1 AND event_type = 'CardOrdered'
+                        AND payload::text LIKE '%' || $2 || '%'",
+                )
+                .bind(&user)
+                .bind(card)
+                .fetch_one(&app.pool)
+                .await
+                .expect("count");
+                assert_eq!(found, 1, "card {card} ordered once");
+            }
+        }
+    }
+    // Every event after the enrollment is one acknowledged command: nothing
+    // refused left a trace, nothing acknowledged is missing.
+    let appended: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_id = $1")
+        .bind(&user)
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(
+        appended as usize,
+        1 + acked,
+        "acknowledged {acked}, refused {refused:?}"
+    );
+    eprintln!("acknowledged {acked}, refused {refused:?}");
+    for kind in ["update", "status"] {
+        let landed = requests
+            .iter()
+            .zip(&responses)
+            .filter(|((k, ..), r)| *k == kind && r.status.is_success())
+            .count();
+        assert!(landed > 0, "no {kind} landed");
+    }
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_conflict_that_never_clears_is_retried_a_bounded_number_of_times_then_409() {
+    let app = spawn_app().await;
+    let c = app.creds("acme", None).await;
+    let r = app.post(&c, "/v1/users", &json!({"email": "x@example.com"})).await;
+    let user = r.body["id"].as_str().expect("id").to_string();
+    // Every append to this stream now fails as if another writer won the
+    // race; a sequence (not rolled back) counts the attempts.
+    for sql in [
+        "CREATE SEQUENCE test_attempts".to_string(),
+        "CREATE FUNCTION test_conflict() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM nextval('test_attempts'); RAISE unique_violation USING MESSAGE = 'injected conflict'; END $$"
+            .to_string(),
+        format!(
+            "CREATE TRIGGER test_conflict BEFORE INSERT ON events FOR EACH ROW
+             WHEN (NEW.aggregate_id = '{user}') EXECUTE FUNCTION test_conflict()"
+        ),
+    ] {
+        sqlx::query(&sql).execute(&app.pool).await.expect("fault installed");
+    }
+    let path = format!("/v1/users/{user}");
+    let r = app
+        .call(&c, Method::PATCH, &path, Some(json!({"first_name": "Ann"})))
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::CONFLICT, "CONCURRENT_MODIFICATION"),
+        "{}",
+        r.body
+    );
+    let attempts: i64 = sqlx::query_scalar("SELECT last_value FROM test_attempts")
+        .fetch_one(&app.pool)
+        .await
+        .expect("attempts");
+    assert_eq!(attempts as usize, MAX_ATTEMPTS);
+
+    // Once the conflict clears, the same request succeeds.
+    sqlx::query("DROP TRIGGER test_conflict ON events")
+        .execute(&app.pool)
+        .await
+        .expect("fault removed");
+    let r = app
+        .call(&c, Method::PATCH, &path, Some(json!({"first_name": "Ann"})))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["version"], json!(2));
+    app.cleanup().await;
+}

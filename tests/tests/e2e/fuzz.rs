@@ -1,0 +1,49 @@
+//! Schemathesis against the running API, driven by its own OpenAPI
+//! document: no 5xx, and every rejection a problem+json with a stable code
+//! (the `problem_json` check in tests/fuzz/hooks.py).
+
+use reqwest::StatusCode;
+use roster_tests::spawn_app;
+use serde_json::json;
+
+#[tokio::test]
+async fn schemathesis_finds_no_server_error_and_only_problem_json_rejections() {
+    let app = spawn_app().await;
+    let c = app.creds("acme", None).await;
+    let r = app
+        .post(
+            &c,
+            "/v1/users",
+            &json!({"email": "fuzz@example.com", "status": "active"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let user = r.body["id"].as_str().expect("id").to_string();
+    let out = tokio::process::Command::new("schemathesis")
+        .arg("run")
+        .arg(format!("{}/openapi.json", app.base))
+        .args(["--checks", "not_a_server_error,problem_json"])
+        .args(["-H", &format!("Authorization: Bearer {}", c.token)])
+        .args(["-H", &format!("x-appid: {}", c.client_id)])
+        .args(["--max-examples", "30", "--seed", "20261123", "--workers", "1"])
+        .args([
+            "--no-color",
+            "--generation-database",
+            "none",
+            "--suppress-health-check",
+            "all",
+        ])
+        .env("PYTHONPATH", concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz"))
+        .env("SCHEMATHESIS_HOOKS", "hooks")
+        .env("ROSTER_FUZZ_USER", &user)
+        .output()
+        .await
+        .expect("schemathesis runs (scripts/infra.sh installs it)");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{report}");
+    app.cleanup().await;
+}

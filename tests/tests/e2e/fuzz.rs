@@ -36,6 +36,8 @@ async fn schemathesis_finds_no_server_error_and_only_problem_json_rejections() {
         .env("PYTHONPATH", concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz"))
         .env("SCHEMATHESIS_HOOKS", "hooks")
         .env("ROSTER_FUZZ_USER", &user)
+        // It keeps a cache of its runs in the working directory.
+        .current_dir(std::env::temp_dir())
         .output()
         .await
         .expect("schemathesis runs (scripts/infra.sh installs it)");

@@ -83,7 +83,12 @@ pub struct ServeArgs {
     #[arg(long, env = "KAFKA_TOPIC", default_value = "roster.events.v1")]
     pub kafka_topic: String,
     /// The parts to run in this process.
-    #[arg(long, value_delimiter = ',', default_value = "api,projector,publisher")]
+    #[arg(
+        long,
+        env = "ROSTER_ROLE",
+        value_delimiter = ',',
+        default_value = "api,projector,publisher"
+    )]
     pub role: Vec<Role>,
 }
 

@@ -33,23 +33,120 @@ impl EventRepo {
     }
 
     async fn append(&self, aggregate_type: &str, events: &[SerializedEvent]) -> Result<(), PersistenceError> {
+        // One append is one aggregate's events of one request: one owner,
+        // one company.
+        let Some(first) = events.first() else { return Ok(()) };
+        let company = first
+            .metadata
+            .get(meta::COMPANY_ID)
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let owner: Uuid = first
+            .aggregate_id
+            .parse()
+            .map_err(|e| PersistenceError::UnknownError(Box::new(e)))?;
+        let mut all = Vec::new();
+        for event in events {
+            all.extend(constraints::of(aggregate_type, &event.payload)?);
+        }
+        if all.iter().all(Constraint::fits_one_statement) {
+            return append_in_one_statement(&self.pool, aggregate_type, events, company, owner, &all).await;
+        }
         let mut tx = self.pool.begin().await.map_err(connection)?;
         insert_events(&mut tx, aggregate_type, events).await?;
-        for event in events {
-            let company = event
-                .metadata
-                .get(meta::COMPANY_ID)
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let owner: Uuid = event
-                .aggregate_id
-                .parse()
-                .map_err(|e| PersistenceError::UnknownError(Box::new(e)))?;
-            for c in constraints::of(aggregate_type, &event.payload)? {
-                apply(&mut tx, company, owner, c).await?;
-            }
+        for c in all {
+            apply(&mut tx, company, owner, c).await?;
         }
         tx.commit().await.map_err(connection)
+    }
+}
+
+impl Constraint {
+    /// Claims and the registration of a parentless user need no lock and no
+    /// read: [`append_in_one_statement`] can do them.
+    fn fits_one_statement(&self) -> bool {
+        matches!(self, Constraint::Claim(_) | Constraint::Register { parent: None })
+    }
+}
+
+/// The common append — events, claims of unique values, a new user's
+/// registry row — as a single statement: one round trip and no explicit
+/// transaction, atomic all the same. A claim held by another owner makes
+/// `roster_claim_taken` raise, which undoes the whole statement.
+async fn append_in_one_statement(
+    pool: &PgPool,
+    aggregate_type: &str,
+    events: &[SerializedEvent],
+    company: &str,
+    owner: Uuid,
+    constraints: &[Constraint],
+) -> Result<(), PersistenceError> {
+    let n = events.len();
+    let (mut seqs, mut types, mut versions, mut payloads, mut metas) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for e in events {
+        seqs.push(e.sequence as i64);
+        types.push(e.event_type.as_str());
+        versions.push(e.event_version.as_str());
+        payloads.push(e.payload.to_string());
+        metas.push(e.metadata.to_string());
+    }
+    let mut claims: Vec<&Claim> = Vec::new();
+    let mut register = false;
+    for c in constraints {
+        match c {
+            // ON CONFLICT cannot touch one row twice in a statement.
+            Constraint::Claim(claim) if !claims.iter().any(|x| x.key() == claim.key()) => claims.push(claim),
+            Constraint::Register { .. } => register = true,
+            _ => {}
+        }
+    }
+    let (kinds, values): (Vec<&str>, Vec<String>) = claims.iter().map(|c| c.key()).unzip();
+    let result = sqlx::query(
+        "WITH appended AS (
+             INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+             SELECT $1, $2, s, t, v, p::json, m::json
+               FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[]) AS u(s, t, v, p, m)
+         ), claimed AS (
+             INSERT INTO unique_claims (company_id, kind, value, owner_id)
+             SELECT $8, k, v, $9 FROM UNNEST($10::text[], $11::text[]) AS c(k, v)
+             ON CONFLICT (company_id, kind, value) DO UPDATE SET owner_id = unique_claims.owner_id
+             RETURNING kind, owner_id
+         ), registered AS (
+             INSERT INTO user_registry (user_id, company_id) SELECT $9, $8 WHERE $12
+         )
+         SELECT roster_claim_taken(kind) FROM claimed WHERE owner_id <> $9",
+    )
+    .bind(aggregate_type)
+    .bind(&events[0].aggregate_id)
+    .bind(&seqs)
+    .bind(&types)
+    .bind(&versions)
+    .bind(&payloads)
+    .bind(&metas)
+    .bind(company)
+    .bind(owner)
+    .bind(&kinds)
+    .bind(&values)
+    .bind(register)
+    .execute(pool)
+    .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Err(PersistenceError::OptimisticLockError),
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("RS001") => {
+            let kind = db.message();
+            let claim = claims.iter().find(|c| c.kind().as_str() == kind).ok_or_else(|| {
+                PersistenceError::UnknownError(format!("unknown claim kind {kind} reported taken").into())
+            })?;
+            Err(violation(claim.taken()))
+        }
+        Err(e) => Err(connection(e)),
     }
 }
 

@@ -107,23 +107,19 @@ pub async fn read_after(conn: &mut PgConnection, after: Position, limit: i64) ->
 /// A subscriber's checkpoint; `lock` holds its row until the transaction
 /// ends, which serialises batches even if two runners ever overlapped.
 pub async fn checkpoint(conn: &mut PgConnection, name: &str, lock: bool) -> sqlx::Result<Position> {
-    sqlx::query("INSERT INTO subscriber_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(name)
-        .execute(&mut *conn)
-        .await?;
     let sql = if lock {
         "SELECT last_xid::text::bigint, last_pos FROM subscriber_checkpoints WHERE name = $1 FOR UPDATE"
     } else {
         "SELECT last_xid::text::bigint, last_pos FROM subscriber_checkpoints WHERE name = $1"
     };
-    let (xid, pos): (i64, i64) = sqlx::query_as(sql).bind(name).fetch_one(conn).await?;
-    Ok(Position { xid, pos })
+    let row: Option<(i64, i64)> = sqlx::query_as(sql).bind(name).fetch_optional(conn).await?;
+    Ok(row.map(|(xid, pos)| Position { xid, pos }).unwrap_or_default())
 }
 
 pub async fn save_checkpoint(conn: &mut PgConnection, name: &str, at: Position) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE subscriber_checkpoints SET last_xid = $2::text::xid8, last_pos = $3, updated_at = now()
-          WHERE name = $1",
+        "INSERT INTO subscriber_checkpoints (name, last_xid, last_pos) VALUES ($1, $2::text::xid8, $3)
+         ON CONFLICT (name) DO UPDATE SET last_xid = excluded.last_xid, last_pos = excluded.last_pos, updated_at = now()",
     )
     .bind(name)
     .bind(at.xid.to_string())
@@ -133,7 +129,6 @@ pub async fn save_checkpoint(conn: &mut PgConnection, name: &str, at: Position) 
     Ok(())
 }
 
-/// Events a subscriber has still to handle (counted up to `cap`).
 pub async fn lag(pool: &PgPool, name: &str, cap: i64) -> sqlx::Result<i64> {
     let at: Option<(i64, i64)> =
         sqlx::query_as("SELECT last_xid::text::bigint, last_pos FROM subscriber_checkpoints WHERE name = $1")
@@ -384,16 +379,29 @@ pub fn listen(pool: PgPool, shutdown: CancellationToken) -> Wake {
     rx
 }
 
-/// Waits for a notification, the poll interval, or shutdown (→ false).
-pub async fn idle(wake: &mut Wake, shutdown: &CancellationToken) -> bool {
-    tokio::select! {
+/// Shortest time between two batches of a runner that has caught up: under
+/// load, batches grow instead of every commit costing every subscriber a
+/// transaction; a write after a quiet spell is still picked up at once.
+pub const PACE: Duration = Duration::from_millis(10);
+
+/// Waits for a notification, the poll interval, or shutdown (→ false); then
+/// lets at least [`PACE`] pass since `last_batch` started.
+pub async fn idle(wake: &mut Wake, shutdown: &CancellationToken, last_batch: tokio::time::Instant) -> bool {
+    let woke = tokio::select! {
         _ = shutdown.cancelled() => false,
         r = wake.changed() => {
             if r.is_err() { tokio::time::sleep(POLL).await; }
             true
         }
         _ = tokio::time::sleep(POLL) => true,
+    };
+    if woke {
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep_until(last_batch + PACE) => {}
+        }
     }
+    woke
 }
 
 /// Opens a dedicated connection holding the subscriber's session advisory
@@ -431,10 +439,11 @@ pub async fn run<P: Projector>(
         };
         tracing::info!(projection = name, "projection runner active");
         loop {
+            let started = tokio::time::Instant::now();
             match run_batch(&mut conn, &*projector, batch).await {
                 Ok(n) if n as i64 >= batch => continue,
                 Ok(_) => {
-                    if !idle(&mut wake, &shutdown).await {
+                    if !idle(&mut wake, &shutdown, started).await {
                         return;
                     }
                 }

@@ -202,6 +202,7 @@ pub async fn run(pool: PgPool, config: KafkaConfig, mut wake: Wake, batch: i64, 
         };
         tracing::info!("kafka publisher active");
         loop {
+            let started = tokio::time::Instant::now();
             // Giving up mid-batch is safe: nothing is checkpointed until
             // every delivery is confirmed, and the next leader resends.
             let published = tokio::select! {
@@ -213,7 +214,7 @@ pub async fn run(pool: PgPool, config: KafkaConfig, mut wake: Wake, batch: i64, 
                 Ok(_) if shutdown.is_cancelled() => break 'lead,
                 // Cancelled while idle: one more pass picks up the last writes.
                 Ok(_) => {
-                    engine::idle(&mut wake, &shutdown).await;
+                    engine::idle(&mut wake, &shutdown, started).await;
                 }
                 Err(e) if shutdown.is_cancelled() => {
                     tracing::warn!(error = format!("{e:#}"), "publishing failed while shutting down");

@@ -366,12 +366,14 @@ pub fn roster_bin() -> std::path::PathBuf {
         return bin.into();
     }
     let exe = std::env::current_exe().expect("test executable");
-    // target/<profile>/deps/<test>-<hash> → target/<profile>/roster
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target directory")
-        .join("roster");
+    // A test: target/<profile>/deps/<test>-<hash>; a bench binary:
+    // target/<profile>/<bench>. Either way, target/<profile>/roster.
+    let dir = exe.parent().expect("target directory");
+    let bin = if dir.ends_with("deps") {
+        dir.parent().expect("target directory").join("roster")
+    } else {
+        dir.join("roster")
+    };
     assert!(
         bin.exists(),
         "{} is missing: run `cargo build --bin roster` first (scripts/test.sh does)",
@@ -395,6 +397,12 @@ impl Server {
     /// the Postgres `application_name` of its connections, so tests can tell
     /// which process holds which lock.
     pub async fn start(database_url: &str, brokers: &str, topic: &str, name: &str) -> Server {
+        let filter = "debug,hyper=info,h2=info,reqwest=info,rdkafka=info";
+        Server::start_logging(database_url, brokers, topic, name, filter).await
+    }
+
+    /// [`Server::start`] with `RUST_LOG` = `filter`.
+    pub async fn start_logging(database_url: &str, brokers: &str, topic: &str, name: &str, filter: &str) -> Server {
         let separator = if database_url.contains('?') { '&' } else { '?' };
         let env = vec![
             (
@@ -405,10 +413,7 @@ impl Server {
             ("KAFKA_BROKERS", brokers.to_string()),
             ("KAFKA_TOPIC", topic.to_string()),
             ("ROSTER_LOG_FORMAT", "json".to_string()),
-            (
-                "RUST_LOG",
-                "debug,hyper=info,h2=info,reqwest=info,rdkafka=info".to_string(),
-            ),
+            ("RUST_LOG", filter.to_string()),
         ];
         let mut server = Server {
             addr: env[1].1.clone(),

@@ -1,12 +1,14 @@
 //! Load benchmark (not a test): Roster against the machine's limit, both
 //! measured in one run.
 //!
-//!     cargo run --release -p roster-tests --bin load-bench -- [clients=32] [seconds=20] [--no-pgbench]
+//!     scripts/bench.sh [clients=32] [seconds=20] [--no-pgbench]
+//!
+//! (builds `roster` and this binary in release mode and runs it).
 //!
 //! 1. `pgbench` with the equivalent raw SQL (one INSERT of an event row per
 //!    transaction) at the same concurrency, against the same Postgres.
-//! 2. Roster in this process (API, projectors, publisher) on a fresh
-//!    database, driven over HTTP by N keep-alive clients that enroll a user
+//! 2. `roster serve` (API, projectors, publisher) as its own process on a
+//!    fresh database, driven over HTTP by N keep-alive clients that enroll a user
 //!    and then update it, for a fixed time; meanwhile a prober measures
 //!    projection lag (write answered → visible in the read model) and a
 //!    consumer measures Kafka lag (command time → message received).
@@ -17,9 +19,7 @@ use anyhow::Context;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::ClientConfig;
-use roster::app::{App, Settings};
-use roster::config::Role;
-use roster_projections::publisher::KafkaConfig;
+use roster_tests::Server;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +35,47 @@ struct BenchArgs {
     /// `$KAFKA_BROKERS`; empty: no publisher, no Kafka lag.
     kafka_brokers: String,
     no_pgbench: bool,
+}
+
+/// CPU seconds (user + system) a process used so far, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // After the command name (which may hold spaces): utime is the 12th
+    // field, stime the 13th, in clock ticks (100 per second on Linux).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i).and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    ticks / 100.0
+}
+
+/// CPU seconds so far of: the service, the bench itself (HTTP clients and
+/// Kafka consumer), every Postgres process, the broker.
+fn cpu_split(service: u32) -> Vec<(&'static str, f64)> {
+    let (mut postgres, mut broker) = (0.0, 0.0);
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        match std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap_or_default()
+            .trim()
+        {
+            "postgres" => postgres += cpu_seconds(pid),
+            "tansu" => broker += cpu_seconds(pid),
+            _ => {}
+        }
+    }
+    vec![
+        ("roster", cpu_seconds(service)),
+        ("bench clients", cpu_seconds(std::process::id())),
+        ("postgres", postgres),
+        ("tansu", broker),
+    ]
 }
 
 /// Milliseconds at the given quantile of sorted samples.
@@ -120,14 +161,10 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let topic = format!("roster.bench.{}", uuid::Uuid::new_v4().simple());
-    let kafka = (!args.kafka_brokers.is_empty()).then(|| KafkaConfig {
-        brokers: args.kafka_brokers.clone(),
-        topic: topic.clone(),
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let roles = vec![Role::Api, Role::Projector, Role::Publisher];
-    let app = App::start(pool.clone(), Settings { roles, kafka }, Some(listener)).await?;
-    let base = format!("http://{}", app.addr.context("api address")?);
+    // The service as its users run it: its own process (the release build
+    // beside this binary), logging at the default level.
+    let mut server = Server::start_logging(&url, &args.kafka_brokers, &topic, "roster_bench", "info").await;
+    let base = server.base();
     let client = roster::auth::create_client(&pool, "bench", None, None).await?;
     let http = reqwest::Client::new();
     let token: serde_json::Value = http
@@ -176,6 +213,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     eprintln!("roster: {} clients, {} s ...", args.clients, args.seconds);
+    let cpu_before = cpu_split(server.pid());
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let samples = Arc::new(Mutex::new(Samples::default()));
     let mut workers = Vec::new();
@@ -278,10 +316,12 @@ async fn main() -> anyhow::Result<()> {
         w.await?;
     }
     let mut projection = prober.await?;
+    let cpu_after = cpu_split(server.pid());
     // Let the publisher drain, then stop.
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.cancel();
-    app.stop().await;
+    server.terminate();
+    server.exited_within(Duration::from_secs(30)).await;
 
     let elapsed = args.seconds as f64;
     let s = samples.lock().await;
@@ -344,5 +384,11 @@ async fn main() -> anyhow::Result<()> {
     if let Some(tps) = pg_tps {
         println!("| ratio enrollments ÷ pgbench | {:.2} |", enroll_rate / tps);
     }
+    let cores: Vec<String> = cpu_after
+        .iter()
+        .zip(&cpu_before)
+        .map(|((name, after), (_, before))| format!("{name} {:.2}", (after - before) / elapsed))
+        .collect();
+    println!("| CPU during the run, cores (of 2) | {} |", cores.join(", "));
     Ok(())
 }

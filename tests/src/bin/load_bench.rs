@@ -383,6 +383,10 @@ async fn main() -> anyhow::Result<()> {
     );
     if let Some(tps) = pg_tps {
         println!("| ratio enrollments ÷ pgbench | {:.2} |", enroll_rate / tps);
+        println!(
+            "| ratio commands ÷ pgbench (each one transaction appending an event) | {:.2} |",
+            commands.len() as f64 / elapsed / tps
+        );
     }
     let cores: Vec<String> = cpu_after
         .iter()

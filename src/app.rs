@@ -50,6 +50,21 @@ async fn notify_appends(pool: PgPool, mut appended: tokio::sync::watch::Receiver
 /// How long in-flight requests get to finish on shutdown.
 pub const HTTP_DRAIN: Duration = Duration::from_secs(10);
 
+/// Deletes expired idempotency keys now and then.
+async fn purge_idempotency_keys(pool: PgPool, shutdown: CancellationToken) {
+    loop {
+        match http::idempotency::purge(&pool).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(keys = n, "expired idempotency keys deleted"),
+            Err(e) => tracing::debug!(error = %e, "cannot purge idempotency keys; later"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(http::idempotency::PURGE_EVERY) => {}
+        }
+    }
+}
+
 /// A running Roster.
 pub struct App {
     /// Where the API listens, when it runs.
@@ -108,6 +123,7 @@ impl App {
             addr = Some(listener.local_addr()?);
             let commands = Commands::new(pool.clone());
             tasks.spawn(notify_appends(pool.clone(), commands.appended(), shutdown.clone()));
+            tasks.spawn(purge_idempotency_keys(pool.clone(), shutdown.clone()));
             let state = AppState {
                 commands,
                 tokens: Arc::new(Tokens::load(&pool).await.context("cannot load the token signing key")?),

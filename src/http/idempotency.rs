@@ -23,6 +23,28 @@ use sha2::{Digest, Sha256};
 
 /// A claim older than this with no response belongs to a process that died.
 const ABANDONED: &str = "5 minutes";
+/// How often [`purge`] runs.
+pub const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Deletes keys past their 24 hours, a few thousand rows per statement so
+/// that no statement runs long. Returns how many went. Any number of
+/// processes may run it.
+pub async fn purge(pool: &sqlx::PgPool) -> sqlx::Result<u64> {
+    let mut total = 0;
+    loop {
+        let n = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE ctid IN (
+                 SELECT ctid FROM idempotency_keys WHERE created_at < now() - interval '24 hours' LIMIT 5000)",
+        )
+        .execute(pool)
+        .await?
+        .rows_affected();
+        total += n;
+        if n < 5000 {
+            return Ok(total);
+        }
+    }
+}
 /// Headers replayed with a stored response.
 const KEPT_HEADERS: [&str; 4] = ["content-type", "location", "etag", "roster-consistency-token"];
 

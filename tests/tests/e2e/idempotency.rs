@@ -101,3 +101,27 @@ async fn concurrent_repeats_run_once() {
     assert_eq!(events, 1);
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn keys_older_than_24_hours_are_purged() {
+    let app = spawn_app().await;
+    for (key, age) in [("old", "25 hours"), ("young", "23 hours")] {
+        sqlx::query(&format!(
+            "INSERT INTO idempotency_keys (client_id, key, fingerprint, status, created_at)
+             VALUES ('c', $1, '\\x00', 201, now() - interval '{age}')"
+        ))
+        .bind(key)
+        .execute(&app.pool)
+        .await
+        .expect("row");
+    }
+    // (The app's own purge task may have run first: at most one to delete.)
+    let purged = roster::http::idempotency::purge(&app.pool).await.expect("purge");
+    assert!(purged <= 1);
+    let left: Vec<String> = sqlx::query_scalar("SELECT key FROM idempotency_keys")
+        .fetch_all(&app.pool)
+        .await
+        .expect("keys");
+    assert_eq!(left, vec!["young".to_string()]);
+    app.cleanup().await;
+}

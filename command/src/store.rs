@@ -81,21 +81,7 @@ async fn append_in_one_statement(
     owner: Uuid,
     constraints: &[Constraint],
 ) -> Result<(), PersistenceError> {
-    let n = events.len();
-    let (mut seqs, mut types, mut versions, mut payloads, mut metas) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for e in events {
-        seqs.push(e.sequence as i64);
-        types.push(e.event_type.as_str());
-        versions.push(e.event_version.as_str());
-        payloads.push(e.payload.to_string());
-        metas.push(e.metadata.to_string());
-    }
+    let columns = Columns::of(events);
     let mut claims: Vec<&Claim> = Vec::new();
     let mut register = false;
     for c in constraints {
@@ -124,11 +110,11 @@ async fn append_in_one_statement(
     )
     .bind(aggregate_type)
     .bind(&events[0].aggregate_id)
-    .bind(&seqs)
-    .bind(&types)
-    .bind(&versions)
-    .bind(&payloads)
-    .bind(&metas)
+    .bind(&columns.seqs)
+    .bind(&columns.types)
+    .bind(&columns.versions)
+    .bind(&columns.payloads)
+    .bind(&columns.metas)
     .bind(company)
     .bind(owner)
     .bind(&kinds)
@@ -182,42 +168,49 @@ fn violation(v: Violation) -> PersistenceError {
     PersistenceError::UnknownError(Box::new(v))
 }
 
-/// One statement for the whole batch; a duplicate `(type, id, sequence)`
-/// means another command appended first: an optimistic-lock conflict.
+/// The events of one append as columns, for `UNNEST`.
+struct Columns<'a> {
+    seqs: Vec<i64>,
+    types: Vec<&'a str>,
+    versions: Vec<&'a str>,
+    payloads: Vec<String>,
+    metas: Vec<String>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(events: &'a [SerializedEvent]) -> Self {
+        Self {
+            seqs: events.iter().map(|e| e.sequence as i64).collect(),
+            types: events.iter().map(|e| e.event_type.as_str()).collect(),
+            versions: events.iter().map(|e| e.event_version.as_str()).collect(),
+            payloads: events.iter().map(|e| e.payload.to_string()).collect(),
+            metas: events.iter().map(|e| e.metadata.to_string()).collect(),
+        }
+    }
+}
+
+/// One statement for the whole batch (of one aggregate); a duplicate
+/// `(type, id, sequence)` means another command appended first: an
+/// optimistic-lock conflict.
 async fn insert_events(
     tx: &mut Transaction<'_, Postgres>,
     aggregate_type: &str,
     events: &[SerializedEvent],
 ) -> Result<(), PersistenceError> {
-    let n = events.len();
-    let (mut ids, mut seqs, mut types, mut versions, mut payloads, mut metas) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for e in events {
-        ids.push(e.aggregate_id.as_str());
-        seqs.push(e.sequence as i64);
-        types.push(e.event_type.as_str());
-        versions.push(e.event_version.as_str());
-        payloads.push(e.payload.to_string());
-        metas.push(e.metadata.to_string());
-    }
+    let Some(first) = events.first() else { return Ok(()) };
+    let columns = Columns::of(events);
     let result = sqlx::query(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-         SELECT $1, a, s, t, v, p::json, m::json
-           FROM UNNEST($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[]) AS u(a, s, t, v, p, m)",
+         SELECT $1, $2, s, t, v, p::json, m::json
+           FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[]) AS u(s, t, v, p, m)",
     )
     .bind(aggregate_type)
-    .bind(&ids)
-    .bind(&seqs)
-    .bind(&types)
-    .bind(&versions)
-    .bind(&payloads)
-    .bind(&metas)
+    .bind(&first.aggregate_id)
+    .bind(&columns.seqs)
+    .bind(&columns.types)
+    .bind(&columns.versions)
+    .bind(&columns.payloads)
+    .bind(&columns.metas)
     .execute(&mut **tx)
     .await;
     match result {

@@ -82,14 +82,7 @@ impl Load {
     }
 
     async fn finish(self) -> Seen {
-        self.stop.cancel();
-        for t in self.tasks {
-            t.await.expect("writer");
-        }
-        Arc::try_unwrap(self.seen)
-            .expect("writers done")
-            .into_inner()
-            .expect("lock")
+        self.finish_after(|| {}).await
     }
 }
 

@@ -129,19 +129,15 @@ pub async fn save_checkpoint(conn: &mut PgConnection, name: &str, at: Position) 
     Ok(())
 }
 
+/// Events a subscriber has still to handle (counted up to `cap`).
 pub async fn lag(pool: &PgPool, name: &str, cap: i64) -> sqlx::Result<i64> {
-    let at: Option<(i64, i64)> =
-        sqlx::query_as("SELECT last_xid::text::bigint, last_pos FROM subscriber_checkpoints WHERE name = $1")
-            .bind(name)
-            .fetch_optional(pool)
-            .await?;
-    let (xid, pos) = at.unwrap_or_default();
+    let at = checkpoint(&mut *pool.acquire().await?, name, false).await?;
     sqlx::query_scalar(
         "SELECT count(*) FROM (
             SELECT 1 FROM events WHERE (transaction_id, global_position) > ($1::text::xid8, $2) LIMIT $3) s",
     )
-    .bind(xid.to_string())
-    .bind(pos)
+    .bind(at.xid.to_string())
+    .bind(at.pos)
     .bind(cap)
     .fetch_one(pool)
     .await

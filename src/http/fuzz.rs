@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use proptest::prelude::*;
 use roster_command::user::input::{merge_patch, patched_profile, EnrollUserRequest};
 use roster_events::user::Profile;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// Any JSON value, up to a few levels deep.
 fn json() -> impl Strategy<Value = Value> {
@@ -18,10 +18,9 @@ fn json() -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(Value::from),
         any::<f64>().prop_map(Value::from),
         ".{0,40}".prop_map(Value::String),
-        // Names the parsers know, so the fuzzer reaches past "unknown field".
-        prop::sample::select(vec!["first_name", "email", "mobile", "address", "status", "accounts"])
-            .prop_map(|s| Value::String(s.into())),
     ];
+    // Object keys are the parsers' own field names, so values get past
+    // "unknown field" into validation.
     leaf.prop_recursive(4, 64, 8, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
@@ -85,15 +84,13 @@ proptest! {
     }
 
     #[test]
-    fn any_merge_patch_of_a_profile_validates_or_names_its_fields(patch in json(), target in json()) {
-        let mut merged = target;
-        merge_patch(&mut merged, &patch);
+    fn any_merge_patch_of_a_profile_validates_or_names_its_fields(patch in json(), mut target in json()) {
+        merge_patch(&mut target, &patch);
         if let Value::Object(patch) = patch {
             if let Err(errors) = patched_profile(&Profile::default(), &patch) {
                 prop_assert!(!errors.is_empty());
             }
         }
-        let _ = patched_profile(&Profile::default(), &Map::new());
     }
 
     #[test]

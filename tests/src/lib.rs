@@ -177,6 +177,13 @@ impl TestApp {
         Self::send(self.request(Some(creds), Method::POST, path).json(body)).await
     }
 
+    /// Enrolls a user (asserting 201) and returns its id.
+    pub async fn enroll(&self, creds: &Creds, body: Value) -> String {
+        let r = self.post(creds, "/v1/users", &body).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        r.body["id"].as_str().expect("id").to_string()
+    }
+
     /// GET that waits for the write behind `token` to be visible.
     pub async fn get_after(&self, creds: &Creds, path: &str, token: &str) -> Res {
         Self::send(
@@ -552,6 +559,8 @@ pub struct PrivatePostgres {
     pub port: u16,
     dir: std::path::PathBuf,
     bin: std::path::PathBuf,
+    /// Whether the tests run as root (the server then runs as `postgres`).
+    root: bool,
 }
 
 impl PrivatePostgres {
@@ -572,8 +581,12 @@ impl PrivatePostgres {
             .next()
             .and_then(|p| p.parse().ok())
             .expect("port");
-        let pg = PrivatePostgres { port, dir, bin };
-        if pg.as_root() {
+        let root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+        let pg = PrivatePostgres { port, dir, bin, root };
+        if pg.root {
             let status = std::process::Command::new("chown")
                 .args(["-R", "postgres:postgres"])
                 .arg(&pg.dir)
@@ -598,23 +611,20 @@ impl PrivatePostgres {
         pg
     }
 
-    fn as_root(&self) -> bool {
-        std::process::Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+    /// A server tool, run as the `postgres` user when we are root.
+    fn command(&self, tool: &str) -> std::process::Command {
+        let exe = self.bin.join(tool);
+        if self.root {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(exe);
+            c
+        } else {
+            std::process::Command::new(exe)
+        }
     }
 
     fn run(&self, tool: &str, args: &[&str]) {
-        let exe = self.bin.join(tool);
-        let mut cmd = if self.as_root() {
-            let mut c = std::process::Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&exe);
-            c
-        } else {
-            std::process::Command::new(&exe)
-        };
-        let out = cmd.args(args).output().expect("postgres tool runs");
+        let out = self.command(tool).args(args).output().expect("postgres tool runs");
         assert!(
             out.status.success(),
             "{tool} {args:?} failed: {}{}",
@@ -654,18 +664,10 @@ impl PrivatePostgres {
 impl Drop for PrivatePostgres {
     fn drop(&mut self) {
         let data = self.dir.join("data").to_string_lossy().into_owned();
-        let exe = self.bin.join("pg_ctl");
-        let _ = if self.as_root() {
-            std::process::Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(&exe)
-                .args(["-D", &data, "-m", "immediate", "stop"])
-                .output()
-        } else {
-            std::process::Command::new(&exe)
-                .args(["-D", &data, "-m", "immediate", "stop"])
-                .output()
-        };
+        let _ = self
+            .command("pg_ctl")
+            .args(["-D", &data, "-m", "immediate", "stop"])
+            .output();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

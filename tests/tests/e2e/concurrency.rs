@@ -25,14 +25,9 @@ async fn event_at(app: &TestApp, user: &str, sequence: u64) -> (String, String) 
 async fn concurrent_updates_status_changes_and_card_orders_on_one_user_all_land() {
     let app = spawn_app().await;
     let c = app.creds("acme", None).await;
-    let r = app
-        .post(
-            &c,
-            "/v1/users",
-            &json!({"email": "busy@example.com", "status": "active"}),
-        )
+    let user = app
+        .enroll(&c, json!({"email": "busy@example.com", "status": "active"}))
         .await;
-    let user = r.body["id"].as_str().expect("id").to_string();
     let r = app
         .post(
             &c,
@@ -142,8 +137,7 @@ async fn concurrent_updates_status_changes_and_card_orders_on_one_user_all_land(
 async fn a_conflict_that_never_clears_is_retried_a_bounded_number_of_times_then_409() {
     let app = spawn_app().await;
     let c = app.creds("acme", None).await;
-    let r = app.post(&c, "/v1/users", &json!({"email": "x@example.com"})).await;
-    let user = r.body["id"].as_str().expect("id").to_string();
+    let user = app.enroll(&c, json!({"email": "x@example.com"})).await;
     // Every append to this stream now fails as if another writer won the
     // race; a sequence (not rolled back) counts the attempts.
     for sql in [

@@ -144,18 +144,15 @@ impl Op {
 async fn two_companies(app: &TestApp) -> (Creds, Creds, Ids) {
     let a = app.creds("acme", None).await;
     let b = app.creds("globex", None).await;
-    let r = app
-        .post(
+    let user = app
+        .enroll(
             &a,
-            "/v1/users",
-            &json!({"email": "victim@example.com", "status": "active",
+            json!({"email": "victim@example.com", "status": "active",
                     "verification_questions": [{"code": "FIRST_SCHOOL", "answer": "Elm"}],
                     "account": {"account_id": "ACC-1", "account_id_type": "T", "status": "GOOD_STANDING",
                                 "product_code": "P", "program_identifier": "G"}}),
         )
         .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let user = r.body["id"].as_str().expect("id").to_string();
     let r = app
         .post(
             &a,
@@ -177,9 +174,7 @@ async fn two_companies(app: &TestApp) -> (Creds, Creds, Ids) {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let r = app.post(&b, "/v1/users", &json!({"email": "bob@example.com"})).await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let own_user = r.body["id"].as_str().expect("id").to_string();
+    let own_user = app.enroll(&b, json!({"email": "bob@example.com"})).await;
     let ids = Ids {
         user,
         household,

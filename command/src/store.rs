@@ -53,12 +53,127 @@ impl EventRepo {
             return append_in_one_statement(&self.pool, aggregate_type, events, company, owner, &all).await;
         }
         let mut tx = self.pool.begin().await.map_err(connection)?;
-        insert_events(&mut tx, aggregate_type, events).await?;
-        for c in all {
-            apply(&mut tx, company, owner, c).await?;
+        // Every row and lock this append may wait for comes first, in one
+        // order all writers share (see `Step`), and the events last: two
+        // appends cannot deadlock on claims, and a transaction waits
+        // before its first write rather than after it.
+        let steps = steps(&mut tx, company, owner, all).await?;
+        for step in steps {
+            apply(&mut tx, company, owner, step).await?;
         }
+        insert_events(&mut tx, aggregate_type, events).await?;
         tx.commit().await.map_err(connection)
     }
+}
+
+/// One step of a multi-statement append, in the order [`steps`] sorts them:
+/// the company's parent lock, then unique-claim rows by `(kind, value)` (a
+/// release before a claim of the same row), then the checks and registry
+/// writes that wait for nothing.
+#[derive(Debug)]
+enum Step {
+    ParentLock,
+    Release {
+        kind: &'static str,
+        value: String,
+    },
+    Claim {
+        kind: &'static str,
+        value: String,
+        taken: Violation,
+    },
+    Then(Constraint),
+}
+
+impl Step {
+    /// The claim row a step touches, for sorting.
+    fn row(&self) -> Option<(&'static str, &str)> {
+        match self {
+            Step::Release { kind, value } | Step::Claim { kind, value, .. } => Some((kind, value)),
+            _ => None,
+        }
+    }
+}
+
+/// The constraints as ordered steps. A release by kind is resolved to the
+/// owner's current value (only the owner's own appends change it).
+async fn steps(
+    tx: &mut Transaction<'_, Postgres>,
+    company: &str,
+    owner: Uuid,
+    constraints: Vec<Constraint>,
+) -> Result<Vec<Step>, PersistenceError> {
+    let mut steps = Vec::with_capacity(constraints.len() + 1);
+    let released: Vec<&'static str> = constraints
+        .iter()
+        .filter_map(|c| match c {
+            Constraint::Release(kind) => Some(kind.as_str()),
+            _ => None,
+        })
+        .collect();
+    if !released.is_empty() {
+        let held: Vec<(String, String)> = sqlx::query_as(
+            "SELECT kind, value FROM unique_claims WHERE company_id = $1 AND owner_id = $2 AND kind = ANY($3)",
+        )
+        .bind(company)
+        .bind(owner)
+        .bind(&released)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(connection)?;
+        for (kind, value) in held {
+            if let Some(kind) = released.iter().find(|k| **k == kind) {
+                steps.push(Step::Release { kind, value });
+            }
+        }
+    }
+    for c in constraints {
+        match c {
+            Constraint::Release(_) => {}
+            Constraint::ReleaseValue(claim) => {
+                let (kind, value) = claim.key();
+                steps.push(Step::Release { kind, value });
+            }
+            Constraint::Claim(claim) => {
+                let (kind, value) = claim.key();
+                steps.push(Step::Claim {
+                    kind,
+                    value,
+                    taken: claim.taken(),
+                });
+            }
+            c @ Constraint::LinkParent(_) => {
+                steps.push(Step::ParentLock);
+                steps.push(Step::Then(c));
+            }
+            c => steps.push(Step::Then(c)),
+        }
+    }
+    steps.sort_by(|a, b| {
+        let rank = |s: &Step| match s {
+            Step::ParentLock => 0,
+            Step::Release { .. } | Step::Claim { .. } => 1,
+            Step::Then(_) => 2,
+        };
+        rank(a)
+            .cmp(&rank(b))
+            .then_with(|| a.row().cmp(&b.row()))
+            .then_with(|| matches!(a, Step::Claim { .. }).cmp(&matches!(b, Step::Claim { .. })))
+    });
+    // The same claim twice is one; releasing and re-claiming one row (an
+    // email changed only in case) keeps it.
+    let mut ordered: Vec<Step> = Vec::with_capacity(steps.len());
+    for step in steps {
+        match (ordered.last(), &step) {
+            (Some(prev @ Step::Claim { .. }), Step::Claim { .. }) if prev.row() == step.row() => continue,
+            (Some(prev @ Step::Release { .. }), Step::Claim { .. }) if prev.row() == step.row() => {
+                ordered.pop();
+            }
+            _ => {}
+        }
+        ordered.push(step);
+    }
+    Ok(ordered)
 }
 
 impl Constraint {
@@ -92,6 +207,8 @@ async fn append_in_one_statement(
             _ => {}
         }
     }
+    // Rows in the order every writer takes them (see `Step`).
+    claims.sort_by_key(|c| c.key());
     let (kinds, values): (Vec<&str>, Vec<String>) = claims.iter().map(|c| c.key()).unzip();
     let result = sqlx::query(
         "WITH appended AS (
@@ -125,7 +242,7 @@ async fn append_in_one_statement(
     match result {
         Ok(_) => Ok(()),
         Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Err(PersistenceError::OptimisticLockError),
-        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("RS001") => {
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(CLAIM_TAKEN) => {
             let kind = db.message();
             let claim = claims.iter().find(|c| c.kind().as_str() == kind).ok_or_else(|| {
                 PersistenceError::UnknownError(format!("unknown claim kind {kind} reported taken").into())
@@ -156,8 +273,20 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
     }
 }
 
+/// SQLSTATE raised by `roster_claim_taken`.
+const CLAIM_TAKEN: &str = "RS001";
+
+/// Whether `e` is Postgres giving up on a transaction that raced another
+/// (deadlock, serialization failure): the command is retried like an
+/// optimistic conflict.
+fn is_race(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")))
+}
+
 fn connection(e: sqlx::Error) -> PersistenceError {
-    if is_unavailable(&e) {
+    if is_race(&e) {
+        PersistenceError::OptimisticLockError
+    } else if is_unavailable(&e) {
         PersistenceError::ConnectionError(Box::new(e))
     } else {
         PersistenceError::UnknownError(Box::new(e))
@@ -224,14 +353,21 @@ async fn apply(
     tx: &mut Transaction<'_, Postgres>,
     company: &str,
     owner: Uuid,
-    constraint: Constraint,
+    step: Step,
 ) -> Result<(), PersistenceError> {
-    match constraint {
-        Constraint::Claim(claim) => {
+    match step {
+        Step::ParentLock => {
+            // Serialises every parent link of the company.
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext('roster.parents.' || $1))")
+                .bind(company)
+                .execute(&mut **tx)
+                .await
+                .map_err(connection)?;
+        }
+        Step::Claim { kind, value, taken } => {
             // A claim already held by the same owner is kept; one held by
             // another owner is a conflict. A racing insert of the same value
             // waits here until the other transaction ends.
-            let (kind, value) = claim.key();
             let row = sqlx::query_scalar::<_, Uuid>(
                 "INSERT INTO unique_claims (company_id, kind, value, owner_id) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (company_id, kind, value) DO UPDATE SET owner_id = unique_claims.owner_id
@@ -245,20 +381,10 @@ async fn apply(
             .await
             .map_err(connection)?;
             if row != owner {
-                return Err(violation(claim.taken()));
+                return Err(violation(taken));
             }
         }
-        Constraint::Release(kind) => {
-            sqlx::query("DELETE FROM unique_claims WHERE company_id = $1 AND kind = $2 AND owner_id = $3")
-                .bind(company)
-                .bind(kind.as_str())
-                .bind(owner)
-                .execute(&mut **tx)
-                .await
-                .map_err(connection)?;
-        }
-        Constraint::ReleaseValue(claim) => {
-            let (kind, value) = claim.key();
+        Step::Release { kind, value } => {
             sqlx::query(
                 "DELETE FROM unique_claims WHERE company_id = $1 AND kind = $2 AND value = $3 AND owner_id = $4",
             )
@@ -270,7 +396,7 @@ async fn apply(
             .await
             .map_err(connection)?;
         }
-        Constraint::AccountOwnedBy { account_id, user_id } => {
+        Step::Then(Constraint::AccountOwnedBy { account_id, user_id }) => {
             let owned: bool = sqlx::query_scalar(
                 "SELECT EXISTS (SELECT 1 FROM unique_claims
                                  WHERE company_id = $1 AND kind = 'account' AND value = $2 AND owner_id = $3)",
@@ -285,14 +411,9 @@ async fn apply(
                 return Err(violation(Violation::AccountNotOwned));
             }
         }
-        Constraint::LinkParent(parent) => {
-            // Serialise every link of the company, then check: the parent
+        Step::Then(Constraint::LinkParent(parent)) => {
+            // Under the company's parent lock (taken first): the parent
             // exists here, and walking up from it never reaches the user.
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtext('roster.parents.' || $1))")
-                .bind(company)
-                .execute(&mut **tx)
-                .await
-                .map_err(connection)?;
             let exists = user_in_company(tx, company, parent).await?;
             if !exists {
                 return Err(violation(Violation::ParentNotFound));
@@ -315,8 +436,8 @@ async fn apply(
             }
             set_parent(tx, owner, Some(parent)).await?;
         }
-        Constraint::UnlinkParent => set_parent(tx, owner, None).await?,
-        Constraint::Register { parent } => {
+        Step::Then(Constraint::UnlinkParent) => set_parent(tx, owner, None).await?,
+        Step::Then(Constraint::Register { parent }) => {
             if let Some(parent) = parent {
                 let exists = user_in_company(tx, company, parent).await?;
                 if !exists {
@@ -330,6 +451,9 @@ async fn apply(
                 .execute(&mut **tx)
                 .await
                 .map_err(connection)?;
+        }
+        Step::Then(c @ (Constraint::Claim(_) | Constraint::Release(_) | Constraint::ReleaseValue(_))) => {
+            unreachable!("claims and releases become their own steps: {c:?}")
         }
     }
     Ok(())

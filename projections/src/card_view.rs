@@ -1,5 +1,6 @@
 //! The `card_view` read model: one row per card, from the card events of
-//! user streams.
+//! user streams. Each row keeps the owner's sequence of the last card event
+//! applied to it, so re-applying an event changes nothing.
 
 use crate::engine::{Projector, StoredEvent};
 use anyhow::Context;
@@ -29,48 +30,63 @@ impl Projector for CardView {
         if cards.is_empty() {
             return Ok(());
         }
-        let mut docs: HashMap<Uuid, (String, CardDoc)> = HashMap::new();
+        let mut decoded = Vec::with_capacity(cards.len());
         for e in cards {
             let owner: Uuid = e.aggregate_id.parse().context("user id is not a uuid")?;
             let company = e.meta(meta::COMPANY_ID).unwrap_or_default().to_string();
-            match e.decode::<UserEvent>()? {
-                UserEvent::CardOrdered(o) => {
-                    docs.insert(o.card_id, (company, CardDoc::ordered(owner, &o)));
-                }
-                UserEvent::CardTerminated(t) => {
-                    let mut doc = match docs.remove(&t.card_id) {
-                        Some((_, doc)) => doc,
-                        None => {
-                            let row: Option<Json<CardDoc>> =
-                                sqlx::query_scalar("SELECT doc FROM card_view WHERE id = $1")
-                                    .bind(t.card_id)
-                                    .fetch_optional(&mut *tx)
-                                    .await?;
-                            row.with_context(|| format!("card {} terminated before ordered", t.card_id))?
-                                .0
-                        }
-                    };
-                    doc.terminate(&t);
-                    docs.insert(t.card_id, (company, doc));
-                }
-                _ => {}
-            }
+            let event = e.decode::<UserEvent>()?;
+            let card_id = match &event {
+                UserEvent::CardOrdered(o) => o.card_id,
+                UserEvent::CardTerminated(t) => t.card_id,
+                _ => continue,
+            };
+            decoded.push((card_id, owner, company, e.sequence, event));
         }
-        let (mut ids, mut owners, mut companies, mut bodies) = (vec![], vec![], vec![], vec![]);
-        for (company, d) in docs.values() {
+        let ids: Vec<Uuid> = decoded.iter().map(|d| d.0).collect();
+        let rows: Vec<(Uuid, String, i64, Json<CardDoc>)> =
+            sqlx::query_as("SELECT id, company_id, version, doc FROM card_view WHERE id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&mut *tx)
+                .await?;
+        // card → (company, version = owner's sequence of its last event, doc)
+        let mut docs: HashMap<Uuid, (String, i64, CardDoc)> =
+            rows.into_iter().map(|(id, c, v, Json(d))| (id, (c, v, d))).collect();
+        for (card_id, owner, company, sequence, event) in decoded {
+            let current = docs.get(&card_id);
+            if current.is_some_and(|(_, version, _)| *version >= sequence) {
+                // Already applied (a batch replayed after a crash).
+                continue;
+            }
+            let doc = match (&event, docs.remove(&card_id)) {
+                (UserEvent::CardOrdered(o), _) => CardDoc::ordered(owner, o),
+                (UserEvent::CardTerminated(t), Some((_, _, mut doc))) => {
+                    doc.terminate(t);
+                    doc
+                }
+                (UserEvent::CardTerminated(t), None) => anyhow::bail!("card {} terminated before ordered", t.card_id),
+                _ => continue,
+            };
+            docs.insert(card_id, (company, sequence, doc));
+        }
+        let (mut ids, mut owners, mut companies, mut versions, mut bodies) = (vec![], vec![], vec![], vec![], vec![]);
+        for (company, version, d) in docs.values() {
             ids.push(d.id);
             owners.push(d.owner_id);
             companies.push(company.as_str());
+            versions.push(*version);
             bodies.push(serde_json::to_string(d)?);
         }
         sqlx::query(
-            "INSERT INTO card_view (id, owner_id, company_id, doc)
-             SELECT i, o, c, d::jsonb FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[]) AS u(i, o, c, d)
-             ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
+            "INSERT INTO card_view (id, owner_id, company_id, version, doc)
+             SELECT i, o, c, v, d::jsonb
+               FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[]) AS u(i, o, c, v, d)
+             ON CONFLICT (id) DO UPDATE SET version = excluded.version, doc = excluded.doc
+              WHERE card_view.version < excluded.version",
         )
         .bind(&ids)
         .bind(&owners)
         .bind(&companies)
+        .bind(&versions)
         .bind(&bodies)
         .execute(tx)
         .await?;

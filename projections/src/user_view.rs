@@ -21,57 +21,35 @@ impl Projector for UserView {
     }
 
     async fn apply(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()> {
-        // User events, and household membership (accounts[].household_id).
-        let mut changes: Vec<(Uuid, Change<'_>)> = Vec::with_capacity(events.len());
+        // User events fold into their user's document. Household membership
+        // (accounts[].household_id) is kept per (household, account) in
+        // `user_view_memberships`, folded from each household's own stream,
+        // and read back into the documents last: the result does not depend
+        // on how user and household events interleave.
+        let mut users: Vec<(Uuid, &StoredEvent)> = Vec::with_capacity(events.len());
+        let mut memberships = Memberships::default();
         for e in events {
             match e.aggregate_type.as_str() {
-                "user" => {
-                    let id = e.aggregate_id.parse().context("user aggregate id is not a uuid")?;
-                    changes.push((id, Change::User(e)));
-                }
-                "household" => {
-                    let household: Uuid = e.aggregate_id.parse().context("household id is not a uuid")?;
-                    match e.decode::<HouseholdEvent>()? {
-                        HouseholdEvent::HouseholdMemberAdded(m) => {
-                            changes.push((m.user_id, Change::Household(m.account_id, Some(household))))
-                        }
-                        HouseholdEvent::HouseholdMemberRemoved(m) => {
-                            changes.push((m.user_id, Change::Household(m.account_id, None)))
-                        }
-                        HouseholdEvent::HouseholdCreated(_) => {}
-                    }
-                }
+                "user" => users.push((e.aggregate_id.parse().context("user aggregate id is not a uuid")?, e)),
+                "household" => memberships.push(e)?,
                 _ => {}
             }
         }
-        if changes.is_empty() {
+        if users.is_empty() && memberships.is_empty() {
             return Ok(());
         }
-        let mut ids: Vec<Uuid> = Vec::with_capacity(changes.len());
-        for (id, _) in &changes {
-            if !ids.contains(id) {
-                ids.push(*id);
-            }
-        }
+        memberships.write(tx).await?;
+        let mut ids: Vec<Uuid> = users.iter().map(|(id, _)| *id).collect();
+        ids.extend(&memberships.users);
+        ids.sort_unstable();
+        ids.dedup();
         let rows: Vec<(Uuid, sqlx::types::Json<UserDoc>)> =
             sqlx::query_as("SELECT id, doc FROM user_view WHERE id = ANY($1)")
                 .bind(&ids)
                 .fetch_all(&mut *tx)
                 .await?;
         let mut docs: HashMap<Uuid, UserDoc> = rows.into_iter().map(|(id, d)| (id, d.0)).collect();
-        for (id, change) in changes {
-            let e = match change {
-                Change::User(e) => e,
-                Change::Household(account_id, household) => {
-                    let doc = docs
-                        .get_mut(&id)
-                        .with_context(|| format!("household member {id} has no user"))?;
-                    for a in doc.accounts.iter_mut().filter(|a| a.account.account_id == account_id) {
-                        a.household_id = household;
-                    }
-                    continue;
-                }
-            };
+        for (id, e) in users {
             let current = docs.remove(&id);
             if current.as_ref().is_some_and(|d| d.version >= e.sequence as u64) {
                 // Already applied (a batch replayed after a crash).
@@ -85,18 +63,112 @@ impl Projector for UserView {
                 .with_context(|| format!("{} {} of user {id} has no enrollment", e.event_type, e.sequence))?;
             docs.insert(id, doc);
         }
+        households_into(tx, &mut docs).await?;
         upsert(tx, docs.values()).await
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["user_view"]
+        &["user_view", "user_view_memberships"]
     }
 }
 
-enum Change<'a> {
-    User(&'a StoredEvent),
-    /// An account of the user joined (`Some`) or left a household.
-    Household(String, Option<Uuid>),
+/// The membership events of a batch, as rows of `user_view_memberships`.
+#[derive(Default)]
+struct Memberships {
+    households: Vec<Uuid>,
+    accounts: Vec<String>,
+    companies: Vec<String>,
+    users: Vec<Uuid>,
+    versions: Vec<i64>,
+    members: Vec<bool>,
+    xids: Vec<String>,
+    positions: Vec<i64>,
+}
+
+impl Memberships {
+    fn is_empty(&self) -> bool {
+        self.households.is_empty()
+    }
+
+    fn push(&mut self, e: &StoredEvent) -> anyhow::Result<()> {
+        let (m, member) = match e.decode::<HouseholdEvent>()? {
+            HouseholdEvent::HouseholdMemberAdded(m) => (m, true),
+            HouseholdEvent::HouseholdMemberRemoved(m) => (m, false),
+            HouseholdEvent::HouseholdCreated(_) => return Ok(()),
+        };
+        self.households
+            .push(e.aggregate_id.parse().context("household id is not a uuid")?);
+        self.accounts.push(m.account_id);
+        self.companies
+            .push(e.meta(roster_events::meta::COMPANY_ID).unwrap_or_default().to_string());
+        self.users.push(m.user_id);
+        self.versions.push(e.sequence);
+        self.members.push(member);
+        self.xids.push(e.position.xid.to_string());
+        self.positions.push(e.position.pos);
+        Ok(())
+    }
+
+    /// Upserts the rows, keeping per (household, account) the event with
+    /// the highest sequence: re-applied or older events change nothing.
+    async fn write(&self, tx: &mut PgConnection) -> anyhow::Result<()> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO user_view_memberships
+                 (household_id, account_id, company_id, user_id, version, member, added_xid, added_pos)
+             SELECT DISTINCT ON (h, a) h, a, c, u, v, m, x::xid8, p
+               FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::bigint[], $6::bool[], $7::text[],
+                           $8::bigint[]) AS r(h, a, c, u, v, m, x, p)
+              ORDER BY h, a, v DESC
+             ON CONFLICT (household_id, account_id) DO UPDATE SET
+                 version = excluded.version, member = excluded.member, user_id = excluded.user_id,
+                 added_xid = CASE WHEN excluded.member THEN excluded.added_xid ELSE user_view_memberships.added_xid END,
+                 added_pos = CASE WHEN excluded.member THEN excluded.added_pos ELSE user_view_memberships.added_pos END
+              WHERE user_view_memberships.version < excluded.version",
+        )
+        .bind(&self.households)
+        .bind(&self.accounts)
+        .bind(&self.companies)
+        .bind(&self.users)
+        .bind(&self.versions)
+        .bind(&self.members)
+        .bind(&self.xids)
+        .bind(&self.positions)
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Sets every account's `household_id` from `user_view_memberships`: the
+/// household it is a member of (the latest added, should two claim it for
+/// a moment), or none.
+async fn households_into(tx: &mut PgConnection, docs: &mut HashMap<Uuid, UserDoc>) -> anyhow::Result<()> {
+    let ids: Vec<Uuid> = docs.values().filter(|d| !d.accounts.is_empty()).map(|d| d.id).collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<(Uuid, String, Uuid)> = sqlx::query_as(
+        "SELECT DISTINCT ON (user_id, account_id) user_id, account_id, household_id
+           FROM user_view_memberships
+          WHERE user_id = ANY($1) AND member
+          ORDER BY user_id, account_id, added_xid DESC, added_pos DESC",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    for id in ids {
+        let Some(doc) = docs.get_mut(&id) else { continue };
+        for a in &mut doc.accounts {
+            a.household_id = rows
+                .iter()
+                .find(|(u, account, _)| *u == id && *account == a.account.account_id)
+                .map(|(_, _, h)| *h);
+        }
+    }
+    Ok(())
 }
 
 /// One statement for the whole batch.

@@ -6,7 +6,7 @@ use roster_command::user::{EnrollUser, UserAction, UserCommand};
 use roster_command::{Commands, Meta};
 use roster_events::user::{Profile, QuestionHash, UserDoc, UserStatus};
 use roster_events::Timestamp;
-use roster_projections::engine;
+use roster_projections::engine::{self, Projector};
 use roster_projections::user_view::UserView;
 use sqlx::types::Json;
 use sqlx::PgPool;
@@ -115,4 +115,304 @@ async fn projected_rows_equal_the_write_side_documents_and_survive_replay(pool: 
     enroll(&commands, 99).await;
     catch_up(&pool).await;
     assert_eq!(rows(&pool).await.len(), 31);
+}
+
+// ---- Read models that combine aggregates, and events applied twice ----
+
+use roster_events::card::{CardOrdered, CardTerminated, CardType, Issuer};
+use roster_events::household::{HouseholdCreated, HouseholdEvent, Member};
+use roster_events::user::{Account, AccountAdded, UserEnrolled, UserEvent};
+use roster_projections::card_view::CardView;
+use roster_projections::household_view::HouseholdView;
+use sqlx::{Connection, PgConnection};
+
+const COMPANY: &str = "acme";
+
+/// An event row exactly as the store writes it (externally tagged payload,
+/// company in the metadata), inside whatever transaction `conn` is in.
+async fn append(conn: &mut PgConnection, aggregate_type: &str, id: Uuid, sequence: i64, name: &str, payload: String) {
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         VALUES ($1, $2, $3, $4, '1.0', $5::json, $6::json)",
+    )
+    .bind(aggregate_type)
+    .bind(id.to_string())
+    .bind(sequence)
+    .bind(name)
+    .bind(payload)
+    .bind(serde_json::json!({"company_id": COMPANY, "client_id": "c", "request_id": "r"}).to_string())
+    .execute(conn)
+    .await
+    .expect("event appended");
+}
+
+async fn user_event(conn: &mut PgConnection, id: Uuid, sequence: i64, e: UserEvent) {
+    append(
+        conn,
+        "user",
+        id,
+        sequence,
+        e.name(),
+        serde_json::to_string(&e).expect("json"),
+    )
+    .await
+}
+
+async fn household_event(conn: &mut PgConnection, id: Uuid, sequence: i64, e: HouseholdEvent) {
+    append(
+        conn,
+        "household",
+        id,
+        sequence,
+        e.name(),
+        serde_json::to_string(&e).expect("json"),
+    )
+    .await
+}
+
+fn account(id: &str) -> Account {
+    Account {
+        account_id: id.into(),
+        account_id_type: "T".into(),
+        status: "GOOD_STANDING".into(),
+        product_code: "P".into(),
+        program_identifier: "G".into(),
+    }
+}
+
+fn enrolled(user: Uuid, account_id: Option<&str>) -> UserEvent {
+    UserEvent::UserEnrolled(Box::new(UserEnrolled {
+        user_id: user,
+        company_id: COMPANY.into(),
+        profile: Profile {
+            email: Some(format!("{user}@example.com")),
+            ..Profile::default()
+        },
+        status: UserStatus::Active,
+        status_reason: None,
+        parent_user_id: None,
+        kyc: None,
+        account: account_id.map(account),
+        password_hash: None,
+        verification_questions: vec![],
+        at: Timestamp::now(),
+    }))
+}
+
+fn created(household: Uuid) -> HouseholdEvent {
+    HouseholdEvent::HouseholdCreated(HouseholdCreated {
+        household_id: household,
+        company_id: COMPANY.into(),
+        name: None,
+        at: Timestamp::now(),
+    })
+}
+
+fn member(user: Uuid, account_id: &str) -> Member {
+    Member {
+        user_id: user,
+        account_id: account_id.into(),
+        at: Timestamp::now(),
+    }
+}
+
+async fn connect(pool: &PgPool) -> PgConnection {
+    PgConnection::connect_with(&pool.connect_options())
+        .await
+        .expect("connection")
+}
+
+/// Each account's household in the user view.
+async fn households_of(pool: &PgPool, user: Uuid) -> Vec<(String, Option<Uuid>)> {
+    let Json(doc): Json<UserDoc> = sqlx::query_scalar("SELECT doc FROM user_view WHERE id = $1")
+        .bind(user)
+        .fetch_one(pool)
+        .await
+        .expect("user row");
+    doc.accounts
+        .into_iter()
+        .map(|a| (a.account.account_id, a.household_id))
+        .collect()
+}
+
+/// Runs a projector in batches of `batch` events until it has caught up
+/// (the watermark is server-wide: another test's open transaction can hold
+/// it back for a moment).
+async fn run_until_caught_up<P: Projector>(pool: &PgPool, projector: &P, batch: i64) {
+    let mut conn = pool.acquire().await.expect("conn");
+    for _ in 0..400 {
+        while engine::run_batch(&mut conn, projector, batch).await.expect("batch") > 0 {}
+        if engine::lag(pool, projector.name(), 10).await.expect("lag") == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("{} did not catch up", projector.name());
+}
+
+async fn project(pool: &PgPool, batch: i64) {
+    run_until_caught_up(pool, &UserView, batch).await
+}
+
+/// An account moves from H1 to H2 while, in the same company, another
+/// user's enrollment and its account's household membership race. Each
+/// pair is driven as two transactions whose ids (the projection order) are
+/// the reverse of their commit order: the first to write commits last.
+#[sqlx::test(migrations = "../migrations")]
+async fn household_membership_does_not_depend_on_the_order_events_arrive_in(pool: PgPool) {
+    let (u, v) = (Uuid::now_v7(), Uuid::now_v7());
+    let (h1, h2) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut setup = connect(&pool).await;
+    user_event(&mut setup, u, 1, enrolled(u, Some("A"))).await;
+    household_event(&mut setup, h1, 1, created(h1)).await;
+    household_event(&mut setup, h2, 1, created(h2)).await;
+    household_event(&mut setup, h1, 2, HouseholdEvent::HouseholdMemberAdded(member(u, "A"))).await;
+    project(&pool, 100).await;
+    assert_eq!(households_of(&pool, u).await, vec![("A".to_string(), Some(h1))]);
+
+    // Move A: the add to H2 writes first, the removal from H1 commits first
+    // (as when the add waits on the claim row the removal deletes).
+    let mut add = connect(&pool).await;
+    let mut remove = connect(&pool).await;
+    sqlx::query("BEGIN").execute(&mut add).await.expect("begin");
+    household_event(&mut add, h2, 2, HouseholdEvent::HouseholdMemberAdded(member(u, "A"))).await;
+    // And a new user V whose account B joins H2: the membership writes
+    // first, the enrollment commits first.
+    sqlx::query("BEGIN").execute(&mut setup).await.expect("begin");
+    household_event(&mut setup, h2, 3, HouseholdEvent::HouseholdMemberAdded(member(v, "B"))).await;
+    sqlx::query("BEGIN").execute(&mut remove).await.expect("begin");
+    household_event(
+        &mut remove,
+        h1,
+        3,
+        HouseholdEvent::HouseholdMemberRemoved(member(u, "A")),
+    )
+    .await;
+    user_event(&mut remove, v, 1, enrolled(v, Some("B"))).await;
+    // Commit order: removal + enrollment, then the additions.
+    sqlx::query("COMMIT").execute(&mut remove).await.expect("commit");
+    sqlx::query("COMMIT").execute(&mut add).await.expect("commit");
+    sqlx::query("COMMIT").execute(&mut setup).await.expect("commit");
+    let order: Vec<String> = sqlx::query_scalar(
+        "SELECT event_type || ' ' || aggregate_id FROM events ORDER BY transaction_id, global_position",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("order");
+    let add_at = order.iter().position(|e| *e == format!("HouseholdMemberAdded {h2}"));
+    let remove_at = order.iter().position(|e| *e == format!("HouseholdMemberRemoved {h1}"));
+    assert!(add_at < remove_at, "the projection order is the bad one: {order:?}");
+    let b_joins = order.iter().rposition(|e| *e == format!("HouseholdMemberAdded {h2}"));
+    let v_enrolled = order.iter().position(|e| *e == format!("UserEnrolled {v}"));
+    assert!(b_joins < v_enrolled, "V's membership comes before V exists: {order:?}");
+
+    // One event per batch: every intermediate state is visited.
+    project(&pool, 1).await;
+    assert_eq!(households_of(&pool, u).await, vec![("A".to_string(), Some(h2))]);
+    assert_eq!(households_of(&pool, v).await, vec![("B".to_string(), Some(h2))]);
+    // An account added after its membership was projected gets it too.
+    let mut late = connect(&pool).await;
+    sqlx::query("BEGIN").execute(&mut late).await.expect("begin");
+    household_event(&mut late, h1, 4, HouseholdEvent::HouseholdMemberAdded(member(u, "C"))).await;
+    let added = UserEvent::AccountAdded(AccountAdded {
+        account: account("C"),
+        at: Timestamp::now(),
+    });
+    user_event(&mut setup, u, 2, added).await;
+    sqlx::query("COMMIT").execute(&mut late).await.expect("commit");
+    project(&pool, 1).await;
+    let expected = vec![("A".to_string(), Some(h2)), ("C".to_string(), Some(h1))];
+    assert_eq!(households_of(&pool, u).await, expected);
+
+    // A replay, in any batch size, builds the same.
+    engine::replay(&pool, &UserView, 2, |_| {}).await.expect("replay");
+    assert_eq!(households_of(&pool, u).await, expected);
+    assert_eq!(households_of(&pool, v).await, vec![("B".to_string(), Some(h2))]);
+}
+
+async fn dump(pool: &PgPool) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT t FROM (
+             SELECT 'user ' || id || ' ' || version || ' ' || doc::text AS t FROM user_view
+             UNION ALL SELECT 'membership ' || household_id || ' ' || account_id || ' ' || version || ' ' || member
+               FROM user_view_memberships
+             UNION ALL SELECT 'household ' || id || ' ' || version || ' ' || doc::text FROM household_view
+             UNION ALL SELECT 'card ' || id || ' ' || version || ' ' || doc::text FROM card_view) x
+          ORDER BY t",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("dump")
+}
+
+async fn project_all(pool: &PgPool) {
+    run_until_caught_up(pool, &UserView, 3).await;
+    run_until_caught_up(pool, &HouseholdView, 3).await;
+    run_until_caught_up(pool, &CardView, 3).await;
+}
+
+/// Every projector, given events it has already applied (a batch re-run
+/// after a crash, or the whole log again), ends with the same rows.
+#[sqlx::test(migrations = "../migrations")]
+async fn applying_events_again_changes_no_read_model(pool: PgPool) {
+    let u = Uuid::now_v7();
+    let (h1, h2) = (Uuid::now_v7(), Uuid::now_v7());
+    let card = Uuid::now_v7();
+    let mut conn = connect(&pool).await;
+    user_event(&mut conn, u, 1, enrolled(u, Some("A"))).await;
+    let ordered = UserEvent::CardOrdered(CardOrdered {
+        card_id: card,
+        card_product_id: Uuid::now_v7(),
+        last4: "1234".into(),
+        card_type: CardType::Virtual,
+        issuer: Issuer::Marqeta,
+        shipping: None,
+        at: Timestamp::now(),
+    });
+    user_event(&mut conn, u, 2, ordered).await;
+    let terminated = UserEvent::CardTerminated(CardTerminated {
+        card_id: card,
+        last4: "1234".into(),
+        reason_code: "LOST".into(),
+        reason: None,
+        issuer: Issuer::Marqeta,
+        at: Timestamp::now(),
+    });
+    user_event(&mut conn, u, 3, terminated).await;
+    household_event(&mut conn, h1, 1, created(h1)).await;
+    household_event(&mut conn, h1, 2, HouseholdEvent::HouseholdMemberAdded(member(u, "A"))).await;
+    household_event(&mut conn, h1, 3, HouseholdEvent::HouseholdMemberRemoved(member(u, "A"))).await;
+    household_event(&mut conn, h2, 1, created(h2)).await;
+    household_event(&mut conn, h2, 2, HouseholdEvent::HouseholdMemberAdded(member(u, "A"))).await;
+    project_all(&pool).await;
+    let once = dump(&pool).await;
+    assert!(once
+        .iter()
+        .any(|r| r.starts_with(&format!("card {card} 3 ")) && r.contains("TERMINATED")));
+    assert_eq!(households_of(&pool, u).await, vec![("A".to_string(), Some(h2))]);
+
+    // Every batch again, from the start, in other batch boundaries.
+    sqlx::query("UPDATE subscriber_checkpoints SET last_xid = '0', last_pos = 0")
+        .execute(&pool)
+        .await
+        .expect("rewind");
+    project_all(&pool).await;
+    assert_eq!(
+        dump(&pool).await,
+        once,
+        "the same rows after applying every event twice"
+    );
+
+    // And one batch applied twice directly.
+    let events = engine::read_after(&mut conn, engine::Position::default(), 100)
+        .await
+        .expect("events");
+    for _ in 0..2 {
+        let mut tx = conn.begin().await.expect("tx");
+        UserView.apply(&mut tx, &events).await.expect("user_view");
+        HouseholdView.apply(&mut tx, &events).await.expect("household_view");
+        CardView.apply(&mut tx, &events).await.expect("card_view");
+        tx.commit().await.expect("commit");
+    }
+    assert_eq!(dump(&pool).await, once);
 }

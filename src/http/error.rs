@@ -194,6 +194,7 @@ impl From<CommandError> for ApiError {
                 UserError::CardAlreadyTerminated => {
                     ApiError::Conflict("CARD_ALREADY_TERMINATED", "The card is already terminated.")
                 }
+                UserError::AccountTaken => ApiError::Conflict("ACCOUNT_TAKEN", "The user already has this account id."),
             },
             CommandError::Household(h) => match h {
                 HouseholdError::NotFound => ApiError::household_not_found(),

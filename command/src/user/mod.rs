@@ -151,6 +151,9 @@ pub enum UserError {
     CardNotFound,
     #[error("the card is already terminated")]
     CardAlreadyTerminated,
+    /// The user already has an account with this id.
+    #[error("the user already has this account")]
+    AccountTaken,
 }
 
 /// Checks a secret against its hash, off the async executor.
@@ -283,6 +286,9 @@ impl User {
                 }
             }
             UserAction::AddAccount(account) => {
+                if doc.accounts.iter().any(|a| a.account.account_id == account.account_id) {
+                    return Err(UserError::AccountTaken);
+                }
                 events.push(UserEvent::AccountAdded(AccountAdded { account, at }));
             }
             UserAction::OrderCard(o) => events.push(self.order_card(doc, *o, at)?),

@@ -300,7 +300,31 @@ fn kyc_merges_and_accounts_append() {
     };
     given(vec![enrolled()])
         .when(cmd(UserAction::AddAccount(account.clone())))
-        .then_expect_events(vec![UserEvent::AccountAdded(AccountAdded { account, at: at() })]);
+        .then_expect_events(vec![UserEvent::AccountAdded(AccountAdded {
+            account: account.clone(),
+            at: at(),
+        })]);
+}
+
+#[test]
+fn an_account_the_user_already_has_is_refused() {
+    let account = Account {
+        account_id: "A1".into(),
+        account_id_type: "T".into(),
+        status: "GOOD_STANDING".into(),
+        product_code: "P".into(),
+        program_identifier: "G".into(),
+    };
+    let added = UserEvent::AccountAdded(AccountAdded {
+        account: account.clone(),
+        at: at(),
+    });
+    given(vec![enrolled(), added])
+        .when(cmd(UserAction::AddAccount(Account {
+            status: "OTHER".into(),
+            ..account
+        })))
+        .then_expect_error(UserError::AccountTaken);
 }
 
 #[test]

@@ -165,7 +165,9 @@ async fn main() -> anyhow::Result<()> {
         let node = if i % 2 == 0 { 0 } else { (i as i64 * 37) % TREE };
         let id = Uuid::parse_str(&format!("00000000-0000-7000-8000-{node:012x}"))?;
         let t = Instant::now();
-        let r = relationships::get(&pool, COMPANY, id, 10).await?.expect("tree node");
+        let r = relationships::get(&pool, COMPANY, id, Some(10))
+            .await?
+            .expect("tree node");
         rel[i % 2].1.push(t.elapsed());
         if node == 0 {
             assert_eq!(r.descendants.len() as i64, TREE - 1);

@@ -233,7 +233,7 @@ async fn relationships_at_any_depth() {
         .get_after(&c, &format!("/v1/users/{cc}/relationships?depth=2"), &token)
         .await;
     assert_eq!(r.body["ancestors"].as_array().map(Vec::len), Some(2));
-    for bad in ["0", "101", "x"] {
+    for bad in ["0", "-1", "x"] {
         let r = app
             .get(&c, &format!("/v1/users/{root}/relationships?depth={bad}"))
             .await;
@@ -241,6 +241,57 @@ async fn relationships_at_any_depth() {
     }
     let r = app.get(&other, &format!("/v1/users/{root}/relationships")).await;
     assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "USER_NOT_FOUND"));
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_25_level_chain_is_listed_whole() {
+    let app = spawn_app().await;
+    let c = app.creds("acme", None).await;
+    let mut chain: Vec<String> = Vec::new();
+    let mut token = String::new();
+    for i in 0..25 {
+        let mut body = json!({"email": format!("level{i}@example.com"), "first_name": format!("L{i}")});
+        if let Some(parent) = chain.last() {
+            body["parent_user_id"] = json!(parent);
+        }
+        let (id, t) = enroll(&app, &c, body).await;
+        chain.push(id);
+        token = t;
+    }
+    let leaf = app
+        .get_after(&c, &format!("/v1/users/{}/relationships", chain[24]), &token)
+        .await;
+    let ancestors: Vec<(String, i64)> = leaf.body["ancestors"]
+        .as_array()
+        .expect("ancestors")
+        .iter()
+        .map(|x| {
+            (
+                x["id"].as_str().expect("id").to_string(),
+                x["depth"].as_i64().expect("depth"),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, i64)> = (1..25).map(|d| (chain[24 - d].clone(), d as i64)).collect();
+    assert_eq!(ancestors, expected, "every ancestor, nearest first");
+    let root = app
+        .get_after(&c, &format!("/v1/users/{}/relationships", chain[0]), &token)
+        .await;
+    let descendants: Vec<(String, i64)> = root.body["descendants"]
+        .as_array()
+        .expect("descendants")
+        .iter()
+        .map(|x| {
+            (
+                x["id"].as_str().expect("id").to_string(),
+                x["depth"].as_i64().expect("depth"),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, i64)> = (1..25).map(|d| (chain[d].clone(), d as i64)).collect();
+    assert_eq!(descendants, expected, "24 levels below the root");
+    assert_eq!(root.body["descendants_truncated"], false);
     app.cleanup().await;
 }
 

@@ -213,7 +213,22 @@ async fn account_ids_are_unique_and_parents_must_exist() {
         .await;
     assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "ACCOUNT_TAKEN"));
 
+    // The owner adding the same account again: refused, nothing appended.
     let parent_id = parent.body["id"].as_str().expect("id");
+    let again = app.post(&c, &format!("/v1/users/{parent_id}/accounts"), &account).await;
+    assert_eq!(
+        (again.status, again.code()),
+        (StatusCode::CONFLICT, "ACCOUNT_TAKEN"),
+        "{}",
+        again.body
+    );
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_id = $1")
+        .bind(parent_id)
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(events, 1, "only the enrollment is stored");
+
     let child = app
         .post(
             &c,

@@ -18,5 +18,5 @@ pub mod store;
 pub mod user;
 pub mod validate;
 
-pub use bus::{CommandError, Commands, Committed, Meta};
+pub use bus::{CommandError, Commands, Committed, Meta, Recovered};
 pub use constraints::Violation;

@@ -62,8 +62,65 @@ impl EventRepo {
             apply(&mut tx, company, owner, step).await?;
         }
         insert_events(&mut tx, aggregate_type, events).await?;
+        remember(&mut tx, aggregate_type, events).await?;
         tx.commit().await.map_err(connection)
     }
+}
+
+/// The client and idempotency key of the request an append serves.
+struct Request<'a> {
+    client: Option<&'a str>,
+    key: Option<&'a str>,
+}
+
+impl<'a> Request<'a> {
+    fn of(events: &'a [SerializedEvent]) -> Self {
+        let meta = |name| {
+            events
+                .first()
+                .and_then(|e| e.metadata.get(name))
+                .and_then(Value::as_str)
+        };
+        Request {
+            client: meta(meta::CLIENT_ID),
+            key: meta(meta::IDEMPOTENCY_KEY),
+        }
+    }
+}
+
+/// Records, in the append's own transaction, what the request behind its
+/// idempotency key committed (see `src/http/idempotency.rs`): whatever
+/// happens after the commit, a retry finds it.
+async fn remember(
+    tx: &mut Transaction<'_, Postgres>,
+    aggregate_type: &str,
+    events: &[SerializedEvent],
+) -> Result<(), PersistenceError> {
+    let (
+        Request {
+            client: Some(client),
+            key: Some(key),
+        },
+        Some(first),
+        Some(last),
+    ) = (Request::of(events), events.first(), events.last())
+    else {
+        return Ok(());
+    };
+    sqlx::query(
+        "UPDATE idempotency_keys SET committed_type = $3, committed_id = $4, committed_from = $5, committed_to = $6
+          WHERE client_id = $1 AND key = $2",
+    )
+    .bind(client)
+    .bind(key)
+    .bind(aggregate_type)
+    .bind(&first.aggregate_id)
+    .bind(first.sequence as i64)
+    .bind(last.sequence as i64)
+    .execute(&mut **tx)
+    .await
+    .map_err(connection)?;
+    Ok(())
 }
 
 /// One step of a multi-statement append, in the order [`steps`] sorts them:
@@ -196,6 +253,7 @@ async fn append_in_one_statement(
     owner: Uuid,
     constraints: &[Constraint],
 ) -> Result<(), PersistenceError> {
+    let request = Request::of(events);
     let columns = Columns::of(events);
     let mut claims: Vec<&Claim> = Vec::new();
     let mut register = false;
@@ -222,6 +280,10 @@ async fn append_in_one_statement(
              RETURNING kind, owner_id
          ), registered AS (
              INSERT INTO user_registry (user_id, company_id) SELECT $9, $8 WHERE $12
+         ), remembered AS (
+             UPDATE idempotency_keys SET committed_type = $1, committed_id = $2,
+                    committed_from = $3[1], committed_to = $3[array_length($3, 1)]
+              WHERE client_id = $13 AND key = $14
          )
          SELECT roster_claim_taken(kind) FROM claimed WHERE owner_id <> $9",
     )
@@ -237,6 +299,8 @@ async fn append_in_one_statement(
     .bind(&kinds)
     .bind(&values)
     .bind(register)
+    .bind(request.client)
+    .bind(request.key)
     .execute(pool)
     .await;
     match result {

@@ -20,6 +20,7 @@ async fn enroll(commands: &Commands, i: usize) -> UserDoc {
         request_id: format!("req-{i}"),
         idempotency_key: None,
         at: Timestamp::now(),
+        recovered: None,
     };
     let command = UserCommand {
         company_id: "acme".into(),

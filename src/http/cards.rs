@@ -79,7 +79,8 @@ pub async fn create_product(
         at: meta.at,
     };
     let Committed { doc, .. } = state.commands.create_card_product(command, meta).await?;
-    let location = HeaderValue::from_str(&format!("/v1/card-products/{id}")).expect("uuid is a valid header value");
+    let location =
+        HeaderValue::from_str(&format!("/v1/card-products/{}", doc.id)).expect("uuid is a valid header value");
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(doc)).into_response())
 }
 

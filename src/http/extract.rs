@@ -60,10 +60,13 @@ impl<S: Required> FromRequestParts<AppState> for Auth<S> {
     }
 }
 
-/// Request id (set by the request-id layer) and `Idempotency-Key`.
+/// Request id (set by the request-id layer), `Idempotency-Key`, and what
+/// an earlier attempt with that key committed (set by the idempotency
+/// layer, [`super::idempotency`]).
 pub struct RequestInfo {
     pub request_id: String,
     pub idempotency_key: Option<String>,
+    pub recovered: Option<roster_command::Recovered>,
 }
 
 impl RequestInfo {
@@ -75,6 +78,7 @@ impl RequestInfo {
             request_id: self.request_id,
             idempotency_key: self.idempotency_key,
             at: roster_events::Timestamp::now(),
+            recovered: self.recovered,
         }
     }
 }
@@ -104,6 +108,7 @@ impl<St: Send + Sync> FromRequestParts<St> for RequestInfo {
         Ok(RequestInfo {
             request_id,
             idempotency_key,
+            recovered: parts.extensions.get::<roster_command::Recovered>().cloned(),
         })
     }
 }

@@ -86,11 +86,9 @@ pub async fn create(
         Load::Fresh,
     )
     .await?;
+    let location = HeaderValue::from_str(&format!("/v1/households/{}", doc.id)).expect("uuid is a valid header value");
     let mut response = respond(StatusCode::CREATED, doc);
-    response.headers_mut().insert(
-        header::LOCATION,
-        HeaderValue::from_str(&format!("/v1/households/{id}")).expect("uuid is a valid header value"),
-    );
+    response.headers_mut().insert(header::LOCATION, location);
     Ok(response)
 }
 

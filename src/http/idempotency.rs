@@ -19,10 +19,14 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use roster_command::Recovered;
 use sha2::{Digest, Sha256};
+use std::time::Duration;
 
 /// A claim older than this with no response belongs to a process that died.
 const ABANDONED: &str = "5 minutes";
+/// How long a response that could not be stored is retried in the background.
+const STORE_RETRIES: Duration = Duration::from_secs(300);
 /// How often [`purge`] runs.
 pub const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
@@ -108,42 +112,75 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
                 "A request with this Idempotency-Key is still running.",
             )
             .into_response(),
-            Ok(Claim::Mine) => {
-                let response = next.run(req).await;
-                store(&pool, &client, &key, response).await
+            Ok(Claim::Mine(recovered)) => {
+                let mut req = req;
+                let replayed = recovered.is_some();
+                if let Some(r) = recovered {
+                    req.extensions_mut().insert(r);
+                }
+                let mut response = next.run(req).await;
+                if replayed && !response.status().is_server_error() {
+                    response
+                        .headers_mut()
+                        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+                }
+                store(pool, client, key, response).await
             }
         }
     });
     task.await.unwrap_or_else(|e| ApiError::internal(e).into_response())
 }
 
+/// What a key's request committed: stream type and id, first and last sequence.
+type Committed = (Option<String>, Option<String>, Option<i64>, Option<i64>);
+
 /// fingerprint, status (`None` while running), headers, body.
 type StoredKey = (Vec<u8>, Option<i16>, Option<serde_json::Value>, Option<Vec<u8>>);
 
 enum Claim {
-    Mine,
+    /// Ours to run; with what an earlier attempt committed, if it did.
+    Mine(Option<Recovered>),
     Replay(Response),
     Reused,
     InUse,
 }
 
 async fn claim(pool: &sqlx::PgPool, client: &str, key: &str, fingerprint: &[u8]) -> sqlx::Result<Claim> {
-    // Take the key if it is free, expired, or abandoned by a dead process.
-    let taken: Option<bool> = sqlx::query_scalar(&format!(
+    // Take the key if it is free or expired, or if its request ended
+    // without a response (released after a 5xx, or abandoned by a dead
+    // process); one that committed something only for the same request.
+    let taken: Option<Committed> = sqlx::query_as(&format!(
         "INSERT INTO idempotency_keys (client_id, key, fingerprint) VALUES ($1, $2, $3)
          ON CONFLICT (client_id, key) DO UPDATE
-            SET fingerprint = excluded.fingerprint, status = NULL, headers = NULL, body = NULL, created_at = now()
-          WHERE idempotency_keys.created_at < now() - interval '24 hours'
-             OR (idempotency_keys.status IS NULL AND idempotency_keys.created_at < now() - interval '{ABANDONED}')
-         RETURNING true"
+            SET fingerprint = excluded.fingerprint, status = NULL, headers = NULL, body = NULL, created_at = now(),
+                released = false,
+                committed_type = CASE WHEN {expired} THEN NULL ELSE idempotency_keys.committed_type END,
+                committed_id = CASE WHEN {expired} THEN NULL ELSE idempotency_keys.committed_id END,
+                committed_from = CASE WHEN {expired} THEN NULL ELSE idempotency_keys.committed_from END,
+                committed_to = CASE WHEN {expired} THEN NULL ELSE idempotency_keys.committed_to END
+          WHERE {expired}
+             OR (idempotency_keys.status IS NULL
+                 AND (idempotency_keys.released OR idempotency_keys.created_at < now() - interval '{ABANDONED}')
+                 AND (idempotency_keys.committed_id IS NULL OR idempotency_keys.fingerprint = excluded.fingerprint))
+         RETURNING committed_type, committed_id, committed_from, committed_to",
+        expired = "idempotency_keys.created_at < now() - interval '24 hours'",
     ))
     .bind(client)
     .bind(key)
     .bind(fingerprint)
     .fetch_optional(pool)
     .await?;
-    if taken.is_some() {
-        return Ok(Claim::Mine);
+    if let Some(committed) = taken {
+        let recovered = match committed {
+            (Some(aggregate_type), Some(aggregate_id), Some(from), Some(to)) => Some(Recovered {
+                aggregate_type,
+                aggregate_id,
+                from: from as u64,
+                to: to as u64,
+            }),
+            _ => None,
+        };
+        return Ok(Claim::Mine(recovered));
     }
     let row: Option<StoredKey> = sqlx::query_as(
         "SELECT fingerprint, status, headers, body FROM idempotency_keys WHERE client_id = $1 AND key = $2",
@@ -177,32 +214,77 @@ fn replay(status: i16, headers: Option<serde_json::Value>, body: Vec<u8>) -> Res
     response
 }
 
-/// Stores the response (or frees the key after a 5xx) and returns it.
-async fn store(pool: &sqlx::PgPool, client: &str, key: &str, response: Response) -> Response {
+/// Stores the response (or, after a 5xx, frees or releases the key) and
+/// returns it. Should the database be out of reach, keeps trying in the
+/// background: the retry of a client must not meet `IDEMPOTENCY_KEY_IN_USE`
+/// for long.
+async fn store(pool: sqlx::PgPool, client: String, key: String, response: Response) -> Response {
     let (parts, body) = response.into_parts();
     let bytes = to_bytes(body, usize::MAX).await.unwrap_or_default();
-    let result = if parts.status.is_server_error() {
-        sqlx::query("DELETE FROM idempotency_keys WHERE client_id = $1 AND key = $2")
-            .bind(client)
-            .bind(key)
-            .execute(pool)
-            .await
-    } else {
+    let outcome = Outcome {
+        status: parts.status,
+        headers: kept_headers(&parts.headers),
+        body: bytes.to_vec(),
+    };
+    if let Err(e) = outcome.save(&pool, &client, &key).await {
+        tracing::warn!(error = %e, "cannot store the idempotent response; retrying in the background");
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + STORE_RETRIES;
+            while tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if outcome.save(&pool, &client, &key).await.is_ok() {
+                    return;
+                }
+            }
+            tracing::warn!("gave up storing an idempotent response; the key is taken over once abandoned");
+        });
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+/// A response as the key's row keeps it.
+struct Outcome {
+    status: StatusCode,
+    headers: serde_json::Value,
+    body: Vec<u8>,
+}
+
+impl Outcome {
+    async fn save(&self, pool: &sqlx::PgPool, client: &str, key: &str) -> sqlx::Result<()> {
+        if self.status.is_server_error() {
+            // Free the key if the request committed nothing (the row lock
+            // taken by an append makes this wait for its outcome); else
+            // release it, so that a retry recovers what was committed.
+            let freed =
+                sqlx::query("DELETE FROM idempotency_keys WHERE client_id = $1 AND key = $2 AND committed_id IS NULL")
+                    .bind(client)
+                    .bind(key)
+                    .execute(pool)
+                    .await?
+                    .rows_affected();
+            if freed == 0 {
+                sqlx::query(
+                    "UPDATE idempotency_keys SET released = true WHERE client_id = $1 AND key = $2 AND status IS NULL",
+                )
+                .bind(client)
+                .bind(key)
+                .execute(pool)
+                .await?;
+            }
+            return Ok(());
+        }
         sqlx::query(
             "UPDATE idempotency_keys SET status = $3, headers = $4, body = $5 WHERE client_id = $1 AND key = $2",
         )
         .bind(client)
         .bind(key)
-        .bind(parts.status.as_u16() as i16)
-        .bind(kept_headers(&parts.headers))
-        .bind(bytes.as_ref())
+        .bind(self.status.as_u16() as i16)
+        .bind(&self.headers)
+        .bind(&self.body)
         .execute(pool)
-        .await
-    };
-    if let Err(e) = result {
-        tracing::warn!(error = %e, "cannot store the idempotent response");
+        .await?;
+        Ok(())
     }
-    Response::from_parts(parts, Body::from(bytes))
 }
 
 fn kept_headers(headers: &HeaderMap) -> serde_json::Value {

@@ -110,7 +110,7 @@ pub async fn enroll(
     let mut headers = user_headers(&doc);
     headers.insert(
         header::LOCATION,
-        HeaderValue::from_str(&format!("/v1/users/{user_id}")).expect("uuid is a valid header value"),
+        HeaderValue::from_str(&format!("/v1/users/{}", doc.id)).expect("uuid is a valid header value"),
     );
     Ok((StatusCode::CREATED, headers, Json(doc)).into_response())
 }

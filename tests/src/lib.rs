@@ -67,10 +67,16 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts an app publishing to `brokers` (`None`: no publisher).
 pub async fn spawn_app_with(brokers: Option<String>) -> TestApp {
+    spawn_app_on(&pg_server(), brokers).await
+}
+
+/// Starts an app on a database of its own on the Postgres server at
+/// `server` (a URL without a database), publishing to `brokers`.
+pub async fn spawn_app_on(server: &str, brokers: Option<String>) -> TestApp {
     if std::env::var_os("RUST_LOG").is_some() {
         roster::telemetry::init(roster::config::LogFormat::Pretty);
     }
-    let database_url = format!("{}/roster_test_{}", pg_server(), Uuid::new_v4().simple());
+    let database_url = format!("{server}/roster_test_{}", Uuid::new_v4().simple());
     let pool = roster::db::prepare(&database_url, 8).await.expect("database prepared");
     let topic = format!("roster.test.{}", Uuid::new_v4().simple());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

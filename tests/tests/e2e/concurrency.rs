@@ -180,3 +180,76 @@ async fn a_conflict_that_never_clears_is_retried_a_bounded_number_of_times_then_
     assert_eq!(r.body["version"], json!(2));
     app.cleanup().await;
 }
+
+/// Two users swap emails at the same time. The test holds both claim rows
+/// until both appends wait on them, then lets go: taken in one order by
+/// every writer, the rows cannot deadlock (before, each append held one row
+/// and waited for the other's, and Postgres killed one with a 500). Each
+/// answer is 200 or 409 `EMAIL_TAKEN`, and the claims still match the users.
+#[tokio::test]
+async fn swapping_emails_at_the_same_time_never_deadlocks() {
+    let app = spawn_app().await;
+    let c = app.creds("acme", None).await;
+    let a = app.enroll(&c, json!({"email": "a@example.com"})).await;
+    let b = app.enroll(&c, json!({"email": "b@example.com"})).await;
+
+    let mut hold = app.pool.begin().await.expect("tx");
+    sqlx::query("SELECT 1 FROM unique_claims WHERE kind = 'email' FOR UPDATE")
+        .execute(&mut *hold)
+        .await
+        .expect("rows locked");
+    let (path_a, path_b) = (format!("/v1/users/{a}"), format!("/v1/users/{b}"));
+    let swap_a = app.call(&c, Method::PATCH, &path_a, Some(json!({"email": "b@example.com"})));
+    let swap_b = app.call(&c, Method::PATCH, &path_b, Some(json!({"email": "a@example.com"})));
+    let release = async {
+        let database = app.database_url.rsplit('/').next().unwrap_or_default().to_string();
+        for _ in 0..500 {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+            )
+            .bind(&database)
+            .fetch_one(&app.pool)
+            .await
+            .expect("activity");
+            if waiting >= 2 {
+                hold.commit().await.expect("released");
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the two appends never waited on the claim rows");
+    };
+    let (ra, rb, ()) = tokio::join!(swap_a, swap_b, release);
+    for r in [&ra, &rb] {
+        assert!(
+            r.status == StatusCode::OK || (r.status, r.code()) == (StatusCode::CONFLICT, "EMAIL_TAKEN"),
+            "{} {}",
+            r.status,
+            r.body
+        );
+    }
+    // Whatever won, every email is claimed by exactly the user that has it.
+    let claims: Vec<(String, String)> =
+        sqlx::query_as("SELECT value, owner_id::text FROM unique_claims WHERE kind = 'email' ORDER BY value")
+            .fetch_all(&app.pool)
+            .await
+            .expect("claims");
+    assert!(
+        ra.status != StatusCode::OK || rb.status != StatusCode::OK,
+        "one email cannot go to both"
+    );
+    let email_of = |won: bool, own: &str, other: &str| if won { other.to_string() } else { own.to_string() };
+    let mut emails = vec![
+        (
+            email_of(ra.status == StatusCode::OK, "a@example.com", "b@example.com"),
+            a.clone(),
+        ),
+        (
+            email_of(rb.status == StatusCode::OK, "b@example.com", "a@example.com"),
+            b.clone(),
+        ),
+    ];
+    emails.sort();
+    assert_eq!(claims, emails);
+    app.cleanup().await;
+}

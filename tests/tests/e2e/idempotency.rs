@@ -1,7 +1,10 @@
 use futures::future::join_all;
 use reqwest::{Method, StatusCode};
-use roster_tests::{spawn_app, TestApp};
+use roster_tests::{spawn_app, spawn_app_on, PrivatePostgres, Res, TestApp};
 use serde_json::json;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 #[tokio::test]
 async fn a_repeated_write_replays_the_first_response_and_appends_nothing() {
@@ -123,5 +126,99 @@ async fn keys_older_than_24_hours_are_purged() {
         .await
         .expect("keys");
     assert_eq!(left, vec!["young".to_string()]);
+    app.cleanup().await;
+}
+
+/// Sends `body` to `path` with `key` while Postgres goes down right after
+/// the command's commit (the failpoint `command::committed`), so that the
+/// answer is a 5xx although the change is stored. Then brings Postgres back
+/// and retries the same request until the key is no longer in use.
+async fn committed_then_outage(
+    app: &TestApp,
+    pg: &Arc<PrivatePostgres>,
+    c: &roster_tests::Creds,
+    path: &str,
+    key: &str,
+    body: &serde_json::Value,
+) -> (Res, Res) {
+    let send = || {
+        TestApp::send(
+            app.request(Some(c), Method::POST, path)
+                .header("idempotency-key", key)
+                .json(body),
+        )
+    };
+    let stopped = Arc::new(AtomicBool::new(false));
+    {
+        let (pg, stopped) = (pg.clone(), stopped.clone());
+        fail::cfg_callback("command::committed", move || {
+            if !stopped.swap(true, Ordering::SeqCst) {
+                pg.down();
+            }
+        })
+        .expect("failpoint");
+    }
+    let first = send().await;
+    fail::remove("command::committed");
+    assert!(stopped.load(Ordering::SeqCst), "the command committed");
+    pg.up();
+    for _ in 0..200 {
+        let retry = send().await;
+        if retry.code() != "IDEMPOTENCY_KEY_IN_USE" && retry.code() != "UNAVAILABLE" {
+            return (first, retry);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the key stayed in use after Postgres came back");
+}
+
+/// A 5xx after the commit must not free the key: the retry answers what
+/// was committed (one user, one account), instead of enrolling a second
+/// user (or answering 409 `EMAIL_TAKEN` for the client's own enrollment)
+/// or adding the account twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_an_outage_between_commit_and_answer_finds_what_was_committed() {
+    let pg = Arc::new(PrivatePostgres::start());
+    let app = spawn_app_on(pg.url("").trim_end_matches('/'), None).await;
+    let c = app.creds("acme", None).await;
+    let account = json!({"account_id": "ACC-1", "account_id_type": "T", "status": "GOOD_STANDING",
+                         "product_code": "P", "program_identifier": "G"});
+    let enrollment = json!({"email": "once@example.com", "account": account});
+
+    let (first, retry) = committed_then_outage(&app, &pg, &c, "/v1/users", "enroll-1", &enrollment).await;
+    assert_eq!(first.status, StatusCode::SERVICE_UNAVAILABLE, "{}", first.body);
+    assert_eq!(retry.status, StatusCode::CREATED, "{}", retry.body);
+    assert_eq!(retry.header("idempotent-replayed"), Some("true"));
+    let id = retry.body["id"].as_str().expect("id").to_string();
+    assert_eq!(retry.header("location"), Some(format!("/v1/users/{id}").as_str()));
+    let enrolled: Vec<String> = sqlx::query_scalar("SELECT aggregate_id FROM events WHERE event_type = 'UserEnrolled'")
+        .fetch_all(&app.pool)
+        .await
+        .expect("enrollments");
+    assert_eq!(enrolled, vec![id.clone()], "enrolled once");
+    assert_eq!(retry.body["email"], "once@example.com");
+    assert_eq!(retry.body["version"], 1);
+    // The recovered answer is now the stored one.
+    let again = TestApp::send(
+        app.request(Some(&c), Method::POST, "/v1/users")
+            .header("idempotency-key", "enroll-1")
+            .json(&enrollment),
+    )
+    .await;
+    assert_eq!((again.status, &again.body), (StatusCode::CREATED, &retry.body));
+
+    let second = json!({"account_id": "ACC-2", "account_id_type": "T", "status": "GOOD_STANDING",
+                        "product_code": "P", "program_identifier": "G"});
+    let path = format!("/v1/users/{id}/accounts");
+    let (first, retry) = committed_then_outage(&app, &pg, &c, &path, "account-2", &second).await;
+    assert_eq!(first.status, StatusCode::SERVICE_UNAVAILABLE, "{}", first.body);
+    assert_eq!(retry.status, StatusCode::CREATED, "{}", retry.body);
+    assert_eq!(retry.body["version"], 2);
+    assert_eq!(retry.body["accounts"].as_array().map(Vec::len), Some(2));
+    let added: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'AccountAdded'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(added, 1, "the account was added once");
     app.cleanup().await;
 }

@@ -171,6 +171,12 @@ impl Commands {
             .map_err(|e| CommandError::Unavailable(Box::new(e)))
     }
 
+    /// A user of the company as the store has it now (write side).
+    pub async fn current_user(&self, company_id: &str, user_id: Uuid) -> Result<Option<UserDoc>, CommandError> {
+        let context = self.users.load_aggregate(&user_id.to_string()).await?;
+        Ok(context.aggregate.doc().filter(|d| d.company_id == company_id).cloned())
+    }
+
     /// A company's card catalog, as of now.
     pub async fn catalog(&self, company_id: &str) -> Result<CardCatalog, CommandError> {
         let context = self

@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod constraints;
 pub mod household;
 pub mod pan;
+pub mod parse;
 pub mod secret;
 pub mod store;
 pub mod user;

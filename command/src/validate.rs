@@ -100,6 +100,9 @@ pub fn country(value: &str) -> Result<String, String> {
 /// A well-formed BCP 47 language tag.
 pub fn locale(value: &str) -> Result<String, String> {
     let t = value.trim();
+    if t.len() > 35 {
+        return Err("must be a BCP 47 language tag of at most 35 characters".into());
+    }
     match language_tags::LanguageTag::parse(t) {
         Ok(tag) if tag.is_valid() => Ok(t.to_string()),
         _ => Err("must be a BCP 47 language tag such as en-US".into()),

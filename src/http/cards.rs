@@ -2,7 +2,7 @@
 
 use super::consistency::{ReadAfter, Token, HEADER};
 use super::error::ApiError;
-use super::extract::{Admin, Auth, Body, CardsWrite, Paging, RequestInfo, UsersRead};
+use super::extract::{Admin, Auth, Body, CardsWrite, Paging, RequestInfo, UsersRead, Valid, Validate};
 use super::AppState;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -12,7 +12,8 @@ use axum::{Json, Router};
 use roster_command::catalog::CreateCardProduct;
 use roster_command::pan::{Pan, DEFAULT_BIN};
 use roster_command::user::{OrderCard, TerminateCard, UserAction, UserCommand, UserError};
-use roster_command::{validate, CommandError, Committed};
+use roster_command::validate::{self, FieldError};
+use roster_command::{CommandError, Committed};
 use roster_events::card::{AddressToUse, CardDoc, CardProductDoc, CardType, Issuer};
 use roster_projections::card_view;
 use roster_query::{cards, cursor, Page};
@@ -40,6 +41,26 @@ pub struct CreateProduct {
     pub default: Option<bool>,
 }
 
+impl Validate for CreateProduct {
+    /// The request with its name and BIN checked.
+    type Valid = (CreateProduct, String, Option<String>);
+
+    fn validate(self) -> Result<Self::Valid, Vec<FieldError>> {
+        let mut errors = validate::Errors::default();
+        let name = errors.check("name", validate::text(&self.name, 1, 100));
+        let bin = match self.bin.as_deref().map(str::trim) {
+            None => None,
+            Some(b) if (6..=8).contains(&b.len()) && b.bytes().all(|c| c.is_ascii_digit()) => Some(b.to_string()),
+            Some(_) => {
+                errors.add("bin", "must be 6 to 8 digits");
+                None
+            }
+        };
+        let name = errors.into_result(name)?.unwrap_or_default();
+        Ok((self, name, bin))
+    }
+}
+
 #[utoipa::path(post, path = "/v1/card-products", tag = "cards", request_body = CreateProduct,
     params(super::openapi::IdempotencyKey),
     responses((status = 201, description = "Created", body = CardProductDoc),
@@ -50,22 +71,8 @@ pub async fn create_product(
     State(state): State<AppState>,
     Auth(caller, ..): Auth<Admin>,
     info: RequestInfo,
-    Body(body): Body<CreateProduct>,
+    Valid((body, name, bin)): Valid<CreateProduct>,
 ) -> Result<Response, ApiError> {
-    let mut errors = validate::Errors::default();
-    let name = errors.check("name", validate::text(&body.name, 1, 100));
-    let bin = match body.bin.as_deref().map(str::trim) {
-        None => None,
-        Some(b) if (6..=8).contains(&b.len()) && b.bytes().all(|c| c.is_ascii_digit()) => Some(b.to_string()),
-        Some(_) => {
-            errors.add("bin", "must be 6 to 8 digits");
-            None
-        }
-    };
-    let name = errors
-        .into_result(name)
-        .map_err(ApiError::Validation)?
-        .unwrap_or_default();
     let meta = info.meta(&caller);
     let id = Uuid::now_v7();
     let command = CreateCardProduct {
@@ -205,6 +212,30 @@ pub struct TerminateRequest {
     pub issuer: Option<Issuer>,
 }
 
+impl Validate for TerminateRequest {
+    type Valid = TerminateCard;
+
+    fn validate(self) -> Result<TerminateCard, Vec<FieldError>> {
+        let mut errors = validate::Errors::default();
+        let pan = self.pan.trim();
+        if pan.len() != 4 || !pan.bytes().all(|b| b.is_ascii_digit()) {
+            errors.add("pan", "must be the card's last four digits");
+        }
+        let reason_code = errors.check("reason_code", validate::text(&self.reason_code, 1, 50));
+        let reason = self
+            .reason
+            .as_deref()
+            .and_then(|r| errors.check("reason", validate::text(r, 1, 200)));
+        let reason_code = errors.into_result(reason_code)?.unwrap_or_default();
+        Ok(TerminateCard {
+            last4: pan.to_string(),
+            reason_code,
+            reason,
+            issuer: self.issuer.unwrap_or(Issuer::Marqeta),
+        })
+    }
+}
+
 #[utoipa::path(post, path = "/v1/users/{id}/cards/terminate", tag = "cards", request_body = TerminateRequest,
     params(("id" = String, Path, description = "User id"), super::openapi::IdempotencyKey),
     responses((status = 200, description = "Terminated", body = CardDoc),
@@ -217,34 +248,15 @@ pub async fn terminate_card(
     Auth(caller, ..): Auth<CardsWrite>,
     info: RequestInfo,
     Path(id): Path<String>,
-    Body(body): Body<TerminateRequest>,
+    Valid(terminate): Valid<TerminateRequest>,
 ) -> Result<Response, ApiError> {
     let user = user_id(&id)?;
-    let mut errors = validate::Errors::default();
-    let pan = body.pan.trim();
-    if pan.len() != 4 || !pan.bytes().all(|b| b.is_ascii_digit()) {
-        errors.add("pan", "must be the card's last four digits");
-    }
-    let reason_code = errors.check("reason_code", validate::text(&body.reason_code, 1, 50));
-    let reason = body
-        .reason
-        .as_deref()
-        .and_then(|r| errors.check("reason", validate::text(r, 1, 200)));
-    let reason_code = errors
-        .into_result(reason_code)
-        .map_err(ApiError::Validation)?
-        .unwrap_or_default();
     let meta = info.meta(&caller);
     let command = UserCommand {
         company_id: caller.company_id.clone(),
         at: meta.at,
         expected_version: None,
-        action: UserAction::TerminateCard(TerminateCard {
-            last4: pan.to_string(),
-            reason_code,
-            reason,
-            issuer: body.issuer.unwrap_or(Issuer::Marqeta),
-        }),
+        action: UserAction::TerminateCard(terminate),
     };
     let committed = state.commands.user_card(user, command, meta).await?;
     Ok(card_response(StatusCode::OK, committed))

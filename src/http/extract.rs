@@ -7,6 +7,8 @@ use crate::auth::{Caller, Scope};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
+use roster_command::parse;
+use roster_command::validate::FieldError;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -60,6 +62,9 @@ impl<S: Required> FromRequestParts<AppState> for Auth<S> {
     }
 }
 
+/// Longest `X-Request-Id` a client may send.
+pub const REQUEST_ID_MAX: usize = 128;
+
 /// Request id (set by the request-id layer), `Idempotency-Key`, and what
 /// an earlier attempt with that key committed (set by the idempotency
 /// layer, [`super::idempotency`]).
@@ -87,12 +92,20 @@ impl<St: Send + Sync> FromRequestParts<St> for RequestInfo {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &St) -> Result<Self, ApiError> {
+        // The client's own request id (kept in every event's metadata), or
+        // the one the request-id layer made.
         let request_id = parts
             .headers
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
+        if request_id.len() > REQUEST_ID_MAX {
+            return Err(ApiError::field(
+                "X-Request-Id",
+                format!("must be at most {REQUEST_ID_MAX} characters"),
+            ));
+        }
         let idempotency_key = match parts.headers.get("idempotency-key") {
             None => None,
             Some(v) => {
@@ -131,7 +144,8 @@ impl<St: Send + Sync> FromRequest<St> for RawBody {
 }
 
 /// A JSON body: unparsable → 400 `MALFORMED_REQUEST`; unknown fields, wrong
-/// types → 400 `VALIDATION_FAILED` naming the field.
+/// types (an array where an object belongs too), missing fields → 400
+/// `VALIDATION_FAILED` naming every such field.
 pub struct Body<T>(pub T);
 
 impl<T: DeserializeOwned, St: Send + Sync> FromRequest<St> for Body<T> {
@@ -143,40 +157,50 @@ impl<T: DeserializeOwned, St: Send + Sync> FromRequest<St> for Body<T> {
     }
 }
 
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+/// A request body with rules beyond its JSON shape.
+pub trait Validate: DeserializeOwned {
+    /// The request with every value checked and normalised.
+    type Valid;
+
+    fn validate(self) -> Result<Self::Valid, Vec<FieldError>>;
+}
+
+/// A JSON body read as [`Body`] and then validated: the errors of both
+/// steps are reported together, one per field.
+pub struct Valid<T: Validate>(pub T::Valid);
+
+impl<T: Validate, St: Send + Sync> FromRequest<St> for Valid<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &St) -> Result<Self, ApiError> {
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
+        parse_valid::<T>(&bytes).map(Valid)
+    }
+}
+
+fn json_value(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::Malformed("a JSON body is required".into()));
     }
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| ApiError::Malformed(format!("the body is not valid JSON: {e}")))?;
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let mut field = e.path().to_string();
-        let message = e.inner().to_string();
-        // serde reports an unknown field at its parent; name the field itself.
-        if let Some(name) = message
-            .strip_prefix("unknown field `")
-            .and_then(|m| m.split('`').next())
-        {
-            // serde_path_to_error may already end the path with the field.
-            field = if field == "." {
-                name.to_string()
-            } else if field == name || field.ends_with(&format!(".{name}")) {
-                field
-            } else {
-                format!("{field}.{name}")
-            };
-            return ApiError::field(field, "is not a known field");
-        }
-        if field == "." {
-            field = message
-                .strip_prefix("missing field `")
-                .and_then(|m| m.split('`').next())
-                .unwrap_or("body")
-                .to_string();
-        }
-        ApiError::field(field, message)
-    })
+    serde_json::from_slice(bytes).map_err(|e| ApiError::Malformed(format!("the body is not valid JSON: {e}")))
 }
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let parsed = parse::parse_all::<T>(json_value(bytes)?);
+    match parsed.value {
+        Some(value) if parsed.errors.is_empty() => Ok(value),
+        _ => Err(ApiError::Validation(parsed.errors)),
+    }
+}
+
+pub fn parse_valid<T: Validate>(bytes: &[u8]) -> Result<T::Valid, ApiError> {
+    parse::parse_all::<T>(json_value(bytes)?)
+        .validate(T::validate)
+        .map_err(ApiError::Validation)
+}
+
+/// Longest cursor (`after`) accepted; the service's own are far shorter.
+pub const CURSOR_MAX: usize = 200;
 
 /// `limit` (1..=100, default 10) and `after` of a list route, plus the other
 /// query parameters for the route to read.
@@ -197,16 +221,11 @@ impl<St: Send + Sync> FromRequestParts<St> for Paging {
             Some(l) => parse_limit(&l)?,
         };
         let after = rest.remove("after").filter(|a| !a.is_empty());
+        if after.as_ref().is_some_and(|a| a.len() > CURSOR_MAX) {
+            return Err(ApiError::field("after", "must be a cursor from next_cursor"));
+        }
         Ok(Paging { limit, after, rest })
     }
-}
-
-/// An optional text field: absent stays `None`; present must be trimmed
-/// `min..=max` characters (else 400 naming `field`).
-pub fn optional_text(field: &str, value: Option<&str>, min: usize, max: usize) -> Result<Option<String>, ApiError> {
-    value
-        .map(|v| roster_command::validate::text(v, min, max).map_err(|m| ApiError::field(field, m)))
-        .transpose()
 }
 
 pub fn parse_limit(text: &str) -> Result<usize, ApiError> {

@@ -2,7 +2,7 @@
 
 use super::consistency::{ReadAfter, Token, HEADER};
 use super::error::ApiError;
-use super::extract::{optional_text, Auth, Body, RequestInfo, UsersRead, UsersWrite};
+use super::extract::{Auth, RequestInfo, UsersRead, UsersWrite, Valid, Validate};
 use super::AppState;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -11,7 +11,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use roster_command::bus::Load;
 use roster_command::household::{HouseholdAction, HouseholdCommand};
-use roster_command::validate;
+use roster_command::validate::{self, FieldError};
 use roster_events::household::HouseholdDoc;
 use roster_projections::household_view;
 use roster_query::households;
@@ -38,6 +38,33 @@ pub struct AddMember {
     pub user_id: Uuid,
     pub account_id: String,
 }
+
+impl Validate for CreateHousehold {
+    /// The name.
+    type Valid = Option<String>;
+
+    fn validate(self) -> Result<Option<String>, Vec<FieldError>> {
+        let mut errors = validate::Errors::default();
+        let name = self.name.and_then(|n| errors.check("name", validate::text(&n, 1, 100)));
+        errors.into_result(name)
+    }
+}
+
+impl Validate for AddMember {
+    type Valid = HouseholdAction;
+
+    fn validate(self) -> Result<HouseholdAction, Vec<FieldError>> {
+        let mut errors = validate::Errors::default();
+        let account_id = errors.check("account_id", validate::text(&self.account_id, 1, ACCOUNT_ID_MAX));
+        Ok(HouseholdAction::AddMember {
+            user_id: self.user_id,
+            account_id: errors.into_result(account_id)?.unwrap_or_default(),
+        })
+    }
+}
+
+/// Longest account id (as in `POST /v1/users/{id}/accounts`).
+const ACCOUNT_ID_MAX: usize = 100;
 
 fn household_id(id: &str) -> Result<Uuid, ApiError> {
     id.parse().map_err(|_| ApiError::household_not_found())
@@ -73,9 +100,8 @@ pub async fn create(
     State(state): State<AppState>,
     Auth(caller, ..): Auth<UsersWrite>,
     info: RequestInfo,
-    Body(body): Body<CreateHousehold>,
+    Valid(name): Valid<CreateHousehold>,
 ) -> Result<Response, ApiError> {
-    let name = optional_text("name", body.name.as_deref(), 1, 100)?;
     let id = Uuid::now_v7();
     let doc = run(
         &state,
@@ -100,14 +126,9 @@ pub async fn add_member(
     Auth(caller, ..): Auth<UsersWrite>,
     info: RequestInfo,
     Path(id): Path<String>,
-    Body(body): Body<AddMember>,
+    Valid(action): Valid<AddMember>,
 ) -> Result<Response, ApiError> {
     let id = household_id(&id)?;
-    let account_id = validate::text(&body.account_id, 1, 100).map_err(|m| ApiError::field("account_id", m))?;
-    let action = HouseholdAction::AddMember {
-        user_id: body.user_id,
-        account_id,
-    };
     let doc = run(&state, &caller, info, id, action, Load::Existing).await?;
     Ok(respond(StatusCode::OK, doc))
 }
@@ -122,6 +143,12 @@ pub async fn remove_member(
     Path((id, account_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let id = household_id(&id)?;
+    if account_id.chars().count() > ACCOUNT_ID_MAX {
+        return Err(ApiError::field(
+            "account_id",
+            format!("must be 1 to {ACCOUNT_ID_MAX} characters"),
+        ));
+    }
     let doc = run(
         &state,
         &caller,

@@ -2,7 +2,7 @@
 
 use super::consistency::{ReadAfter, Token};
 use super::error::ApiError;
-use super::extract::{optional_text, Auth, Body, Paging, RequestInfo, UsersRead, UsersWrite};
+use super::extract::{Auth, Body, Paging, RequestInfo, UsersRead, UsersWrite, Valid, Validate};
 use super::AppState;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -72,9 +72,8 @@ pub async fn enroll(
     State(state): State<AppState>,
     Auth(caller, ..): Auth<UsersWrite>,
     info: RequestInfo,
-    Body(request): Body<EnrollUserRequest>,
+    Valid(e): Valid<EnrollUserRequest>,
 ) -> Result<Response, ApiError> {
-    let e = request.validate().map_err(ApiError::Validation)?;
     let mut secrets: Vec<Secret> = e.verification_questions.iter().map(|q| q.answer.clone()).collect();
     secrets.extend(e.password.clone());
     let mut hashes = hash_all(secrets).await?;
@@ -282,6 +281,15 @@ pub async fn update(
         }
     }
     if !errors.is_empty() {
+        // Report the profile fields' errors too, checked against the user
+        // as stored.
+        if let Ok(user) = user_id(&id) {
+            if let Ok(Some(doc)) = state.commands.current_user(&caller.company_id, user).await {
+                if let Err(more) = input::patched_profile(&doc.profile, &update.patch) {
+                    errors.extend(more);
+                }
+            }
+        }
         return Err(ApiError::Validation(errors));
     }
     if let Some(password) = update.password_hash.take() {
@@ -343,6 +351,16 @@ pub struct QuestionsRequest {
     pub questions: Vec<QuestionInput>,
 }
 
+impl Validate for QuestionsRequest {
+    type Valid = Vec<input::Question>;
+
+    fn validate(self) -> Result<Self::Valid, Vec<FieldError>> {
+        let mut errors = Errors::default();
+        let questions = input::questions(&mut errors, "questions", &self.questions);
+        errors.into_result(questions)
+    }
+}
+
 #[utoipa::path(put, path = "/v1/users/{id}/verification-questions", tag = "users", request_body = QuestionsRequest, 
     params(("id" = String, Path, description = "User id"), super::openapi::IdempotencyKey, super::openapi::IfMatch),
     responses((status = 200, description = "Questions set; failures and lock reset", body = UserDoc), (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated), (status = 403, response = super::openapi::Forbidden), (status = 404, response = super::openapi::NotFound), (status = 409, response = super::openapi::Conflict), (status = 412, response = super::openapi::PreconditionFailed), (status = 422, response = super::openapi::Unprocessable), (status = 503, response = super::openapi::Unavailable)),
@@ -353,11 +371,8 @@ pub async fn set_questions(
     info: RequestInfo,
     Path(id): Path<String>,
     headers: HeaderMap,
-    Body(body): Body<QuestionsRequest>,
+    Valid(questions): Valid<QuestionsRequest>,
 ) -> Result<Response, ApiError> {
-    let mut errors = Errors::default();
-    let questions = input::questions(&mut errors, "questions", &body.questions);
-    errors.into_result(()).map_err(ApiError::Validation)?;
     let hashes = hash_all(questions.iter().map(|q| q.answer.clone()).collect()).await?;
     let questions = questions
         .into_iter()
@@ -386,6 +401,24 @@ pub struct VerifyRequest {
     pub answer: String,
 }
 
+impl Validate for VerifyRequest {
+    type Valid = UserAction;
+
+    fn validate(self) -> Result<UserAction, Vec<FieldError>> {
+        let mut errors = Errors::default();
+        let code = errors.check("code", validate::text(&self.code, 1, input::QUESTION_CODE_MAX));
+        let answer = validate::normalise_answer(&self.answer);
+        if answer.is_empty() || answer.chars().count() > input::ANSWER_MAX {
+            errors.add("answer", format!("must be 1 to {} characters", input::ANSWER_MAX));
+        }
+        let code = errors.into_result(code)?.unwrap_or_default();
+        Ok(UserAction::Verify {
+            code,
+            answer: Secret::new(answer),
+        })
+    }
+}
+
 /// Verify a user with one of its security questions.
 #[utoipa::path(post, path = "/v1/users/{id}/verifications", tag = "users", request_body = VerifyRequest,
     params(("id" = String, Path, description = "User id"), super::openapi::IdempotencyKey),
@@ -398,12 +431,8 @@ pub async fn verify(
     info: RequestInfo,
     Path(id): Path<String>,
     headers: HeaderMap,
-    Body(body): Body<VerifyRequest>,
+    Valid(action): Valid<VerifyRequest>,
 ) -> Result<Response, ApiError> {
-    let action = UserAction::Verify {
-        code: body.code.trim().to_string(),
-        answer: Secret::new(validate::normalise_answer(&body.answer)),
-    };
     let c = run(&state, &caller, info, &id, &headers, action).await?;
     let mut headers = user_headers(&c.doc);
     headers.remove(header::ETAG);
@@ -437,6 +466,52 @@ pub struct StatusRequest {
     pub reason: Option<String>,
 }
 
+impl Validate for StatusRequest {
+    type Valid = UserAction;
+
+    fn validate(self) -> Result<UserAction, Vec<FieldError>> {
+        let mut errors = Errors::default();
+        let reason = self
+            .reason
+            .and_then(|r| errors.check("reason", validate::text(&r, 1, 200)));
+        errors.into_result(UserAction::ChangeStatus {
+            status: self.status,
+            reason,
+        })
+    }
+}
+
+impl Validate for KycInput {
+    type Valid = UserAction;
+
+    fn validate(self) -> Result<UserAction, Vec<FieldError>> {
+        let mut errors = Errors::default();
+        let kyc_id = self
+            .kyc_id
+            .and_then(|k| errors.check("kyc_id", validate::text(&k, 1, 100)));
+        errors.into_result(UserAction::UpdateKyc(Kyc {
+            kyc_id,
+            status: self.status,
+        }))
+    }
+}
+
+impl Validate for AccountInput {
+    type Valid = UserAction;
+
+    fn validate(self) -> Result<UserAction, Vec<FieldError>> {
+        input::account(&self).map(UserAction::AddAccount)
+    }
+}
+
+impl Validate for EnrollUserRequest {
+    type Valid = input::Enrollment;
+
+    fn validate(self) -> Result<input::Enrollment, Vec<FieldError>> {
+        EnrollUserRequest::validate(self)
+    }
+}
+
 #[utoipa::path(post, path = "/v1/users/{id}/status", tag = "users", request_body = StatusRequest, 
     params(("id" = String, Path, description = "User id"), super::openapi::IdempotencyKey, super::openapi::IfMatch),
     responses((status = 200, description = "Status changed", body = UserDoc), (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated), (status = 403, response = super::openapi::Forbidden), (status = 404, response = super::openapi::NotFound), (status = 409, response = super::openapi::Conflict), (status = 412, response = super::openapi::PreconditionFailed), (status = 422, response = super::openapi::Unprocessable), (status = 503, response = super::openapi::Unavailable)),
@@ -447,13 +522,8 @@ pub async fn change_status(
     info: RequestInfo,
     Path(id): Path<String>,
     headers: HeaderMap,
-    Body(body): Body<StatusRequest>,
+    Valid(action): Valid<StatusRequest>,
 ) -> Result<Response, ApiError> {
-    let reason = optional_text("reason", body.reason.as_deref(), 1, 200)?;
-    let action = UserAction::ChangeStatus {
-        status: body.status,
-        reason,
-    };
     let c = run(&state, &caller, info, &id, &headers, action).await?;
     Ok(user_response(StatusCode::OK, c.doc))
 }
@@ -468,13 +538,8 @@ pub async fn update_kyc(
     info: RequestInfo,
     Path(id): Path<String>,
     headers: HeaderMap,
-    Body(body): Body<KycInput>,
+    Valid(action): Valid<KycInput>,
 ) -> Result<Response, ApiError> {
-    let kyc_id = optional_text("kyc_id", body.kyc_id.as_deref(), 1, 100)?;
-    let action = UserAction::UpdateKyc(Kyc {
-        kyc_id,
-        status: body.status,
-    });
     let c = run(&state, &caller, info, &id, &headers, action).await?;
     Ok(user_response(StatusCode::OK, c.doc))
 }
@@ -489,10 +554,9 @@ pub async fn add_account(
     info: RequestInfo,
     Path(id): Path<String>,
     headers: HeaderMap,
-    Body(body): Body<AccountInput>,
+    Valid(action): Valid<AccountInput>,
 ) -> Result<Response, ApiError> {
-    let account = input::account(&body).map_err(ApiError::Validation)?;
-    let c = run(&state, &caller, info, &id, &headers, UserAction::AddAccount(account)).await?;
+    let c = run(&state, &caller, info, &id, &headers, action).await?;
     Ok(user_response(StatusCode::CREATED, c.doc))
 }
 
@@ -513,6 +577,47 @@ pub struct SearchRequest {
     pub after: Option<String>,
 }
 
+impl Validate for SearchRequest {
+    type Valid = users::SearchUsers;
+
+    fn validate(self) -> Result<users::SearchUsers, Vec<FieldError>> {
+        let mut errors = Errors::default();
+        let limit = match &self.limit {
+            None | Some(serde_json::Value::Null) => Some(10),
+            Some(serde_json::Value::Number(n)) => super::extract::parse_limit(&n.to_string()).ok(),
+            Some(serde_json::Value::String(s)) => super::extract::parse_limit(s).ok(),
+            Some(_) => None,
+        };
+        if limit.is_none() {
+            errors.add("limit", "must be an integer from 1 to 100");
+        }
+        let mobile = self
+            .mobile
+            .as_deref()
+            .and_then(|m| errors.check("mobile", validate::mobile(m)));
+        let name = self
+            .name
+            .as_deref()
+            .and_then(|n| errors.check("name", validate::text(n, 1, 100)));
+        let email = self
+            .email
+            .as_deref()
+            .and_then(|e| errors.check("email", validate::text(e, 1, 254)));
+        let after = self
+            .after
+            .and_then(|a| errors.check("after", validate::text(&a, 1, super::extract::CURSOR_MAX)));
+        errors.into_result(users::SearchUsers {
+            name,
+            email,
+            mobile,
+            status: self.status,
+            parent_user_id: self.parent_user_id,
+            limit: limit.unwrap_or(10),
+            after,
+        })
+    }
+}
+
 /// Search users; filters are AND-ed, pages are stable while users are added.
 #[utoipa::path(post, path = "/v1/users:search", tag = "users", request_body = SearchRequest,
     params(super::openapi::ConsistencyToken),
@@ -524,33 +629,9 @@ pub async fn search(
     State(state): State<AppState>,
     Auth(caller, ..): Auth<UsersRead>,
     read_after: ReadAfter,
-    Body(body): Body<SearchRequest>,
+    Valid(query): Valid<SearchRequest>,
 ) -> Result<Response, ApiError> {
-    let limit = match &body.limit {
-        None | Some(serde_json::Value::Null) => 10,
-        Some(serde_json::Value::Number(n)) => super::extract::parse_limit(&n.to_string())?,
-        Some(serde_json::Value::String(s)) => super::extract::parse_limit(s)?,
-        Some(_) => return Err(ApiError::field("limit", "must be an integer from 1 to 100")),
-    };
-    let mobile = match body.mobile.as_deref() {
-        None => None,
-        Some(m) => Some(validate::mobile(m).map_err(|e| ApiError::field("mobile", e))?),
-    };
-    let name = match body.name.as_deref().map(str::trim) {
-        Some("") => return Err(ApiError::field("name", "must not be empty")),
-        Some(n) if n.chars().count() > 100 => return Err(ApiError::field("name", "must be at most 100 characters")),
-        other => other.map(str::to_string),
-    };
     read_after.wait(&state.pool, PROJECTION).await?;
-    let query = users::SearchUsers {
-        name,
-        email: body.email,
-        mobile,
-        status: body.status,
-        parent_user_id: body.parent_user_id,
-        limit,
-        after: body.after,
-    };
     Ok(Json(users::search(&state.pool, &caller.company_id, &query).await?).into_response())
 }
 

@@ -139,6 +139,10 @@ fn address(errors: &mut Errors, field: &str, a: &AddressInput) -> Option<Address
     })
 }
 
+/// Longest security question code and (normalised) answer, in characters.
+pub const QUESTION_CODE_MAX: usize = 50;
+pub const ANSWER_MAX: usize = 200;
+
 /// Validates the questions of an enrollment or of `PUT /verification-questions`.
 pub fn questions(errors: &mut Errors, field: &str, input: &[QuestionInput]) -> Vec<Question> {
     if input.is_empty() || input.len() > 5 {
@@ -146,10 +150,16 @@ pub fn questions(errors: &mut Errors, field: &str, input: &[QuestionInput]) -> V
     }
     let mut out: Vec<Question> = Vec::with_capacity(input.len());
     for (i, q) in input.iter().enumerate() {
-        let code = errors.check(&format!("{field}[{i}].code"), validate::text(&q.code, 1, 50));
+        let code = errors.check(
+            &format!("{field}[{i}].code"),
+            validate::text(&q.code, 1, QUESTION_CODE_MAX),
+        );
         let answer = validate::normalise_answer(&q.answer);
-        if answer.is_empty() || answer.chars().count() > 200 {
-            errors.add(format!("{field}[{i}].answer"), "must be 1 to 200 characters");
+        if answer.is_empty() || answer.chars().count() > ANSWER_MAX {
+            errors.add(
+                format!("{field}[{i}].answer"),
+                format!("must be 1 to {ANSWER_MAX} characters"),
+            );
         }
         if let Some(code) = code {
             if out.iter().any(|o| o.code == code) {
@@ -328,14 +338,7 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 pub fn patched_profile(current: &Profile, patch: &Map<String, Value>) -> Result<Profile, Vec<FieldError>> {
     let mut merged = Value::Object(current.to_object());
     merge_patch(&mut merged, &Value::Object(patch.clone()));
-    let request: EnrollUserRequest = serde_path_to_error::deserialize(merged).map_err(|e| {
-        let path = e.path().to_string();
-        vec![FieldError {
-            field: if path == "." { "body".into() } else { path },
-            message: e.inner().to_string(),
-        }]
-    })?;
-    request.validate().map(|e| e.profile)
+    crate::parse::parse_all::<EnrollUserRequest>(merged).validate(|r| r.validate().map(|e| e.profile))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod cards;
 pub mod cursor;
+pub mod history;
 pub mod households;
 pub mod relationships;
 pub mod users;

@@ -215,7 +215,7 @@ impl<St: Send + Sync> FromRequestParts<St> for Paging {
 
     async fn from_request_parts(parts: &mut Parts, _: &St) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or_default();
-        let mut rest: HashMap<String, String> = serde_urlencoded_pairs(query)?;
+        let mut rest: HashMap<String, String> = query_pairs(query)?;
         let limit = match rest.remove("limit") {
             None => 10,
             Some(l) => parse_limit(&l)?,
@@ -235,7 +235,8 @@ pub fn parse_limit(text: &str) -> Result<usize, ApiError> {
     }
 }
 
-fn serde_urlencoded_pairs(query: &str) -> Result<HashMap<String, String>, ApiError> {
+/// A query string's parameters (the last of a repeated one).
+pub fn query_pairs(query: &str) -> Result<HashMap<String, String>, ApiError> {
     axum::extract::Query::<HashMap<String, String>>::try_from_uri(
         &format!("/?{query}")
             .parse()

@@ -3,6 +3,7 @@
 
 pub mod cards;
 pub mod consistency;
+pub mod console;
 pub mod error;
 pub mod extract;
 #[cfg(test)]
@@ -66,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .merge(households::router())
         .merge(cards::router())
         .merge(ops::router())
+        .merge(console::router())
         .fallback(|| async { ApiError::NotFound("NOT_FOUND", "No such route.") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), idempotency::layer))

@@ -16,9 +16,10 @@ use roster_command::user::{EnrollUser, UpdateUser, UserAction, UserCommand};
 use roster_command::validate::{self, Errors, FieldError};
 use roster_command::Committed;
 use roster_events::user::{Kyc, QuestionHash, UserDoc, UserEvent, UserStatus};
-use roster_query::audit;
+use roster_events::Timestamp;
 use roster_query::relationships as rel;
 use roster_query::users::{self, ListUsers, PROJECTION};
+use roster_query::{audit, history};
 use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
@@ -116,9 +117,12 @@ pub async fn enroll(
 
 /// Retrieve a user.
 #[utoipa::path(get, path = "/v1/users/{id}", tag = "users",
-    params(("id" = String, Path, description = "User id"), super::openapi::ConsistencyToken),
+    params(("id" = String, Path, description = "User id"),
+        ("version" = Option<u64>, Query, description = "The user right after its event n (1..=current), from the event log", minimum = 1),
+        ("as_of" = Option<String>, Query, description = "The user right after its last event at or before this RFC 3339 instant, households as of the instant", format = DateTime),
+        super::openapi::ConsistencyToken),
     responses(
-        (status = 200, description = "The user", body = UserDoc, headers(("ETag" = String))),
+        (status = 200, description = "The user (or a past state of it)", body = UserDoc, headers(("ETag" = String))),
         (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated),
         (status = 403, response = super::openapi::Forbidden), (status = 404, response = super::openapi::NotFound),
         (status = 503, response = super::openapi::Unavailable)),
@@ -137,11 +141,44 @@ pub async fn retrieve(
     }
     let Auth(caller, ..) = auth;
     let id: Uuid = id.parse().map_err(|_| ApiError::user_not_found())?;
+    if let Some(at) = point_in_time(query.0.as_deref())? {
+        let doc = match history::user_at(&state.pool, &caller.company_id, id, at).await? {
+            history::Past::Found(doc) => doc,
+            history::Past::NotFound => return Err(ApiError::user_not_found()),
+            history::Past::AfterCurrent { current } => {
+                return Err(ApiError::field(
+                    "version",
+                    format!("must be from 1 to the current version, {current}"),
+                ))
+            }
+        };
+        return Ok(([(header::ETAG, etag(doc.version))], Json(doc)).into_response());
+    }
     read_after.wait(&state.pool, PROJECTION).await?;
     let doc = users::get(&state.pool, &caller.company_id, id)
         .await?
         .ok_or_else(ApiError::user_not_found)?;
     Ok(([(header::ETAG, etag(doc.version))], Json(doc)).into_response())
+}
+
+/// `?version=<n>` or `?as_of=<RFC 3339>` (not both): a past state.
+fn point_in_time(query: Option<&str>) -> Result<Option<history::At>, ApiError> {
+    let pairs = match query {
+        None | Some("") => return Ok(None),
+        Some(q) => super::extract::query_pairs(q)?,
+    };
+    let get = |name: &str| pairs.get(name).map(String::as_str);
+    match (get("version"), get("as_of")) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(ApiError::field("as_of", "give either version or as_of, not both")),
+        (Some(v), None) => match v.parse::<u64>() {
+            Ok(n) if n >= 1 => Ok(Some(history::At::Version(n))),
+            _ => Err(ApiError::field("version", "must be a positive integer")),
+        },
+        (None, Some(t)) => chrono::DateTime::parse_from_rfc3339(t)
+            .map(|t| Some(history::At::Instant(Timestamp::from(t.with_timezone(&chrono::Utc)))))
+            .map_err(|_| ApiError::field("as_of", "must be an RFC 3339 instant such as 2026-03-31T23:59:59Z")),
+    }
 }
 
 /// List users, oldest first.

@@ -7,6 +7,7 @@ mod commands;
 mod concurrency;
 mod faults;
 mod fuzz;
+mod history;
 mod hostile;
 mod households;
 mod idempotency;

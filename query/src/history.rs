@@ -1,0 +1,130 @@
+//! A user as it was (CONTRACT §3, "Point in time"): folded from the event
+//! log with [`UserDoc::fold`] — the same function the aggregate and the user
+//! view use — and with each account's household as of the same instant,
+//! folded from the households' own streams the way the user view does
+//! (membership per household and account; the latest added wins). It reads
+//! only the event log, so it needs no consistency token and is current
+//! while projections lag.
+
+use crate::QueryError;
+use roster_events::household::HouseholdEvent;
+use roster_events::user::{UserDoc, UserEvent};
+use roster_events::Timestamp;
+use sqlx::PgPool;
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// Which past state.
+#[derive(Debug, Clone, Copy)]
+pub enum At {
+    /// Right after the user's event `n` (1 = the enrollment).
+    Version(u64),
+    /// Right after the user's last event at or before this instant;
+    /// households as of the instant itself.
+    Instant(Timestamp),
+}
+
+#[derive(Debug)]
+pub enum Past {
+    Found(Box<UserDoc>),
+    /// No such user for the company, or the instant is before its enrollment.
+    NotFound,
+    /// The version is past the user's current one.
+    AfterCurrent {
+        current: u64,
+    },
+}
+
+type EventRow = (i64, String, String, String, Option<String>);
+
+pub async fn user_at(pool: &PgPool, company_id: &str, user_id: Uuid, at: At) -> Result<Past, QueryError> {
+    let last = match at {
+        At::Version(n) => n as i64,
+        At::Instant(_) => i64::MAX,
+    };
+    let rows: Vec<EventRow> = sqlx::query_as(
+        "SELECT sequence, event_type, event_version, payload::text, metadata ->> 'company_id' FROM events
+          WHERE aggregate_type = 'user' AND aggregate_id = $1 AND sequence <= $2
+          ORDER BY sequence",
+    )
+    .bind(user_id.to_string())
+    .bind(last)
+    .fetch_all(pool)
+    .await?;
+    if rows.first().and_then(|r| r.4.as_deref()) != Some(company_id) {
+        return Ok(Past::NotFound);
+    }
+    if let At::Version(n) = at {
+        if (rows.len() as u64) < n {
+            return Ok(Past::AfterCurrent {
+                current: rows.len() as u64,
+            });
+        }
+    }
+    let mut doc: Option<UserDoc> = None;
+    for (_, event_type, version, payload, _) in rows {
+        let (_, payload) = roster_events::upcast::upcast_text("user", &event_type, &version, payload);
+        let event: UserEvent = serde_json::from_str(&payload)?;
+        if matches!(at, At::Instant(t) if event.at() > t) {
+            break;
+        }
+        doc = UserDoc::fold(doc, &event);
+    }
+    let Some(mut doc) = doc else { return Ok(Past::NotFound) };
+    let instant = match at {
+        At::Version(_) => doc.updated_at,
+        At::Instant(t) => t,
+    };
+    households_at(pool, &mut doc, instant).await?;
+    Ok(Past::Found(Box::new(doc)))
+}
+
+type MemberRow = (String, i64, String, String, String);
+
+/// Sets each account's household as of `instant`.
+async fn households_at(pool: &PgPool, doc: &mut UserDoc, instant: Timestamp) -> Result<(), QueryError> {
+    for a in &mut doc.accounts {
+        a.household_id = None;
+    }
+    if doc.accounts.is_empty() {
+        return Ok(());
+    }
+    // Indexed by `events_household_member_user`.
+    let rows: Vec<MemberRow> = sqlx::query_as(
+        "SELECT aggregate_id, sequence, event_type, event_version, payload::text FROM events
+          WHERE aggregate_type = 'household'
+            AND coalesce(payload -> 'HouseholdMemberAdded' ->> 'user_id',
+                         payload -> 'HouseholdMemberRemoved' ->> 'user_id') = $1
+          ORDER BY aggregate_id, sequence",
+    )
+    .bind(doc.id.to_string())
+    .fetch_all(pool)
+    .await?;
+    // (household, account) → when it was added, while it is a member.
+    let mut members: HashMap<(Uuid, String), Option<Timestamp>> = HashMap::new();
+    for (household, _, event_type, version, payload) in rows {
+        let household: Uuid = household
+            .parse()
+            .map_err(|_| QueryError::Corrupt(serde::de::Error::custom("household id is not a uuid")))?;
+        let (_, payload) = roster_events::upcast::upcast_text("household", &event_type, &version, payload);
+        let (m, added) = match serde_json::from_str::<HouseholdEvent>(&payload)? {
+            HouseholdEvent::HouseholdMemberAdded(m) => (m, true),
+            HouseholdEvent::HouseholdMemberRemoved(m) => (m, false),
+            HouseholdEvent::HouseholdCreated(_) => continue,
+        };
+        if m.at > instant {
+            continue;
+        }
+        members.insert((household, m.account_id), added.then_some(m.at));
+    }
+    for a in &mut doc.accounts {
+        a.household_id = members
+            .iter()
+            .filter_map(|((h, account), added)| {
+                (*account == a.account.account_id).then_some((*added)?).map(|t| (t, *h))
+            })
+            .max()
+            .map(|(_, h)| h);
+    }
+    Ok(())
+}

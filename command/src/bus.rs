@@ -12,13 +12,15 @@ use crate::user::{Argon2Services, User, UserCommand, UserError, UserServices};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
 use cqrs_es::{Aggregate, AggregateError, EventStore};
+use lru::LruCache;
 use roster_events::card::{CardDoc, CardProductDoc, CatalogEvent};
 use roster_events::household::{HouseholdDoc, HouseholdEvent};
 use roster_events::user::{UserDoc, UserEvent};
 use roster_events::{meta, Timestamp};
 use sqlx::PgPool;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
 use tracing::instrument;
 use uuid::Uuid;
 
@@ -120,13 +122,63 @@ pub enum Load {
     Existing,
 }
 
+/// Aggregates kept per type, as this process last committed them.
+const CACHED_AGGREGATES: usize = 20_000;
+
+/// One aggregate type's write side: appends (through cqrs-es's store),
+/// reads, and a cache of aggregates as this process last committed them.
+/// A cached aggregate is only a starting point: every load reads the events
+/// after its sequence (none, unless another process wrote), so the cost of
+/// a command does not grow with its stream, and nothing stale is decided on.
+struct Side<A: Aggregate> {
+    store: PersistedEventStore<EventRepo, A>,
+    reads: EventRepo,
+    cache: Mutex<LruCache<Uuid, (A, usize)>>,
+}
+
+impl<A: Aggregate + Clone> Side<A> {
+    fn new(pool: &PgPool) -> Self {
+        Side {
+            store: PersistedEventStore::new_event_store(EventRepo::new(pool.clone())).with_upcasters(upcasters()),
+            reads: EventRepo::new(pool.clone()),
+            cache: Mutex::new(LruCache::new(
+                NonZeroUsize::new(CACHED_AGGREGATES).expect("a positive capacity"),
+            )),
+        }
+    }
+
+    /// The aggregate now: the cached one brought up to date, or the stream.
+    async fn load(&self, id: Uuid) -> Result<EventStoreAggregateContext<A>, AggregateError<A::Error>> {
+        let cached = self.cache.lock().ok().and_then(|mut c| c.get(&id).cloned());
+        let (mut aggregate, mut sequence) = cached.unwrap_or_default();
+        let id_text = id.to_string();
+        for e in self.reads.events_after::<A>(&id_text, sequence).await? {
+            sequence = e.sequence;
+            aggregate.apply(e.payload);
+        }
+        Ok(EventStoreAggregateContext {
+            aggregate_id: id_text,
+            aggregate,
+            current_sequence: sequence,
+            current_snapshot: None,
+        })
+    }
+
+    /// Keeps an aggregate as just committed at `sequence`.
+    fn remember(&self, id: Uuid, aggregate: &A, sequence: usize) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.put(id, (aggregate.clone(), sequence));
+        }
+    }
+}
+
 /// Entry point of the write side.
 #[derive(Clone)]
 pub struct Commands {
     pool: PgPool,
-    users: Arc<PersistedEventStore<EventRepo, User>>,
-    households: Arc<PersistedEventStore<EventRepo, Household>>,
-    catalogs: Arc<PersistedEventStore<EventRepo, CardCatalog>>,
+    users: Arc<Side<User>>,
+    households: Arc<Side<Household>>,
+    catalogs: Arc<Side<CardCatalog>>,
     user_services: Arc<dyn UserServices>,
     /// Bumped after every commit that appended events.
     appended: Arc<tokio::sync::watch::Sender<u64>>,
@@ -135,15 +187,9 @@ pub struct Commands {
 impl Commands {
     pub fn new(pool: PgPool) -> Self {
         Self {
-            users: Arc::new(
-                PersistedEventStore::new_event_store(EventRepo::new(pool.clone())).with_upcasters(upcasters()),
-            ),
-            households: Arc::new(
-                PersistedEventStore::new_event_store(EventRepo::new(pool.clone())).with_upcasters(upcasters()),
-            ),
-            catalogs: Arc::new(
-                PersistedEventStore::new_event_store(EventRepo::new(pool.clone())).with_upcasters(upcasters()),
-            ),
+            users: Arc::new(Side::new(&pool)),
+            households: Arc::new(Side::new(&pool)),
+            catalogs: Arc::new(Side::new(&pool)),
             user_services: Arc::new(Argon2Services),
             appended: Arc::new(tokio::sync::watch::Sender::new(0)),
             pool,
@@ -173,16 +219,13 @@ impl Commands {
 
     /// A user of the company as the store has it now (write side).
     pub async fn current_user(&self, company_id: &str, user_id: Uuid) -> Result<Option<UserDoc>, CommandError> {
-        let context = self.users.load_aggregate(&user_id.to_string()).await?;
+        let context = self.users.load(user_id).await?;
         Ok(context.aggregate.doc().filter(|d| d.company_id == company_id).cloned())
     }
 
     /// A company's card catalog, as of now.
     pub async fn catalog(&self, company_id: &str) -> Result<CardCatalog, CommandError> {
-        let context = self
-            .catalogs
-            .load_aggregate(&catalog_id(company_id).to_string())
-            .await?;
+        let context = self.catalogs.load(catalog_id(company_id)).await?;
         Ok(context.aggregate)
     }
 
@@ -195,7 +238,7 @@ impl Commands {
         let store = self.catalogs.clone();
         let id = catalog_id(&command.company_id);
         let product_id = command.card_product_id;
-        let task = tokio::spawn(async move { execute(&*store, &(), id, command, &meta, Load::Existing).await });
+        let task = tokio::spawn(async move { execute(&store, &(), id, command, &meta, Load::Existing).await });
         let result = task
             .await
             .map_err(|e| CommandError::Internal(Box::new(e)))
@@ -246,7 +289,7 @@ impl Commands {
     ) -> Result<Committed<HouseholdDoc, HouseholdEvent>, CommandError> {
         let store = self.households.clone();
         let name = command.action.name();
-        let task = tokio::spawn(async move { execute(&*store, &(), id, command, &meta, load).await });
+        let task = tokio::spawn(async move { execute(&store, &(), id, command, &meta, load).await });
         let result = task
             .await
             .map_err(|e| CommandError::Internal(Box::new(e)))
@@ -311,7 +354,7 @@ impl Commands {
         let store = self.users.clone();
         let services = self.user_services.clone();
         let name = command.action.name();
-        let task = tokio::spawn(async move { execute(&*store, &services, user_id, command, &meta, load).await });
+        let task = tokio::spawn(async move { execute(&store, &services, user_id, command, &meta, load).await });
         let result = task
             .await
             .map_err(|e| CommandError::Internal(Box::new(e)))
@@ -322,8 +365,8 @@ impl Commands {
     }
 }
 
-async fn execute<A, S>(
-    store: &S,
+async fn execute<A>(
+    side: &Side<A>,
     services: &A::Services,
     id: Uuid,
     command: A::Command,
@@ -334,10 +377,9 @@ where
     A: Aggregate + Clone,
     A::Command: Clone,
     A::Error: Into<CommandError>,
-    S: EventStore<A, AC = EventStoreAggregateContext<A>>,
 {
     if let Some(r) = meta.recovered.as_ref().filter(|r| r.aggregate_type == A::TYPE) {
-        return recover(store, r).await;
+        return recover(&side.store, r).await;
     }
     let id_text = id.to_string();
     for attempt in 0..MAX_ATTEMPTS {
@@ -348,7 +390,7 @@ where
                 current_sequence: 0,
                 current_snapshot: None,
             },
-            Load::Existing => store.load_aggregate(&id_text).await?,
+            Load::Existing => side.load(id).await?,
         };
         let sink = EventSink::default();
         context
@@ -362,8 +404,9 @@ where
         if events.is_empty() {
             return Ok((after, version, events));
         }
-        match store.commit(events.clone(), context, meta.to_map()).await {
+        match side.store.commit(events.clone(), context, meta.to_map()).await {
             Ok(_) => {
+                side.remember(id, &after, version as usize);
                 // Tests stop Postgres here: committed, not yet answered.
                 fail::fail_point!("command::committed");
                 return Ok((after, version, events));

@@ -551,6 +551,30 @@ async fn set_parent(
     Ok(())
 }
 
+impl EventRepo {
+    /// The aggregate's events after `sequence`, upcast and typed.
+    pub async fn events_after<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        sequence: usize,
+    ) -> Result<Vec<cqrs_es::EventEnvelope<A>>, PersistenceError> {
+        let upcasters = upcasters();
+        self.reads
+            .get_last_events::<A>(aggregate_id, sequence)
+            .await?
+            .into_iter()
+            .map(|mut e| {
+                for u in &upcasters {
+                    if u.can_upcast(&e.event_type, &e.event_version) {
+                        e = u.upcast(e);
+                    }
+                }
+                cqrs_es::EventEnvelope::try_from(e)
+            })
+            .collect()
+    }
+}
+
 impl PersistedEventRepository for EventRepo {
     async fn get_events<A: Aggregate>(&self, aggregate_id: &str) -> Result<Vec<SerializedEvent>, PersistenceError> {
         self.reads.get_events::<A>(aggregate_id).await

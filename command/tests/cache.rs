@@ -1,0 +1,87 @@
+//! The write side's aggregate cache is only a starting point: a command
+//! decides on the stream as it is in the store, whatever other processes
+//! appended meanwhile.
+
+use roster_command::bus::Load;
+use roster_command::user::{EnrollUser, UpdateUser, UserAction, UserCommand, UserError};
+use roster_command::{CommandError, Commands, Meta};
+use roster_events::user::{Profile, UserStatus};
+use roster_events::Timestamp;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+fn meta() -> Meta {
+    Meta {
+        company_id: "acme".into(),
+        client_id: "client".into(),
+        request_id: "req".into(),
+        idempotency_key: None,
+        at: Timestamp::now(),
+        recovered: None,
+    }
+}
+
+fn command(expected_version: Option<u64>, action: UserAction) -> UserCommand {
+    UserCommand {
+        company_id: "acme".into(),
+        at: Timestamp::now(),
+        expected_version,
+        action,
+    }
+}
+
+fn rename(last_name: &str) -> UserAction {
+    let mut patch = serde_json::Map::new();
+    patch.insert("last_name".into(), last_name.into());
+    UserAction::Update(Box::new(UpdateUser {
+        patch,
+        ..UpdateUser::default()
+    }))
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_cached_aggregate_catches_up_with_other_processes(pool: PgPool) {
+    // Two processes: each its own `Commands` and cache.
+    let (a, b) = (Commands::new(pool.clone()), Commands::new(pool.clone()));
+    let id = Uuid::now_v7();
+    let enroll = UserAction::Enroll(Box::new(EnrollUser {
+        user_id: id,
+        profile: Profile {
+            email: Some("cache@example.com".into()),
+            ..Profile::default()
+        },
+        status: UserStatus::Active,
+        status_reason: None,
+        kyc: None,
+        parent_user_id: None,
+        account: None,
+        password_hash: None,
+        verification_questions: vec![],
+    }));
+    a.user(id, command(None, enroll), meta(), Load::Fresh)
+        .await
+        .expect("enrolled");
+    let r = a
+        .user(id, command(Some(1), rename("One")), meta(), Load::Existing)
+        .await;
+    assert_eq!(r.expect("a updates").version, 2);
+    // Process b appends version 3; a's cache still holds version 2.
+    let r = b
+        .user(id, command(Some(2), rename("Two")), meta(), Load::Existing)
+        .await;
+    assert_eq!(r.expect("b updates").version, 3);
+    // a decides on version 3: a stale If-Match is refused, a current one passes.
+    let stale = a
+        .user(id, command(Some(2), rename("Stale")), meta(), Load::Existing)
+        .await;
+    assert!(
+        matches!(stale, Err(CommandError::User(UserError::PreconditionFailed))),
+        "{stale:?}"
+    );
+    let r = a
+        .user(id, command(Some(3), rename("Three")), meta(), Load::Existing)
+        .await
+        .expect("a updates on the current version");
+    assert_eq!((r.version, r.doc.profile.last_name.as_deref()), (4, Some("Three")));
+    assert_eq!(r.doc.profile.email.as_deref(), Some("cache@example.com"));
+}

@@ -131,9 +131,25 @@ infra_schemathesis() {
   python3 -m pip install --quiet --disable-pip-version-check "schemathesis==4.32.5"
 }
 
+# The console's browser tests: Debian's chromium (Playwright's own browser
+# downloads do not work here) and playwright-core, pinned by
+# tests/browser/package-lock.json.
+infra_browser() {
+  if [ ! -x /usr/bin/chromium ]; then
+    log "installing chromium"
+    as_root apt-get update && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium || return
+  fi
+  local dir
+  dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/browser"
+  if [ ! -d "$dir/node_modules/playwright-core" ]; then
+    log "installing playwright-core (npm ci in tests/browser)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) || return
+  fi
+}
+
 infra_up() {
   infra_packages && infra_postgres && infra_tansu_install && infra_broker_start && infra_schemathesis \
-    || return
+    && infra_browser || return
   log "ready: postgres 127.0.0.1:5432, kafka $BROKER_HOST:$BROKER_PORT"
 }
 

@@ -5,6 +5,7 @@ mod auth;
 mod cards;
 mod commands;
 mod concurrency;
+mod console;
 mod faults;
 mod fuzz;
 mod history;

@@ -124,12 +124,15 @@ pub enum Load {
 
 /// Aggregates kept per type, as this process last committed them.
 const CACHED_AGGREGATES: usize = 20_000;
+/// A load that applies this many events leaves a snapshot.
+const SNAPSHOT_AFTER: usize = 100;
 
 /// One aggregate type's write side: appends (through cqrs-es's store),
 /// reads, and a cache of aggregates as this process last committed them.
-/// A cached aggregate is only a starting point: every load reads the events
-/// after its sequence (none, unless another process wrote), so the cost of
-/// a command does not grow with its stream, and nothing stale is decided on.
+/// A cached aggregate (or, on a miss, a snapshot) is only a starting point:
+/// every load reads the events after its sequence (none, unless another
+/// process wrote), so the cost of a command does not grow with its stream,
+/// and nothing stale is decided on.
 struct Side<A: Aggregate> {
     store: PersistedEventStore<EventRepo, A>,
     reads: EventRepo,
@@ -147,14 +150,34 @@ impl<A: Aggregate + Clone> Side<A> {
         }
     }
 
-    /// The aggregate now: the cached one brought up to date, or the stream.
+    /// The aggregate now: the cached one, else its snapshot, else nothing,
+    /// brought up to date with the events after it. A load that had to
+    /// apply [`SNAPSHOT_AFTER`] events or more leaves a snapshot behind (in
+    /// the background), so the next cold load is short too.
     async fn load(&self, id: Uuid) -> Result<EventStoreAggregateContext<A>, AggregateError<A::Error>> {
-        let cached = self.cache.lock().ok().and_then(|mut c| c.get(&id).cloned());
-        let (mut aggregate, mut sequence) = cached.unwrap_or_default();
         let id_text = id.to_string();
+        let cached = self.cache.lock().ok().and_then(|mut c| c.get(&id).cloned());
+        let (mut aggregate, mut sequence) = match cached {
+            Some(c) => c,
+            None => self.reads.snapshot::<A>(&id_text).await?.unwrap_or_default(),
+        };
+        let from = sequence;
         for e in self.reads.events_after::<A>(&id_text, sequence).await? {
             sequence = e.sequence;
             aggregate.apply(e.payload);
+        }
+        if sequence - from >= SNAPSHOT_AFTER {
+            match serde_json::to_value(&aggregate) {
+                Ok(payload) => {
+                    let (pool, id) = (self.reads.pool().clone(), id_text.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = EventRepo::save_snapshot(&pool, A::TYPE, &id, sequence, &payload).await {
+                            tracing::warn!(aggregate_id = %id, error = %e, "cannot save a snapshot");
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!(aggregate_id = %id_text, error = %e, "cannot serialise a snapshot"),
+            }
         }
         Ok(EventStoreAggregateContext {
             aggregate_id: id_text,

@@ -552,6 +552,64 @@ async fn set_parent(
 }
 
 impl EventRepo {
+    /// The aggregate's latest snapshot (postgres-es' `snapshots` table), if
+    /// it has one this code can read: one written by an older shape of the
+    /// aggregate is ignored (the stream is read instead).
+    pub async fn snapshot<A: Aggregate>(&self, aggregate_id: &str) -> Result<Option<(A, usize)>, PersistenceError> {
+        let row: Option<(i64, Value)> = sqlx::query_as(
+            "SELECT last_sequence, payload::jsonb FROM snapshots
+              WHERE aggregate_type = $1 AND aggregate_id = $2
+              ORDER BY last_sequence DESC LIMIT 1",
+        )
+        .bind(A::TYPE)
+        .bind(aggregate_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(connection)?;
+        Ok(
+            row.and_then(|(sequence, payload)| match serde_json::from_value::<A>(payload) {
+                Ok(a) => Some((a, sequence as usize)),
+                Err(e) => {
+                    tracing::warn!(aggregate_id, error = %e, "unreadable snapshot ignored");
+                    None
+                }
+            }),
+        )
+    }
+
+    /// Replaces the aggregate's snapshot with one at `sequence` (unless a
+    /// newer one is there). Snapshots only shorten loads: whichever a racing
+    /// writer leaves, the events after it are read on top.
+    pub async fn save_snapshot(
+        pool: &PgPool,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        sequence: usize,
+        payload: &Value,
+    ) -> sqlx::Result<()> {
+        sqlx::query(
+            "WITH older AS (
+                 DELETE FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2 AND last_sequence < $3
+             )
+             INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload)
+             SELECT $1, $2, $3, $3, $4::json
+              WHERE NOT EXISTS (SELECT 1 FROM snapshots
+                                 WHERE aggregate_type = $1 AND aggregate_id = $2 AND last_sequence >= $3)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(sequence as i64)
+        .bind(payload.to_string())
+        .execute(pool)
+        .await?;
+        Ok(())
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// The aggregate's events after `sequence`, upcast and typed.
     pub async fn events_after<A: Aggregate>(
         &self,

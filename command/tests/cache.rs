@@ -85,3 +85,71 @@ async fn a_cached_aggregate_catches_up_with_other_processes(pool: PgPool) {
     assert_eq!((r.version, r.doc.profile.last_name.as_deref()), (4, Some("Three")));
     assert_eq!(r.doc.profile.email.as_deref(), Some("cache@example.com"));
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_cold_load_starts_from_a_snapshot_and_ignores_an_unreadable_one(pool: PgPool) {
+    let a = Commands::new(pool.clone());
+    let id = Uuid::now_v7();
+    let enroll = UserAction::Enroll(Box::new(EnrollUser {
+        user_id: id,
+        profile: Profile {
+            email: Some("snap@example.com".into()),
+            ..Profile::default()
+        },
+        status: UserStatus::Active,
+        status_reason: None,
+        kyc: None,
+        parent_user_id: None,
+        account: None,
+        password_hash: None,
+        verification_questions: vec![],
+    }));
+    a.user(id, command(None, enroll), meta(), Load::Fresh)
+        .await
+        .expect("enrolled");
+    for n in 2..=150 {
+        a.user(id, command(None, rename(&format!("L{n}"))), meta(), Load::Existing)
+            .await
+            .expect("updated");
+    }
+    // A fresh process reads the whole stream once, and leaves a snapshot.
+    let cold = Commands::new(pool.clone());
+    let r = cold
+        .user(id, command(Some(150), rename("Cold")), meta(), Load::Existing)
+        .await
+        .expect("cold update");
+    assert_eq!(r.version, 151);
+    let mut snapshot = None;
+    for _ in 0..100 {
+        snapshot = sqlx::query_scalar::<_, i64>("SELECT last_sequence FROM snapshots WHERE aggregate_id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&pool)
+            .await
+            .expect("snapshot row");
+        if snapshot.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(snapshot, Some(150), "a snapshot at the sequence the load reached");
+    // The next fresh process starts from it and applies the event after it.
+    let r = Commands::new(pool.clone())
+        .user(id, command(Some(151), rename("Warm")), meta(), Load::Existing)
+        .await
+        .expect("update from the snapshot");
+    assert_eq!((r.version, r.doc.profile.last_name.as_deref()), (152, Some("Warm")));
+    // A snapshot this code cannot read is ignored: the stream decides.
+    sqlx::query("UPDATE snapshots SET payload = '{\"shape\": \"of another version\"}' WHERE aggregate_id = $1")
+        .bind(id.to_string())
+        .execute(&pool)
+        .await
+        .expect("snapshot spoiled");
+    let r = Commands::new(pool.clone())
+        .user(id, command(Some(152), rename("Again")), meta(), Load::Existing)
+        .await
+        .expect("update from the stream");
+    assert_eq!(
+        (r.version, r.doc.profile.email.as_deref()),
+        (153, Some("snap@example.com"))
+    );
+}

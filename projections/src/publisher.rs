@@ -211,7 +211,14 @@ pub async fn run(pool: PgPool, config: KafkaConfig, mut wake: Wake, batch: i64, 
             };
             match published {
                 Ok(n) if n as i64 >= batch => continue,
-                Ok(_) if shutdown.is_cancelled() => break 'lead,
+                // Draining: done once nothing is left after the checkpoint.
+                // Events the watermark still holds back (a transaction older
+                // than theirs is open, anywhere on the server) are waited
+                // for, up to the deadline.
+                Ok(_) if shutdown.is_cancelled() => match engine::lag(&pool, NAME, 1).await {
+                    Ok(0) | Err(_) => break 'lead,
+                    Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                },
                 // Cancelled while idle: one more pass picks up the last writes.
                 Ok(_) => {
                     engine::idle(&mut wake, &shutdown, started).await;

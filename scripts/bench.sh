@@ -5,4 +5,11 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/infra.sh up
 cargo build --release -p roster --bin roster -p roster-tests --bin load-bench
+# The peer the benchmark compares against, built from ../shared (read-only)
+# in a target directory of its own.
+peer="$(cd .. && pwd)/shared/peers/cqrs-es-default"
+if [ -d "$peer" ]; then
+  CARGO_TARGET_DIR="$PWD/target/peer" cargo build --release --locked --manifest-path "$peer/Cargo.toml"
+  export ROSTER_PEER_BIN="$PWD/target/peer/release/peer-cqrs-es-default"
+fi
 exec target/release/load-bench "$@"

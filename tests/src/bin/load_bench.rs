@@ -13,7 +13,13 @@
 //!    projection lag (write answered → visible in the read model) and a
 //!    consumer measures Kafka lag (command time → message received).
 //!
-//! Prints one Markdown table, and the ratio Roster ÷ pgbench.
+//! 3. With `ROSTER_PEER_BIN` (set by `scripts/bench.sh`, which builds
+//!    `../shared/peers/cqrs-es-default`): the textbook cqrs-es wiring as its
+//!    own process on the same Postgres and broker, the same clients doing
+//!    the same enroll-then-update for the same time (it has no auth).
+//!
+//! Prints one Markdown table, and the ratios Roster ÷ pgbench and Roster ÷
+//! the peer.
 
 use anyhow::Context;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -35,6 +41,98 @@ struct BenchArgs {
     /// `$KAFKA_BROKERS`; empty: no publisher, no Kafka lag.
     kafka_brokers: String,
     no_pgbench: bool,
+}
+
+/// Throughput of the peer (`../shared/peers/cqrs-es-default`): commands
+/// per second, their p99, and the errors.
+async fn peer(bin: &str, server: &str, brokers: &str, clients: usize, seconds: u64) -> anyhow::Result<(f64, f64, u64)> {
+    let admin = roster::db::connect(&format!("{server}/postgres"), 1).await?;
+    sqlx::query("DROP DATABASE IF EXISTS peer_loadbench WITH (FORCE)")
+        .execute(&admin)
+        .await?;
+    let topic = format!("peer.bench.{}", uuid::Uuid::new_v4().simple());
+    if !brokers.is_empty() {
+        // tansu does not create topics on produce.
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+        admin
+            .create_topics(
+                &[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
+                &AdminOptions::new(),
+            )
+            .await?;
+    }
+    let listen = roster_tests::Broker::free_addr();
+    let mut child = tokio::process::Command::new(bin)
+        .env("DATABASE_URL", format!("{server}/peer_loadbench"))
+        .env("KAFKA_BROKERS", brokers)
+        .env("KAFKA_TOPIC", &topic)
+        .env("LISTEN", &listen)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start the peer {bin}"))?;
+    let base = format!("http://{listen}");
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    while http
+        .get(format!("{base}/v1/users/00000000-0000-0000-0000-000000000000"))
+        .send()
+        .await
+        .is_err()
+    {
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "the peer did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("peer: {clients} clients, {seconds} s ...");
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut workers = Vec::new();
+    for w in 0..clients {
+        let (http, base) = (reqwest::Client::new(), base.clone());
+        workers.push(tokio::spawn(async move {
+            let (mut done, mut errors) = (Vec::new(), 0u64);
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                i += 1;
+                let body =
+                    json!({"email": format!("w{w}-{i}@example.com"), "first_name": "Load", "last_name": "Bench"});
+                let t = Instant::now();
+                let r = http.post(format!("{base}/v1/users")).json(&body).send().await;
+                let Ok(r) = r.map_err(|_| errors += 1) else { continue };
+                if r.status() != reqwest::StatusCode::CREATED {
+                    errors += 1;
+                    continue;
+                }
+                let user: serde_json::Value = r.json().await.unwrap_or_default();
+                done.push(t.elapsed());
+                let id = user["id"].as_str().unwrap_or_default();
+                let t = Instant::now();
+                let r = http
+                    .patch(format!("{base}/v1/users/{id}"))
+                    .json(&json!({"last_name": format!("Bench {i}")}))
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                        done.push(t.elapsed());
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (done, errors)
+        }));
+    }
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for w in workers {
+        let (done, e) = w.await?;
+        all.extend(done);
+        errors += e;
+    }
+    let _ = child.kill().await;
+    all.sort();
+    Ok((all.len() as f64 / seconds as f64, q(&all, 0.99), errors))
 }
 
 /// CPU seconds (user + system) a process used so far, from /proc.
@@ -386,6 +484,17 @@ async fn main() -> anyhow::Result<()> {
         println!(
             "| ratio commands ÷ pgbench (each one transaction appending an event) | {:.2} |",
             commands.len() as f64 / elapsed / tps
+        );
+    }
+    if let Ok(bin) = std::env::var("ROSTER_PEER_BIN") {
+        let (rate, p99, errors) = peer(&bin, &args.server, &args.kafka_brokers, args.clients, args.seconds).await?;
+        println!(
+            "| peer (cqrs-es-default): commands (enroll + update), {} clients | {rate:.0} /s, p99 {p99:.1} ms, {errors} errors |",
+            args.clients
+        );
+        println!(
+            "| ratio roster commands ÷ peer commands | {:.2} |",
+            commands.len() as f64 / elapsed / rate
         );
     }
     let cores: Vec<String> = cpu_after

@@ -24,33 +24,32 @@ impl<T> Parsed<T> {
     /// Whether a validation error of `field` is worth reporting: not one
     /// about a field that is already reported (and holds a stand-in).
     pub fn keep(&self, field: &str) -> bool {
-        !self.errors.iter().any(|e| {
-            field == e.field
-                || field
-                    .strip_prefix(e.field.as_str())
-                    .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
-        })
+        keep(&self.errors, field)
     }
 
     /// The request, validated by `validate`; every error of both steps.
     pub fn validate<V>(self, validate: impl FnOnce(T) -> Result<V, Vec<FieldError>>) -> Result<V, Vec<FieldError>> {
-        let Parsed { value, errors } = self;
+        let Parsed { value, mut errors } = self;
         let Some(value) = value else { return Err(errors) };
-        let parsed = Parsed {
-            value: None::<T>,
-            errors,
-        };
         match validate(value) {
-            Ok(v) if parsed.errors.is_empty() => Ok(v),
-            Ok(_) => Err(parsed.errors),
+            Ok(v) if errors.is_empty() => Ok(v),
+            Ok(_) => Err(errors),
             Err(more) => {
-                let kept: Vec<FieldError> = more.into_iter().filter(|e| parsed.keep(&e.field)).collect();
-                let mut errors = parsed.errors;
+                let kept: Vec<FieldError> = more.into_iter().filter(|e| keep(&errors, &e.field)).collect();
                 errors.extend(kept);
                 Err(errors)
             }
         }
     }
+}
+
+fn keep(reported: &[FieldError], field: &str) -> bool {
+    !reported.iter().any(|e| {
+        field == e.field
+            || field
+                .strip_prefix(e.field.as_str())
+                .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+    })
 }
 
 /// At most this many errors are collected per request.

@@ -30,6 +30,23 @@ fn command(expected_version: Option<u64>, action: UserAction) -> UserCommand {
     }
 }
 
+fn enroll(user_id: Uuid, email: &str) -> UserAction {
+    UserAction::Enroll(Box::new(EnrollUser {
+        user_id,
+        profile: Profile {
+            email: Some(email.into()),
+            ..Profile::default()
+        },
+        status: UserStatus::Active,
+        status_reason: None,
+        kyc: None,
+        parent_user_id: None,
+        account: None,
+        password_hash: None,
+        verification_questions: vec![],
+    }))
+}
+
 fn rename(last_name: &str) -> UserAction {
     let mut patch = serde_json::Map::new();
     patch.insert("last_name".into(), last_name.into());
@@ -44,21 +61,7 @@ async fn a_cached_aggregate_catches_up_with_other_processes(pool: PgPool) {
     // Two processes: each its own `Commands` and cache.
     let (a, b) = (Commands::new(pool.clone()), Commands::new(pool.clone()));
     let id = Uuid::now_v7();
-    let enroll = UserAction::Enroll(Box::new(EnrollUser {
-        user_id: id,
-        profile: Profile {
-            email: Some("cache@example.com".into()),
-            ..Profile::default()
-        },
-        status: UserStatus::Active,
-        status_reason: None,
-        kyc: None,
-        parent_user_id: None,
-        account: None,
-        password_hash: None,
-        verification_questions: vec![],
-    }));
-    a.user(id, command(None, enroll), meta(), Load::Fresh)
+    a.user(id, command(None, enroll(id, "cache@example.com")), meta(), Load::Fresh)
         .await
         .expect("enrolled");
     let r = a
@@ -90,21 +93,7 @@ async fn a_cached_aggregate_catches_up_with_other_processes(pool: PgPool) {
 async fn a_cold_load_starts_from_a_snapshot_and_ignores_an_unreadable_one(pool: PgPool) {
     let a = Commands::new(pool.clone());
     let id = Uuid::now_v7();
-    let enroll = UserAction::Enroll(Box::new(EnrollUser {
-        user_id: id,
-        profile: Profile {
-            email: Some("snap@example.com".into()),
-            ..Profile::default()
-        },
-        status: UserStatus::Active,
-        status_reason: None,
-        kyc: None,
-        parent_user_id: None,
-        account: None,
-        password_hash: None,
-        verification_questions: vec![],
-    }));
-    a.user(id, command(None, enroll), meta(), Load::Fresh)
+    a.user(id, command(None, enroll(id, "snap@example.com")), meta(), Load::Fresh)
         .await
         .expect("enrolled");
     for n in 2..=150 {

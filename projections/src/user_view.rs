@@ -49,6 +49,9 @@ impl Projector for UserView {
                 .fetch_all(&mut *tx)
                 .await?;
         let mut docs: HashMap<Uuid, UserDoc> = rows.into_iter().map(|(id, d)| (id, d.0)).collect();
+        // Whose households to read back: users whose memberships changed,
+        // and users that gained an account (the fold adds it without one).
+        let mut refresh: Vec<Uuid> = memberships.users.clone();
         for (id, e) in users {
             let current = docs.remove(&id);
             if current.as_ref().is_some_and(|d| d.version >= e.sequence as u64) {
@@ -61,9 +64,14 @@ impl Projector for UserView {
                 .with_context(|| format!("cannot read {} {} of user {id}", e.event_type, e.sequence))?;
             let doc = UserDoc::fold(current, &event)
                 .with_context(|| format!("{} {} of user {id} has no enrollment", e.event_type, e.sequence))?;
+            if matches!(&event, UserEvent::AccountAdded(_))
+                || matches!(&event, UserEvent::UserEnrolled(e) if e.account.is_some())
+            {
+                refresh.push(id);
+            }
             docs.insert(id, doc);
         }
-        households_into(tx, &mut docs).await?;
+        households_into(tx, &mut docs, &refresh).await?;
         upsert(tx, docs.values()).await
     }
 
@@ -142,11 +150,22 @@ impl Memberships {
     }
 }
 
-/// Sets every account's `household_id` from `user_view_memberships`: the
-/// household it is a member of (the latest added, should two claim it for
-/// a moment), or none.
-async fn households_into(tx: &mut PgConnection, docs: &mut HashMap<Uuid, UserDoc>) -> anyhow::Result<()> {
-    let ids: Vec<Uuid> = docs.values().filter(|d| !d.accounts.is_empty()).map(|d| d.id).collect();
+/// Sets the accounts' `household_id` of the users `refresh` names from
+/// `user_view_memberships`: the household each is a member of (the latest
+/// added, should two claim it for a moment), or none. Other documents keep
+/// theirs: no event of theirs in the batch changes it.
+async fn households_into(
+    tx: &mut PgConnection,
+    docs: &mut HashMap<Uuid, UserDoc>,
+    refresh: &[Uuid],
+) -> anyhow::Result<()> {
+    let mut ids: Vec<Uuid> = refresh
+        .iter()
+        .copied()
+        .filter(|id| docs.get(id).is_some_and(|d| !d.accounts.is_empty()))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
     if ids.is_empty() {
         return Ok(());
     }

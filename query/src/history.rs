@@ -117,14 +117,14 @@ async fn households_at(pool: &PgPool, doc: &mut UserDoc, instant: Timestamp) -> 
         }
         members.insert((household, m.account_id), added.then_some(m.at));
     }
+    // The household whose membership was added last, of those it is in.
     for a in &mut doc.accounts {
         a.household_id = members
             .iter()
-            .filter_map(|((h, account), added)| {
-                (*account == a.account.account_id).then_some((*added)?).map(|t| (t, *h))
-            })
+            .filter(|((_, account), _)| *account == a.account.account_id)
+            .filter_map(|((household, _), added)| added.map(|at| (at, *household)))
             .max()
-            .map(|(_, h)| h);
+            .map(|(_, household)| household);
     }
     Ok(())
 }

@@ -14,6 +14,20 @@ async fn enroll(app: &TestApp, c: &Creds, body: Value) -> (String, String) {
     )
 }
 
+/// `[{id, depth}, …]` of a relationships answer.
+fn ids_and_depths(list: &Value) -> Vec<(String, i64)> {
+    list.as_array()
+        .expect("a list")
+        .iter()
+        .map(|x| {
+            (
+                x["id"].as_str().expect("id").to_string(),
+                x["depth"].as_i64().expect("depth"),
+            )
+        })
+        .collect()
+}
+
 async fn search(app: &TestApp, c: &Creds, path: &str, body: Value, token: &str) -> Res {
     TestApp::send(
         app.request(Some(c), Method::POST, path)
@@ -209,17 +223,7 @@ async fn relationships_at_any_depth() {
         .map(|x| x["id"].as_str().expect("id"))
         .collect();
     assert_eq!(children, vec![a.as_str(), d.as_str()]);
-    let descendants: Vec<(String, i64)> = r.body["descendants"]
-        .as_array()
-        .expect("descendants")
-        .iter()
-        .map(|x| {
-            (
-                x["id"].as_str().expect("id").to_string(),
-                x["depth"].as_i64().expect("depth"),
-            )
-        })
-        .collect();
+    let descendants = ids_and_depths(&r.body["descendants"]);
     assert_eq!(
         descendants,
         vec![(a.clone(), 1), (d.clone(), 1), (b.clone(), 2), (cc.clone(), 3)]
@@ -262,33 +266,13 @@ async fn a_25_level_chain_is_listed_whole() {
     let leaf = app
         .get_after(&c, &format!("/v1/users/{}/relationships", chain[24]), &token)
         .await;
-    let ancestors: Vec<(String, i64)> = leaf.body["ancestors"]
-        .as_array()
-        .expect("ancestors")
-        .iter()
-        .map(|x| {
-            (
-                x["id"].as_str().expect("id").to_string(),
-                x["depth"].as_i64().expect("depth"),
-            )
-        })
-        .collect();
+    let ancestors = ids_and_depths(&leaf.body["ancestors"]);
     let expected: Vec<(String, i64)> = (1..25).map(|d| (chain[24 - d].clone(), d as i64)).collect();
     assert_eq!(ancestors, expected, "every ancestor, nearest first");
     let root = app
         .get_after(&c, &format!("/v1/users/{}/relationships", chain[0]), &token)
         .await;
-    let descendants: Vec<(String, i64)> = root.body["descendants"]
-        .as_array()
-        .expect("descendants")
-        .iter()
-        .map(|x| {
-            (
-                x["id"].as_str().expect("id").to_string(),
-                x["depth"].as_i64().expect("depth"),
-            )
-        })
-        .collect();
+    let descendants = ids_and_depths(&root.body["descendants"]);
     let expected: Vec<(String, i64)> = (1..25).map(|d| (chain[d].clone(), d as i64)).collect();
     assert_eq!(descendants, expected, "24 levels below the root");
     assert_eq!(root.body["descendants_truncated"], false);

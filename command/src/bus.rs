@@ -5,20 +5,19 @@
 //! cancel a write half-way (sqlx is not cancel-safe inside `BEGIN`).
 
 use crate::catalog::{catalog_id, CardCatalog, CatalogError, CreateCardProduct};
+use crate::constraints::Constrained;
 use crate::constraints::Violation;
 use crate::household::{Household, HouseholdCommand, HouseholdError};
-use crate::store::{upcasters, EventRepo};
+use crate::store::{Append, AppendError, EventRepo, NewEvent, ReadError, Stream};
 use crate::user::{Argon2Services, User, UserCommand, UserError, UserServices};
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
-use cqrs_es::{Aggregate, AggregateError, EventStore};
+use cqrs_es::Aggregate;
 use lru::LruCache;
 use roster_events::card::{CardDoc, CardProductDoc, CatalogEvent};
 use roster_events::household::{HouseholdDoc, HouseholdEvent};
 use roster_events::user::{UserDoc, UserEvent};
-use roster_events::{meta, Timestamp};
+use roster_events::Timestamp;
 use sqlx::PgPool;
-use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use tracing::instrument;
@@ -52,20 +51,6 @@ pub struct Recovered {
     pub to: u64,
 }
 
-impl Meta {
-    fn to_map(&self) -> HashMap<String, String> {
-        let mut m = HashMap::with_capacity(5);
-        m.insert(meta::COMPANY_ID.into(), self.company_id.clone());
-        m.insert(meta::CLIENT_ID.into(), self.client_id.clone());
-        m.insert(meta::REQUEST_ID.into(), self.request_id.clone());
-        m.insert(meta::OCCURRED_AT.into(), self.at.to_string());
-        if let Some(k) = &self.idempotency_key {
-            m.insert(meta::IDEMPOTENCY_KEY.into(), k.clone());
-        }
-        m
-    }
-}
-
 /// The outcome of a command: the resulting document, its version and the
 /// events appended (none for a no-op).
 #[derive(Debug, Clone)]
@@ -93,22 +78,22 @@ pub enum CommandError {
     Internal(BoxError),
 }
 
-impl<E: std::error::Error + Into<CommandError>> From<AggregateError<E>> for CommandError {
-    fn from(e: AggregateError<E>) -> Self {
+impl From<AppendError> for CommandError {
+    fn from(e: AppendError) -> Self {
         match e {
-            AggregateError::UserError(e) => e.into(),
-            AggregateError::AggregateConflict => CommandError::Conflict,
-            AggregateError::DatabaseConnectionError(e) => CommandError::Unavailable(e),
-            AggregateError::DeserializationError(e) => CommandError::Internal(e),
-            AggregateError::UnexpectedError(e) => match e.downcast::<Violation>() {
-                Ok(v) => CommandError::Violation(*v),
-                // postgres-es reports a lost connection on read as unexpected.
-                Err(e) => match e.downcast::<sqlx::Error>() {
-                    Ok(e) if crate::store::is_unavailable(&e) => CommandError::Unavailable(e),
-                    Ok(e) => CommandError::Internal(e),
-                    Err(e) => CommandError::Internal(e),
-                },
-            },
+            AppendError::Conflict => CommandError::Conflict,
+            AppendError::Violation(v) => CommandError::Violation(v),
+            AppendError::Unavailable(e) => CommandError::Unavailable(Box::new(e)),
+            AppendError::Internal(e) => CommandError::Internal(Box::new(e)),
+        }
+    }
+}
+
+impl From<ReadError> for CommandError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Unavailable(e) => CommandError::Unavailable(Box::new(e)),
+            e => CommandError::Internal(Box::new(e)),
         }
     }
 }
@@ -125,72 +110,68 @@ pub enum Load {
 /// Aggregates kept per type, as this process last committed them.
 const CACHED_AGGREGATES: usize = 20_000;
 /// A load that applies this many events leaves a snapshot.
-const SNAPSHOT_AFTER: usize = 100;
+const SNAPSHOT_AFTER: u64 = 100;
 
-/// One aggregate type's write side: appends (through cqrs-es's store),
-/// reads, and a cache of aggregates as this process last committed them.
-/// A cached aggregate (or, on a miss, a snapshot) is only a starting point:
-/// every load reads the events after its sequence (none, unless another
-/// process wrote), so the cost of a command does not grow with its stream,
-/// and nothing stale is decided on.
+/// One aggregate type's write side: the store, and a cache of aggregates as
+/// this process last committed them. A cached aggregate (or, on a miss, a
+/// snapshot) is only a starting point: every load reads the events after
+/// its sequence (none, unless another process wrote), so the cost of a
+/// command does not grow with its stream, and nothing stale is decided on.
 struct Side<A: Aggregate> {
-    store: PersistedEventStore<EventRepo, A>,
-    reads: EventRepo,
-    cache: Mutex<LruCache<Uuid, (A, usize)>>,
+    store: EventRepo,
+    cache: Mutex<LruCache<Uuid, (A, u64)>>,
 }
 
-impl<A: Aggregate + Clone> Side<A> {
-    fn new(pool: &PgPool) -> Self {
+impl<A: Constrained + Clone> Side<A> {
+    fn new(store: EventRepo) -> Self {
         Side {
-            store: PersistedEventStore::new_event_store(EventRepo::new(pool.clone())).with_upcasters(upcasters()),
-            reads: EventRepo::new(pool.clone()),
+            store,
             cache: Mutex::new(LruCache::new(
                 NonZeroUsize::new(CACHED_AGGREGATES).expect("a positive capacity"),
             )),
         }
     }
 
-    /// The aggregate now: the cached one, else its snapshot, else nothing,
-    /// brought up to date with the events after it. A load that had to
-    /// apply [`SNAPSHOT_AFTER`] events or more leaves a snapshot behind (in
-    /// the background), so the next cold load is short too.
-    async fn load(&self, id: Uuid) -> Result<EventStoreAggregateContext<A>, AggregateError<A::Error>> {
-        let id_text = id.to_string();
+    /// The aggregate now and its version: the cached one, else its
+    /// snapshot, else nothing, brought up to date with the events after it.
+    /// A load that had to apply [`SNAPSHOT_AFTER`] events or more leaves a
+    /// snapshot behind (in the background), so the next cold load is short
+    /// too.
+    async fn load(&self, id: Uuid) -> Result<(A, u64), CommandError> {
         let cached = self.cache.lock().ok().and_then(|mut c| c.get(&id).cloned());
-        let (mut aggregate, mut sequence) = match cached {
+        let (mut aggregate, mut version) = match cached {
             Some(c) => c,
-            None => self.reads.snapshot::<A>(&id_text).await?.unwrap_or_default(),
+            None => self.store.snapshot::<A>(id).await.unwrap_or_default(),
         };
-        let from = sequence;
-        for e in self.reads.events_after::<A>(&id_text, sequence).await? {
-            sequence = e.sequence;
-            aggregate.apply(e.payload);
+        let from = version;
+        for (sequence, event) in self.store.events_after::<A>(id, version).await? {
+            version = sequence;
+            aggregate.apply(event);
         }
-        if sequence - from >= SNAPSHOT_AFTER {
+        if version - from >= SNAPSHOT_AFTER {
             match serde_json::to_value(&aggregate) {
                 Ok(payload) => {
-                    let (pool, id) = (self.reads.pool().clone(), id_text.clone());
+                    let store = self.store.clone();
+                    let stream = Stream {
+                        aggregate_type: A::TYPE,
+                        id,
+                    };
                     tokio::spawn(async move {
-                        if let Err(e) = EventRepo::save_snapshot(&pool, A::TYPE, &id, sequence, &payload).await {
+                        if let Err(e) = store.save_snapshot(stream, version, &payload).await {
                             tracing::warn!(aggregate_id = %id, error = %e, "cannot save a snapshot");
                         }
                     });
                 }
-                Err(e) => tracing::warn!(aggregate_id = %id_text, error = %e, "cannot serialise a snapshot"),
+                Err(e) => tracing::warn!(aggregate_id = %id, error = %e, "cannot serialise a snapshot"),
             }
         }
-        Ok(EventStoreAggregateContext {
-            aggregate_id: id_text,
-            aggregate,
-            current_sequence: sequence,
-            current_snapshot: None,
-        })
+        Ok((aggregate, version))
     }
 
-    /// Keeps an aggregate as just committed at `sequence`.
-    fn remember(&self, id: Uuid, aggregate: &A, sequence: usize) {
+    /// Keeps an aggregate as just committed at `version`.
+    fn remember(&self, id: Uuid, aggregate: &A, version: u64) {
         if let Ok(mut c) = self.cache.lock() {
-            c.put(id, (aggregate.clone(), sequence));
+            c.put(id, (aggregate.clone(), version));
         }
     }
 }
@@ -208,11 +189,13 @@ pub struct Commands {
 }
 
 impl Commands {
+    /// Starts the store's group-commit writer (needs a Tokio runtime).
     pub fn new(pool: PgPool) -> Self {
+        let store = EventRepo::new(pool.clone());
         Self {
-            users: Arc::new(Side::new(&pool)),
-            households: Arc::new(Side::new(&pool)),
-            catalogs: Arc::new(Side::new(&pool)),
+            users: Arc::new(Side::new(store.clone())),
+            households: Arc::new(Side::new(store.clone())),
+            catalogs: Arc::new(Side::new(store)),
             user_services: Arc::new(Argon2Services),
             appended: Arc::new(tokio::sync::watch::Sender::new(0)),
             pool,
@@ -242,14 +225,14 @@ impl Commands {
 
     /// A user of the company as the store has it now (write side).
     pub async fn current_user(&self, company_id: &str, user_id: Uuid) -> Result<Option<UserDoc>, CommandError> {
-        let context = self.users.load(user_id).await?;
-        Ok(context.aggregate.doc().filter(|d| d.company_id == company_id).cloned())
+        let (user, _) = self.users.load(user_id).await?;
+        Ok(user.doc().filter(|d| d.company_id == company_id).cloned())
     }
 
     /// A company's card catalog, as of now.
     pub async fn catalog(&self, company_id: &str) -> Result<CardCatalog, CommandError> {
-        let context = self.catalogs.load(catalog_id(company_id)).await?;
-        Ok(context.aggregate)
+        let (catalog, _) = self.catalogs.load(catalog_id(company_id)).await?;
+        Ok(catalog)
     }
 
     /// Creates a card product in its company's catalog.
@@ -397,44 +380,48 @@ async fn execute<A>(
     mut load: Load,
 ) -> Result<(A, u64, Vec<A::Event>), CommandError>
 where
-    A: Aggregate + Clone,
+    A: Constrained + Clone,
     A::Command: Clone,
     A::Error: Into<CommandError>,
 {
     if let Some(r) = meta.recovered.as_ref().filter(|r| r.aggregate_type == A::TYPE) {
         return recover(&side.store, r).await;
     }
-    let id_text = id.to_string();
+    let stream = Stream {
+        aggregate_type: A::TYPE,
+        id,
+    };
     for attempt in 0..MAX_ATTEMPTS {
-        let mut context = match load {
-            Load::Fresh => EventStoreAggregateContext {
-                aggregate_id: id_text.clone(),
-                aggregate: A::default(),
-                current_sequence: 0,
-                current_snapshot: None,
-            },
+        let (mut aggregate, version) = match load {
+            Load::Fresh => (A::default(), 0),
             Load::Existing => side.load(id).await?,
         };
+        // The sink applies each event to the aggregate as it is decided.
         let sink = EventSink::default();
-        context
-            .aggregate
+        aggregate
             .handle(command.clone(), services, &sink)
             .await
-            .map_err(AggregateError::UserError)?;
+            .map_err(Into::into)?;
         let events = sink.collect().await;
-        let version = (context.current_sequence + events.len()) as u64;
-        let after = context.aggregate.clone();
         if events.is_empty() {
-            return Ok((after, version, events));
+            return Ok((aggregate, version, events));
         }
-        match side.store.commit(events.clone(), context, meta.to_map()).await {
-            Ok(_) => {
-                side.remember(id, &after, version as usize);
+        let constraints = events.iter().flat_map(A::constraints).collect();
+        let append = Append::new(
+            stream,
+            version,
+            events.iter().map(NewEvent::of).collect(),
+            constraints,
+            meta,
+        );
+        match side.store.append(append).await {
+            Ok(appended) => {
+                side.remember(id, &aggregate, appended.version);
                 // Tests stop Postgres here: committed, not yet answered.
                 fail::fail_point!("command::committed");
-                return Ok((after, version, events));
+                return Ok((aggregate, appended.version, events));
             }
-            Err(AggregateError::AggregateConflict) => {
+            Err(AppendError::Conflict) => {
                 tracing::debug!(attempt, "optimistic conflict, retrying");
                 load = Load::Existing;
                 // A little jitter, growing with the attempts, so racing
@@ -450,23 +437,18 @@ where
 
 /// The outcome of a command that already committed: the aggregate right
 /// after its last event, and its events.
-async fn recover<A, S>(store: &S, r: &Recovered) -> Result<(A, u64, Vec<A::Event>), CommandError>
-where
-    A: Aggregate,
-    A::Error: Into<CommandError>,
-    S: EventStore<A, AC = EventStoreAggregateContext<A>>,
-{
+async fn recover<A: Aggregate>(store: &EventRepo, r: &Recovered) -> Result<(A, u64, Vec<A::Event>), CommandError> {
+    let id = Uuid::parse_str(&r.aggregate_id).map_err(|e| CommandError::Internal(Box::new(e)))?;
     let mut aggregate = A::default();
     let mut events = Vec::new();
-    for envelope in store.load_events(&r.aggregate_id).await? {
-        let sequence = envelope.sequence as u64;
+    for (sequence, event) in store.events_after::<A>(id, 0).await? {
         if sequence > r.to {
             break;
         }
         if sequence >= r.from {
-            events.push(envelope.payload.clone());
+            events.push(event.clone());
         }
-        aggregate.apply(envelope.payload);
+        aggregate.apply(event);
     }
     Ok((aggregate, r.to, events))
 }

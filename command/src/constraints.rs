@@ -2,10 +2,13 @@
 //! aggregate. Deriving them is pure (here); enforcing them happens in the
 //! append transaction ([`crate::store`]).
 
-use cqrs_es::persist::PersistenceError;
+use crate::catalog::CardCatalog;
+use crate::household::Household;
+use crate::user::User;
+use cqrs_es::Aggregate;
+use roster_events::card::CatalogEvent;
 use roster_events::household::HouseholdEvent;
 use roster_events::user::UserEvent;
-use serde_json::Value;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,12 +117,27 @@ pub enum Violation {
     AccountNotOwned,
 }
 
-/// The constraints of one stored event.
-pub fn of(aggregate_type: &str, payload: &Value) -> Result<Vec<Constraint>, PersistenceError> {
-    match aggregate_type {
-        "user" => Ok(of_user(&serde_json::from_value(payload.clone())?)),
-        "household" => Ok(of_household(&serde_json::from_value(payload.clone())?)),
-        _ => Ok(Vec::new()),
+/// An aggregate whose events may carry constraints.
+pub trait Constrained: Aggregate {
+    /// What `event` claims or requires beyond its own aggregate.
+    fn constraints(event: &Self::Event) -> Vec<Constraint>;
+}
+
+impl Constrained for User {
+    fn constraints(event: &UserEvent) -> Vec<Constraint> {
+        of_user(event)
+    }
+}
+
+impl Constrained for Household {
+    fn constraints(event: &HouseholdEvent) -> Vec<Constraint> {
+        of_household(event)
+    }
+}
+
+impl Constrained for CardCatalog {
+    fn constraints(_: &CatalogEvent) -> Vec<Constraint> {
+        Vec::new()
     }
 }
 

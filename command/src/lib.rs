@@ -3,8 +3,9 @@
 //! - [`user`]: the User aggregate (pure rules, given/when/then tests) and
 //!   the requests that become its commands;
 //! - [`validate`], [`secret`]: field rules and secret hashing;
-//! - [`constraints`], [`store`]: cross-aggregate rules enforced in the same
-//!   transaction as the append;
+//! - [`constraints`], [`store`], [`writer`]: cross-aggregate rules enforced
+//!   atomically with the typed append; concurrent appends share a statement
+//!   (group commit);
 //! - [`bus`]: runs a command to completion (load, decide, append, retry on
 //!   conflict) in its own task.
 
@@ -18,6 +19,7 @@ pub mod secret;
 pub mod store;
 pub mod user;
 pub mod validate;
+pub mod writer;
 
 pub use bus::{CommandError, Commands, Committed, Meta, Recovered};
 pub use constraints::Violation;

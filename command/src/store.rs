@@ -1,134 +1,334 @@
-//! The event store: postgres-es for reads, our own append for writes.
+//! The event store: typed appends, stream reads, snapshots.
 //!
-//! postgres-es opens its own transaction per append and maps every unique
-//! violation to one optimistic-lock error. Rules that span aggregates
-//! (unique email / external reference / account id per company, parents in
-//! the same company) must hold under concurrency with a precise error, so
-//! [`EventRepo::persist`] appends the events *and* the write-side
-//! constraint rows ([`crate::constraints`]) in one transaction. A failed
-//! command therefore leaves no reservation behind, and two racing commands
-//! serialise on the constraint row.
+//! An append is a stream's new events *and* the write-side constraints they
+//! carry ([`crate::constraints`]: unique email / external reference /
+//! account id per company, parents in the same company, no cycles), in one
+//! atomic write: a failed command leaves no reservation behind, and two
+//! racing commands serialise on the constraint row. The outcome is typed:
+//! [`Appended`] or an [`AppendError`] saying whether the stream moved on
+//! ([`AppendError::Conflict`]), a rule would break
+//! ([`AppendError::Violation`]), or Postgres is out of reach.
+//!
+//! Two ways to write, chosen by the constraints:
+//!
+//! - the common append (events, claims of unique values, a parentless new
+//!   user) is one statement, and concurrent ones share it: they go through
+//!   the group-commit [`Writer`](crate::writer);
+//! - an append that must lock or read first (a parent link, a release of a
+//!   claim, an account-ownership check) runs its own transaction here, with
+//!   every row it may wait for taken in one order all writers share.
+//!
+//! Reads are plain: a stream's events after a sequence, upcast and typed,
+//! and the latest snapshot, read through postgres-es' snapshot store.
 
-use crate::constraints::{self, Claim, Constraint, Violation};
-use cqrs_es::persist::{PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot};
-use cqrs_es::Aggregate;
+use crate::bus::Meta;
+use crate::constraints::{Claim, Constraint, Violation};
+use crate::writer::Writer;
+use cqrs_es::persist::PersistedEventRepository;
+use cqrs_es::{Aggregate, DomainEvent};
 use postgres_es::PostgresEventRepository;
 use roster_events::meta;
 use serde_json::Value;
 use sqlx::{PgPool, Postgres, Transaction};
+use std::sync::Arc;
 use uuid::Uuid;
 
-/// Reads through postgres-es; appends through [`EventRepo::append`].
+/// One aggregate's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Stream {
+    pub aggregate_type: &'static str,
+    pub id: Uuid,
+}
+
+/// An event ready to store: its name, version and payload as JSON text.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: String,
+}
+
+impl NewEvent {
+    pub fn of<E: DomainEvent>(event: &E) -> Self {
+        NewEvent {
+            event_type: event.event_type(),
+            event_version: event.event_version(),
+            // Derived `Serialize` of string-keyed data cannot fail.
+            payload: serde_json::to_string(event).expect("events serialise"),
+        }
+    }
+}
+
+/// One append, owned (it may wait in the writer's queue).
+#[derive(Debug, Clone)]
+pub struct Append {
+    pub stream: Stream,
+    /// The stream's version the events follow (0: a new stream).
+    pub expected_version: u64,
+    pub events: Vec<NewEvent>,
+    pub constraints: Vec<Constraint>,
+    pub company_id: String,
+    /// Every event's metadata, as JSON text.
+    pub metadata: String,
+    /// The client and idempotency key of the request: the append records on
+    /// that key what it committed (see `src/http/idempotency.rs`), so that
+    /// whatever happens after the commit, a retry finds it.
+    pub request: Option<(String, String)>,
+}
+
+impl Append {
+    pub fn new(
+        stream: Stream,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+        constraints: Vec<Constraint>,
+        origin: &Meta,
+    ) -> Self {
+        let mut metadata = serde_json::Map::with_capacity(5);
+        let mut put = |k: &str, v: &str| metadata.insert(k.to_string(), Value::String(v.to_string()));
+        put(meta::COMPANY_ID, &origin.company_id);
+        put(meta::CLIENT_ID, &origin.client_id);
+        put(meta::REQUEST_ID, &origin.request_id);
+        put(meta::OCCURRED_AT, &origin.at.to_string());
+        if let Some(k) = &origin.idempotency_key {
+            put(meta::IDEMPOTENCY_KEY, k);
+        }
+        Append {
+            stream,
+            expected_version,
+            events,
+            constraints,
+            company_id: origin.company_id.clone(),
+            metadata: Value::Object(metadata).to_string(),
+            request: origin
+                .idempotency_key
+                .as_ref()
+                .map(|k| (origin.client_id.clone(), k.clone())),
+        }
+    }
+
+    /// The stream's version after this append.
+    pub fn version(&self) -> u64 {
+        self.expected_version + self.events.len() as u64
+    }
+
+    /// Claims and the registration of a parentless user need no lock and no
+    /// read: the one-statement (batched) append can do them.
+    pub(crate) fn fits_one_statement(&self) -> bool {
+        self.constraints
+            .iter()
+            .all(|c| matches!(c, Constraint::Claim(_) | Constraint::Register { parent: None }))
+    }
+}
+
+/// What an append wrote: the stream's new version and the global position
+/// of its last event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub version: u64,
+    pub position: i64,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AppendError {
+    /// Another command appended to the stream first (or Postgres gave up on
+    /// a transaction that raced another): load again and retry.
+    #[error("the stream moved past the expected version")]
+    Conflict,
+    #[error(transparent)]
+    Violation(#[from] Violation),
+    /// Postgres is out of reach for now: the client may retry.
+    #[error("event store unavailable: {0}")]
+    Unavailable(Arc<sqlx::Error>),
+    #[error("event store error: {0}")]
+    Internal(Arc<sqlx::Error>),
+}
+
+impl From<sqlx::Error> for AppendError {
+    fn from(e: sqlx::Error) -> Self {
+        if is_race(&e) || matches!(&e, sqlx::Error::Database(db) if db.is_unique_violation()) {
+            AppendError::Conflict
+        } else if is_unavailable(&e) {
+            AppendError::Unavailable(Arc::new(e))
+        } else {
+            AppendError::Internal(Arc::new(e))
+        }
+    }
+}
+
+/// Reads of the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("event store unavailable: {0}")]
+    Unavailable(sqlx::Error),
+    #[error("event store error: {0}")]
+    Internal(sqlx::Error),
+    #[error("unreadable event {sequence} of {aggregate_id}: {error}")]
+    Unreadable {
+        aggregate_id: Uuid,
+        sequence: u64,
+        error: serde_json::Error,
+    },
+}
+
+impl From<sqlx::Error> for ReadError {
+    fn from(e: sqlx::Error) -> Self {
+        if is_unavailable(&e) {
+            ReadError::Unavailable(e)
+        } else {
+            ReadError::Internal(e)
+        }
+    }
+}
+
+/// The store, shared by every aggregate type's write side.
+#[derive(Clone)]
 pub struct EventRepo {
     pool: PgPool,
-    reads: PostgresEventRepository,
+    snapshots: Arc<PostgresEventRepository>,
+    writer: Writer,
 }
 
 impl EventRepo {
+    /// Starts the group-commit writer on `pool` (needs a Tokio runtime).
     pub fn new(pool: PgPool) -> Self {
         Self {
-            reads: PostgresEventRepository::new(pool.clone()),
+            snapshots: Arc::new(PostgresEventRepository::new(pool.clone())),
+            writer: Writer::start(pool.clone()),
             pool,
         }
     }
 
-    async fn append(&self, aggregate_type: &str, events: &[SerializedEvent]) -> Result<(), PersistenceError> {
-        // One append is one aggregate's events of one request: one owner,
-        // one company.
-        let Some(first) = events.first() else { return Ok(()) };
-        let company = first
-            .metadata
-            .get(meta::COMPANY_ID)
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let owner: Uuid = first
-            .aggregate_id
-            .parse()
-            .map_err(|e| PersistenceError::UnknownError(Box::new(e)))?;
-        let mut all = Vec::new();
-        for event in events {
-            all.extend(constraints::of(aggregate_type, &event.payload)?);
-        }
-        if all.iter().all(Constraint::fits_one_statement) {
-            return append_in_one_statement(&self.pool, aggregate_type, events, company, owner, &all).await;
-        }
-        let mut tx = self.pool.begin().await.map_err(connection)?;
-        // Every row and lock this append may wait for comes first, in one
-        // order all writers share (see `Step`), and the events last: two
-        // appends cannot deadlock on claims, and a transaction waits
-        // before its first write rather than after it.
-        let steps = steps(&mut tx, company, owner, all).await?;
-        for step in steps {
-            apply(&mut tx, company, owner, step).await?;
-        }
-        insert_events(&mut tx, aggregate_type, events).await?;
-        remember(&mut tx, aggregate_type, events).await?;
-        tx.commit().await.map_err(connection)
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
     }
-}
 
-/// The client and idempotency key of the request an append serves.
-struct Request<'a> {
-    client: Option<&'a str>,
-    key: Option<&'a str>,
-}
+    /// Appends `events` to `stream` at `expected_version`, with the
+    /// constraints they carry, atomically.
+    pub async fn append(&self, append: Append) -> Result<Appended, AppendError> {
+        if append.events.is_empty() {
+            return Ok(Appended {
+                version: append.expected_version,
+                position: 0,
+            });
+        }
+        if append.fits_one_statement() {
+            return self.writer.append(append).await;
+        }
+        append_in_transaction(&self.pool, &append).await
+    }
 
-impl<'a> Request<'a> {
-    fn of(events: &'a [SerializedEvent]) -> Self {
-        let meta = |name| {
-            events
-                .first()
-                .and_then(|e| e.metadata.get(name))
-                .and_then(Value::as_str)
+    /// The stream's events after `sequence`, upcast and typed, with their
+    /// sequences.
+    pub async fn events_after<A: Aggregate>(&self, id: Uuid, sequence: u64) -> Result<Vec<(u64, A::Event)>, ReadError> {
+        let rows: Vec<(i64, String, String, String)> = sqlx::query_as(
+            "SELECT sequence, event_type, event_version, payload::text FROM events
+              WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3
+              ORDER BY sequence",
+        )
+        .bind(A::TYPE)
+        .bind(id.to_string())
+        .bind(sequence as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(sequence, event_type, version, payload)| {
+                let (_, payload) = roster_events::upcast::upcast_text(A::TYPE, &event_type, &version, payload);
+                serde_json::from_str(&payload)
+                    .map(|event| (sequence as u64, event))
+                    .map_err(|error| ReadError::Unreadable {
+                        aggregate_id: id,
+                        sequence: sequence as u64,
+                        error,
+                    })
+            })
+            .collect()
+    }
+
+    /// The aggregate's latest snapshot, if it has one this code can read.
+    /// Snapshots only shorten loads: one written by an older shape of the
+    /// aggregate, or one that cannot be read now, is ignored (the stream is
+    /// read instead, and reports a real outage).
+    pub async fn snapshot<A: Aggregate>(&self, id: Uuid) -> Option<(A, u64)> {
+        let snapshot = match self.snapshots.get_snapshot::<A>(&id.to_string()).await {
+            Ok(s) => s?,
+            Err(e) => {
+                tracing::debug!(aggregate_id = %id, error = %e, "snapshot not read");
+                return None;
+            }
         };
-        Request {
-            client: meta(meta::CLIENT_ID),
-            key: meta(meta::IDEMPOTENCY_KEY),
+        match serde_json::from_value::<A>(snapshot.aggregate) {
+            Ok(a) => Some((a, snapshot.current_snapshot as u64)),
+            Err(e) => {
+                tracing::warn!(aggregate_id = %id, error = %e, "unreadable snapshot ignored");
+                None
+            }
         }
+    }
+
+    /// Replaces the aggregate's snapshot with one at `sequence` (unless a
+    /// newer one is there). Whichever a racing writer leaves, the events
+    /// after it are read on top.
+    pub async fn save_snapshot(&self, stream: Stream, sequence: u64, payload: &Value) -> sqlx::Result<()> {
+        sqlx::query(
+            "WITH older AS (
+                 DELETE FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2 AND last_sequence < $3
+             )
+             INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload)
+             SELECT $1, $2, $3, $3, $4::json
+              WHERE NOT EXISTS (SELECT 1 FROM snapshots
+                                 WHERE aggregate_type = $1 AND aggregate_id = $2 AND last_sequence >= $3)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(stream.aggregate_type)
+        .bind(stream.id.to_string())
+        .bind(sequence as i64)
+        .bind(payload.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }
 
-/// Records, in the append's own transaction, what the request behind its
-/// idempotency key committed (see `src/http/idempotency.rs`): whatever
-/// happens after the commit, a retry finds it.
-async fn remember(
-    tx: &mut Transaction<'_, Postgres>,
-    aggregate_type: &str,
-    events: &[SerializedEvent],
-) -> Result<(), PersistenceError> {
-    let (
-        Request {
-            client: Some(client),
-            key: Some(key),
-        },
-        Some(first),
-        Some(last),
-    ) = (Request::of(events), events.first(), events.last())
-    else {
-        return Ok(());
-    };
-    sqlx::query(
-        "UPDATE idempotency_keys SET committed_type = $3, committed_id = $4, committed_from = $5, committed_to = $6
-          WHERE client_id = $1 AND key = $2",
-    )
-    .bind(client)
-    .bind(key)
-    .bind(aggregate_type)
-    .bind(&first.aggregate_id)
-    .bind(first.sequence as i64)
-    .bind(last.sequence as i64)
-    .execute(&mut **tx)
-    .await
-    .map_err(connection)?;
-    Ok(())
+/// An append that must lock or read before it writes, in its own
+/// transaction. Every row and lock it may wait for comes first, in one
+/// order all writers share (see [`Step`]), and the events last: two appends
+/// cannot deadlock on claims, and a transaction waits before its first
+/// write rather than after it.
+async fn append_in_transaction(pool: &PgPool, append: &Append) -> Result<Appended, AppendError> {
+    let mut tx = pool.begin().await?;
+    let (company, owner) = (append.company_id.as_str(), append.stream.id);
+    for step in steps(&mut tx, company, owner, &append.constraints).await? {
+        apply(&mut tx, company, owner, step).await?;
+    }
+    let position = crate::writer::insert_events(&mut tx, append).await?;
+    if let Some((client, key)) = &append.request {
+        sqlx::query(
+            "UPDATE idempotency_keys SET committed_type = $3, committed_id = $4, committed_from = $5, committed_to = $6
+              WHERE client_id = $1 AND key = $2",
+        )
+        .bind(client)
+        .bind(key)
+        .bind(append.stream.aggregate_type)
+        .bind(append.stream.id.to_string())
+        .bind(append.expected_version as i64 + 1)
+        .bind(append.version() as i64)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(Appended {
+        version: append.version(),
+        position,
+    })
 }
 
-/// One step of a multi-statement append, in the order [`steps`] sorts them:
+/// One step of a transactional append, in the order [`steps`] sorts them:
 /// the company's parent lock, then unique-claim rows by `(kind, value)` (a
 /// release before a claim of the same row), then the checks and registry
 /// writes that wait for nothing.
 #[derive(Debug)]
-enum Step {
+enum Step<'a> {
     ParentLock,
     Release {
         kind: &'static str,
@@ -139,10 +339,10 @@ enum Step {
         value: String,
         taken: Violation,
     },
-    Then(Constraint),
+    Then(&'a Constraint),
 }
 
-impl Step {
+impl Step<'_> {
     /// The claim row a step touches, for sorting.
     fn row(&self) -> Option<(&'static str, &str)> {
         match self {
@@ -154,12 +354,12 @@ impl Step {
 
 /// The constraints as ordered steps. A release by kind is resolved to the
 /// owner's current value (only the owner's own appends change it).
-async fn steps(
+async fn steps<'a>(
     tx: &mut Transaction<'_, Postgres>,
     company: &str,
     owner: Uuid,
-    constraints: Vec<Constraint>,
-) -> Result<Vec<Step>, PersistenceError> {
+    constraints: &'a [Constraint],
+) -> Result<Vec<Step<'a>>, AppendError> {
     let mut steps = Vec::with_capacity(constraints.len() + 1);
     let released: Vec<&'static str> = constraints
         .iter()
@@ -176,8 +376,7 @@ async fn steps(
         .bind(owner)
         .bind(&released)
         .fetch_all(&mut **tx)
-        .await
-        .map_err(connection)?;
+        .await?;
         for (kind, value) in held {
             if let Some(kind) = released.iter().find(|k| **k == kind) {
                 steps.push(Step::Release { kind, value });
@@ -207,7 +406,7 @@ async fn steps(
         }
     }
     steps.sort_by(|a, b| {
-        let rank = |s: &Step| match s {
+        let rank = |s: &Step<'_>| match s {
             Step::ParentLock => 0,
             Step::Release { .. } | Step::Claim { .. } => 1,
             Step::Then(_) => 2,
@@ -219,7 +418,7 @@ async fn steps(
     });
     // The same claim twice is one; releasing and re-claiming one row (an
     // email changed only in case) keeps it.
-    let mut ordered: Vec<Step> = Vec::with_capacity(steps.len());
+    let mut ordered: Vec<Step<'a>> = Vec::with_capacity(steps.len());
     for step in steps {
         match (ordered.last(), &step) {
             (Some(prev @ Step::Claim { .. }), Step::Claim { .. }) if prev.row() == step.row() => continue,
@@ -233,87 +432,129 @@ async fn steps(
     Ok(ordered)
 }
 
-impl Constraint {
-    /// Claims and the registration of a parentless user need no lock and no
-    /// read: [`append_in_one_statement`] can do them.
-    fn fits_one_statement(&self) -> bool {
-        matches!(self, Constraint::Claim(_) | Constraint::Register { parent: None })
-    }
-}
-
-/// The common append — events, claims of unique values, a new user's
-/// registry row — as a single statement: one round trip and no explicit
-/// transaction, atomic all the same. A claim held by another owner makes
-/// `roster_claim_taken` raise, which undoes the whole statement.
-async fn append_in_one_statement(
-    pool: &PgPool,
-    aggregate_type: &str,
-    events: &[SerializedEvent],
+async fn apply(
+    tx: &mut Transaction<'_, Postgres>,
     company: &str,
     owner: Uuid,
-    constraints: &[Constraint],
-) -> Result<(), PersistenceError> {
-    let request = Request::of(events);
-    let columns = Columns::of(events);
-    let mut claims: Vec<&Claim> = Vec::new();
-    let mut register = false;
-    for c in constraints {
-        match c {
-            // ON CONFLICT cannot touch one row twice in a statement.
-            Constraint::Claim(claim) if !claims.iter().any(|x| x.key() == claim.key()) => claims.push(claim),
-            Constraint::Register { .. } => register = true,
-            _ => {}
+    step: Step<'_>,
+) -> Result<(), AppendError> {
+    match step {
+        Step::ParentLock => {
+            // Serialises every parent link of the company.
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext('roster.parents.' || $1))")
+                .bind(company)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Step::Claim { kind, value, taken } => {
+            // A claim already held by the same owner is kept; one held by
+            // another owner is a violation. A racing insert of the same
+            // value waits here until the other transaction ends.
+            let row = sqlx::query_scalar::<_, Uuid>(
+                "INSERT INTO unique_claims (company_id, kind, value, owner_id) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (company_id, kind, value) DO UPDATE SET owner_id = unique_claims.owner_id
+                 RETURNING owner_id",
+            )
+            .bind(company)
+            .bind(kind)
+            .bind(&value)
+            .bind(owner)
+            .fetch_one(&mut **tx)
+            .await?;
+            if row != owner {
+                return Err(taken.into());
+            }
+        }
+        Step::Release { kind, value } => {
+            sqlx::query(
+                "DELETE FROM unique_claims WHERE company_id = $1 AND kind = $2 AND value = $3 AND owner_id = $4",
+            )
+            .bind(company)
+            .bind(kind)
+            .bind(&value)
+            .bind(owner)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Step::Then(Constraint::AccountOwnedBy { account_id, user_id }) => {
+            let owned: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM unique_claims
+                                 WHERE company_id = $1 AND kind = 'account' AND value = $2 AND owner_id = $3)",
+            )
+            .bind(company)
+            .bind(account_id)
+            .bind(user_id)
+            .fetch_one(&mut **tx)
+            .await?;
+            if !owned {
+                return Err(Violation::AccountNotOwned.into());
+            }
+        }
+        Step::Then(Constraint::LinkParent(parent)) => {
+            // Under the company's parent lock (taken first): the parent
+            // exists here, and walking up from it never reaches the user.
+            if !user_in_company(tx, company, *parent).await? {
+                return Err(Violation::ParentNotFound.into());
+            }
+            let cycle: bool = sqlx::query_scalar(
+                "WITH RECURSIVE up(id) AS (
+                     SELECT $1::uuid
+                     UNION
+                     SELECT r.parent_id FROM user_registry r JOIN up ON r.user_id = up.id
+                      WHERE r.parent_id IS NOT NULL)
+                 SELECT EXISTS (SELECT 1 FROM up WHERE id = $2)",
+            )
+            .bind(parent)
+            .bind(owner)
+            .fetch_one(&mut **tx)
+            .await?;
+            if cycle {
+                return Err(Violation::RelationshipCycle.into());
+            }
+            set_parent(tx, owner, Some(*parent)).await?;
+        }
+        Step::Then(Constraint::UnlinkParent) => set_parent(tx, owner, None).await?,
+        Step::Then(Constraint::Register { parent }) => {
+            if let Some(parent) = parent {
+                if !user_in_company(tx, company, *parent).await? {
+                    return Err(Violation::ParentNotFound.into());
+                }
+            }
+            sqlx::query("INSERT INTO user_registry (user_id, company_id, parent_id) VALUES ($1, $2, $3)")
+                .bind(owner)
+                .bind(company)
+                .bind(parent)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Step::Then(c @ (Constraint::Claim(_) | Constraint::Release(_) | Constraint::ReleaseValue(_))) => {
+            unreachable!("claims and releases become their own steps: {c:?}")
         }
     }
-    // Rows in the order every writer takes them (see `Step`).
-    claims.sort_by_key(|c| c.key());
-    let (kinds, values): (Vec<&str>, Vec<String>) = claims.iter().map(|c| c.key()).unzip();
-    let result = sqlx::query(
-        "WITH appended AS (
-             INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-             SELECT $1, $2, s, t, v, p::json, m::json
-               FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[]) AS u(s, t, v, p, m)
-         ), claimed AS (
-             INSERT INTO unique_claims (company_id, kind, value, owner_id)
-             SELECT $8, k, v, $9 FROM UNNEST($10::text[], $11::text[]) AS c(k, v)
-             ON CONFLICT (company_id, kind, value) DO UPDATE SET owner_id = unique_claims.owner_id
-             RETURNING kind, owner_id
-         ), registered AS (
-             INSERT INTO user_registry (user_id, company_id) SELECT $9, $8 WHERE $12
-         ), remembered AS (
-             UPDATE idempotency_keys SET committed_type = $1, committed_id = $2,
-                    committed_from = $3[1], committed_to = $3[array_length($3, 1)]
-              WHERE client_id = $13 AND key = $14
-         )
-         SELECT roster_claim_taken(kind) FROM claimed WHERE owner_id <> $9",
-    )
-    .bind(aggregate_type)
-    .bind(&events[0].aggregate_id)
-    .bind(&columns.seqs)
-    .bind(&columns.types)
-    .bind(&columns.versions)
-    .bind(&columns.payloads)
-    .bind(&columns.metas)
-    .bind(company)
-    .bind(owner)
-    .bind(&kinds)
-    .bind(&values)
-    .bind(register)
-    .bind(request.client)
-    .bind(request.key)
-    .execute(pool)
-    .await;
-    match result {
-        Ok(_) => Ok(()),
-        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Err(PersistenceError::OptimisticLockError),
-        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(CLAIM_TAKEN) => {
-            let kind = db.message();
-            let claim = claims.iter().find(|c| c.kind().as_str() == kind).ok_or_else(|| {
-                PersistenceError::UnknownError(format!("unknown claim kind {kind} reported taken").into())
-            })?;
-            Err(violation(claim.taken()))
-        }
-        Err(e) => Err(connection(e)),
+    Ok(())
+}
+
+/// Whether the user exists in the company (for parent links).
+async fn user_in_company(tx: &mut Transaction<'_, Postgres>, company: &str, user: Uuid) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM user_registry WHERE company_id = $1 AND user_id = $2)")
+        .bind(company)
+        .bind(user)
+        .fetch_one(&mut **tx)
+        .await
+}
+
+async fn set_parent(tx: &mut Transaction<'_, Postgres>, user: Uuid, parent: Option<Uuid>) -> sqlx::Result<()> {
+    sqlx::query("UPDATE user_registry SET parent_id = $2 WHERE user_id = $1")
+        .bind(user)
+        .bind(parent)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+impl Claim {
+    pub(crate) fn key(&self) -> (&'static str, String) {
+        (self.kind().as_str(), self.value())
     }
 }
 
@@ -337,367 +578,9 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
     }
 }
 
-/// SQLSTATE raised by `roster_claim_taken`.
-const CLAIM_TAKEN: &str = "RS001";
-
 /// Whether `e` is Postgres giving up on a transaction that raced another
 /// (deadlock, serialization failure): the command is retried like an
 /// optimistic conflict.
 fn is_race(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")))
-}
-
-fn connection(e: sqlx::Error) -> PersistenceError {
-    if is_race(&e) {
-        PersistenceError::OptimisticLockError
-    } else if is_unavailable(&e) {
-        PersistenceError::ConnectionError(Box::new(e))
-    } else {
-        PersistenceError::UnknownError(Box::new(e))
-    }
-}
-
-fn violation(v: Violation) -> PersistenceError {
-    PersistenceError::UnknownError(Box::new(v))
-}
-
-/// The events of one append as columns, for `UNNEST`.
-struct Columns<'a> {
-    seqs: Vec<i64>,
-    types: Vec<&'a str>,
-    versions: Vec<&'a str>,
-    payloads: Vec<String>,
-    metas: Vec<String>,
-}
-
-impl<'a> Columns<'a> {
-    fn of(events: &'a [SerializedEvent]) -> Self {
-        Self {
-            seqs: events.iter().map(|e| e.sequence as i64).collect(),
-            types: events.iter().map(|e| e.event_type.as_str()).collect(),
-            versions: events.iter().map(|e| e.event_version.as_str()).collect(),
-            payloads: events.iter().map(|e| e.payload.to_string()).collect(),
-            metas: events.iter().map(|e| e.metadata.to_string()).collect(),
-        }
-    }
-}
-
-/// One statement for the whole batch (of one aggregate); a duplicate
-/// `(type, id, sequence)` means another command appended first: an
-/// optimistic-lock conflict.
-async fn insert_events(
-    tx: &mut Transaction<'_, Postgres>,
-    aggregate_type: &str,
-    events: &[SerializedEvent],
-) -> Result<(), PersistenceError> {
-    let Some(first) = events.first() else { return Ok(()) };
-    let columns = Columns::of(events);
-    let result = sqlx::query(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-         SELECT $1, $2, s, t, v, p::json, m::json
-           FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[]) AS u(s, t, v, p, m)",
-    )
-    .bind(aggregate_type)
-    .bind(&first.aggregate_id)
-    .bind(&columns.seqs)
-    .bind(&columns.types)
-    .bind(&columns.versions)
-    .bind(&columns.payloads)
-    .bind(&columns.metas)
-    .execute(&mut **tx)
-    .await;
-    match result {
-        Ok(_) => Ok(()),
-        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Err(PersistenceError::OptimisticLockError),
-        Err(e) => Err(connection(e)),
-    }
-}
-
-async fn apply(
-    tx: &mut Transaction<'_, Postgres>,
-    company: &str,
-    owner: Uuid,
-    step: Step,
-) -> Result<(), PersistenceError> {
-    match step {
-        Step::ParentLock => {
-            // Serialises every parent link of the company.
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtext('roster.parents.' || $1))")
-                .bind(company)
-                .execute(&mut **tx)
-                .await
-                .map_err(connection)?;
-        }
-        Step::Claim { kind, value, taken } => {
-            // A claim already held by the same owner is kept; one held by
-            // another owner is a conflict. A racing insert of the same value
-            // waits here until the other transaction ends.
-            let row = sqlx::query_scalar::<_, Uuid>(
-                "INSERT INTO unique_claims (company_id, kind, value, owner_id) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (company_id, kind, value) DO UPDATE SET owner_id = unique_claims.owner_id
-                 RETURNING owner_id",
-            )
-            .bind(company)
-            .bind(kind)
-            .bind(&value)
-            .bind(owner)
-            .fetch_one(&mut **tx)
-            .await
-            .map_err(connection)?;
-            if row != owner {
-                return Err(violation(taken));
-            }
-        }
-        Step::Release { kind, value } => {
-            sqlx::query(
-                "DELETE FROM unique_claims WHERE company_id = $1 AND kind = $2 AND value = $3 AND owner_id = $4",
-            )
-            .bind(company)
-            .bind(kind)
-            .bind(&value)
-            .bind(owner)
-            .execute(&mut **tx)
-            .await
-            .map_err(connection)?;
-        }
-        Step::Then(Constraint::AccountOwnedBy { account_id, user_id }) => {
-            let owned: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM unique_claims
-                                 WHERE company_id = $1 AND kind = 'account' AND value = $2 AND owner_id = $3)",
-            )
-            .bind(company)
-            .bind(&account_id)
-            .bind(user_id)
-            .fetch_one(&mut **tx)
-            .await
-            .map_err(connection)?;
-            if !owned {
-                return Err(violation(Violation::AccountNotOwned));
-            }
-        }
-        Step::Then(Constraint::LinkParent(parent)) => {
-            // Under the company's parent lock (taken first): the parent
-            // exists here, and walking up from it never reaches the user.
-            let exists = user_in_company(tx, company, parent).await?;
-            if !exists {
-                return Err(violation(Violation::ParentNotFound));
-            }
-            let cycle: bool = sqlx::query_scalar(
-                "WITH RECURSIVE up(id) AS (
-                     SELECT $1::uuid
-                     UNION
-                     SELECT r.parent_id FROM user_registry r JOIN up ON r.user_id = up.id
-                      WHERE r.parent_id IS NOT NULL)
-                 SELECT EXISTS (SELECT 1 FROM up WHERE id = $2)",
-            )
-            .bind(parent)
-            .bind(owner)
-            .fetch_one(&mut **tx)
-            .await
-            .map_err(connection)?;
-            if cycle {
-                return Err(violation(Violation::RelationshipCycle));
-            }
-            set_parent(tx, owner, Some(parent)).await?;
-        }
-        Step::Then(Constraint::UnlinkParent) => set_parent(tx, owner, None).await?,
-        Step::Then(Constraint::Register { parent }) => {
-            if let Some(parent) = parent {
-                let exists = user_in_company(tx, company, parent).await?;
-                if !exists {
-                    return Err(violation(Violation::ParentNotFound));
-                }
-            }
-            sqlx::query("INSERT INTO user_registry (user_id, company_id, parent_id) VALUES ($1, $2, $3)")
-                .bind(owner)
-                .bind(company)
-                .bind(parent)
-                .execute(&mut **tx)
-                .await
-                .map_err(connection)?;
-        }
-        Step::Then(c @ (Constraint::Claim(_) | Constraint::Release(_) | Constraint::ReleaseValue(_))) => {
-            unreachable!("claims and releases become their own steps: {c:?}")
-        }
-    }
-    Ok(())
-}
-
-/// Whether the user exists in the company (for parent links).
-async fn user_in_company(
-    tx: &mut Transaction<'_, Postgres>,
-    company: &str,
-    user: Uuid,
-) -> Result<bool, PersistenceError> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM user_registry WHERE company_id = $1 AND user_id = $2)")
-        .bind(company)
-        .bind(user)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(connection)
-}
-
-async fn set_parent(
-    tx: &mut Transaction<'_, Postgres>,
-    user: Uuid,
-    parent: Option<Uuid>,
-) -> Result<(), PersistenceError> {
-    sqlx::query("UPDATE user_registry SET parent_id = $2 WHERE user_id = $1")
-        .bind(user)
-        .bind(parent)
-        .execute(&mut **tx)
-        .await
-        .map_err(connection)?;
-    Ok(())
-}
-
-impl EventRepo {
-    /// The aggregate's latest snapshot (postgres-es' `snapshots` table), if
-    /// it has one this code can read: one written by an older shape of the
-    /// aggregate is ignored (the stream is read instead).
-    pub async fn snapshot<A: Aggregate>(&self, aggregate_id: &str) -> Result<Option<(A, usize)>, PersistenceError> {
-        let row: Option<(i64, Value)> = sqlx::query_as(
-            "SELECT last_sequence, payload::jsonb FROM snapshots
-              WHERE aggregate_type = $1 AND aggregate_id = $2
-              ORDER BY last_sequence DESC LIMIT 1",
-        )
-        .bind(A::TYPE)
-        .bind(aggregate_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(connection)?;
-        Ok(
-            row.and_then(|(sequence, payload)| match serde_json::from_value::<A>(payload) {
-                Ok(a) => Some((a, sequence as usize)),
-                Err(e) => {
-                    tracing::warn!(aggregate_id, error = %e, "unreadable snapshot ignored");
-                    None
-                }
-            }),
-        )
-    }
-
-    /// Replaces the aggregate's snapshot with one at `sequence` (unless a
-    /// newer one is there). Snapshots only shorten loads: whichever a racing
-    /// writer leaves, the events after it are read on top.
-    pub async fn save_snapshot(
-        pool: &PgPool,
-        aggregate_type: &str,
-        aggregate_id: &str,
-        sequence: usize,
-        payload: &Value,
-    ) -> sqlx::Result<()> {
-        sqlx::query(
-            "WITH older AS (
-                 DELETE FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2 AND last_sequence < $3
-             )
-             INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload)
-             SELECT $1, $2, $3, $3, $4::json
-              WHERE NOT EXISTS (SELECT 1 FROM snapshots
-                                 WHERE aggregate_type = $1 AND aggregate_id = $2 AND last_sequence >= $3)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(aggregate_type)
-        .bind(aggregate_id)
-        .bind(sequence as i64)
-        .bind(payload.to_string())
-        .execute(pool)
-        .await?;
-        Ok(())
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
-    /// The aggregate's events after `sequence`, upcast and typed.
-    pub async fn events_after<A: Aggregate>(
-        &self,
-        aggregate_id: &str,
-        sequence: usize,
-    ) -> Result<Vec<cqrs_es::EventEnvelope<A>>, PersistenceError> {
-        let upcasters = upcasters();
-        self.reads
-            .get_last_events::<A>(aggregate_id, sequence)
-            .await?
-            .into_iter()
-            .map(|mut e| {
-                for u in &upcasters {
-                    if u.can_upcast(&e.event_type, &e.event_version) {
-                        e = u.upcast(e);
-                    }
-                }
-                cqrs_es::EventEnvelope::try_from(e)
-            })
-            .collect()
-    }
-}
-
-impl PersistedEventRepository for EventRepo {
-    async fn get_events<A: Aggregate>(&self, aggregate_id: &str) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        self.reads.get_events::<A>(aggregate_id).await
-    }
-
-    async fn get_last_events<A: Aggregate>(
-        &self,
-        aggregate_id: &str,
-        last_sequence: usize,
-    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        self.reads.get_last_events::<A>(aggregate_id, last_sequence).await
-    }
-
-    async fn get_snapshot<A: Aggregate>(
-        &self,
-        aggregate_id: &str,
-    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
-        self.reads.get_snapshot::<A>(aggregate_id).await
-    }
-
-    async fn persist<A: Aggregate>(
-        &self,
-        events: &[SerializedEvent],
-        _snapshot_update: Option<(String, Value, usize)>,
-    ) -> Result<(), PersistenceError> {
-        // The store is configured without snapshots (`new_event_store`).
-        self.append(A::TYPE, events).await
-    }
-
-    async fn stream_events<A: Aggregate>(&self, aggregate_id: &str) -> Result<ReplayStream, PersistenceError> {
-        self.reads.stream_events::<A>(aggregate_id).await
-    }
-
-    async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
-        self.reads.stream_all_events::<A>().await
-    }
-}
-
-impl Claim {
-    fn key(&self) -> (&'static str, String) {
-        (self.kind().as_str(), self.value())
-    }
-}
-
-/// The registered upcasters ([`roster_events::upcast`]) in cqrs-es's shape,
-/// for the stores that load aggregates.
-pub fn upcasters() -> Vec<Box<dyn cqrs_es::persist::EventUpcaster>> {
-    roster_events::upcast::REGISTERED
-        .iter()
-        .map(|u| Box::new(Registered(u)) as Box<dyn cqrs_es::persist::EventUpcaster>)
-        .collect()
-}
-
-struct Registered(&'static roster_events::upcast::Upcaster);
-
-impl cqrs_es::persist::EventUpcaster for Registered {
-    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
-        self.0.event_type == event_type && self.0.from == event_version
-    }
-
-    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
-        if let Some(inner) = event.payload.get_mut(&event.event_type) {
-            *inner = (self.0.rewrite)(inner.take());
-        }
-        event.event_version = self.0.to.to_string();
-        event
-    }
 }

@@ -1,0 +1,309 @@
+//! Group commit: concurrent commands' one-statement appends share a
+//! statement, hence a transaction and a round trip.
+//!
+//! Commands put their appends in one queue; a few writer tasks each take
+//! whatever is queued (up to [`MAX_BATCH`]) while the previous batch
+//! commits, so a lone request waits for nothing and a busy service writes
+//! many appends per commit. A batch is one `INSERT … UNNEST` statement of
+//! every append's events, claims, registrations and idempotency outcomes:
+//! all or nothing. When it fails for a reason other than an outage (a claim
+//! taken, a stream that moved, two appends of the batch touching one row),
+//! each of its appends is written again on its own, so one command's
+//! violation or conflict fails only that command, with its own precise
+//! error, and the rules hold exactly as for a lone append.
+
+use crate::constraints::Constraint;
+use crate::store::{is_unavailable, Append, AppendError, Appended};
+use sqlx::{PgPool, Postgres, Transaction};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, Mutex};
+use uuid::Uuid;
+
+/// Appends per statement at most.
+pub const MAX_BATCH: usize = 128;
+/// Statements in flight at once.
+const WRITERS: usize = 2;
+
+struct Job {
+    append: Append,
+    reply: oneshot::Sender<Result<Appended, AppendError>>,
+}
+
+/// The queue in front of the writer tasks.
+#[derive(Clone)]
+pub struct Writer {
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+impl Writer {
+    /// Starts the writer tasks; they end when the last `Writer` is dropped.
+    pub fn start(pool: PgPool) -> Self {
+        let (jobs, queue) = mpsc::unbounded_channel();
+        let queue = Arc::new(Mutex::new(queue));
+        for _ in 0..WRITERS {
+            tokio::spawn(run(pool.clone(), queue.clone()));
+        }
+        Writer { jobs }
+    }
+
+    /// Appends through the queue. Runs to completion even if the caller
+    /// goes away.
+    pub async fn append(&self, append: Append) -> Result<Appended, AppendError> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || AppendError::Unavailable(Arc::new(sqlx::Error::PoolClosed));
+        self.jobs.send(Job { append, reply }).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+async fn run(pool: PgPool, queue: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>) {
+    loop {
+        let batch = {
+            let mut queue = queue.lock().await;
+            let Some(first) = queue.recv().await else { return };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        write(&pool, batch).await;
+    }
+}
+
+async fn write(pool: &PgPool, batch: Vec<Job>) {
+    let (appends, replies): (Vec<Append>, Vec<_>) = batch.into_iter().map(|j| (j.append, j.reply)).unzip();
+    for (reply, result) in replies.into_iter().zip(write_batch(pool, &appends).await) {
+        let _ = reply.send(result);
+    }
+}
+
+/// Writes `appends` as one batch (the writer tasks' step, public so tests
+/// can force a batch): one statement for all; should it fail for another
+/// reason than an outage, each append alone. Outcomes in order.
+pub async fn write_batch(pool: &PgPool, appends: &[Append]) -> Vec<Result<Appended, AppendError>> {
+    metrics::histogram!("roster_append_batch_size").record(appends.len() as f64);
+    let all: Vec<&Append> = appends.iter().collect();
+    if all.len() > 1 {
+        match insert(pool, &all).await {
+            Ok(done) => return done.into_iter().map(Ok).collect(),
+            Err(e) if is_unavailable(&e) => {
+                let e = Arc::new(e);
+                return all.iter().map(|_| Err(AppendError::Unavailable(e.clone()))).collect();
+            }
+            Err(e) => tracing::debug!(error = %e, size = all.len(), "batch refused; appending one by one"),
+        }
+    }
+    let alone = all.iter().map(|a| async move {
+        insert(pool, &[a])
+            .await
+            .map(|mut done| done.remove(0))
+            .map_err(|e| alone(a, e))
+    });
+    futures::future::join_all(alone).await
+}
+
+/// The error of one append written alone: a claim reported taken is that
+/// claim's violation.
+fn alone(append: &Append, e: sqlx::Error) -> AppendError {
+    match &e {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some(CLAIM_TAKEN) => {
+            let kind = db.message();
+            append
+                .constraints
+                .iter()
+                .find_map(|c| match c {
+                    Constraint::Claim(claim) if claim.kind().as_str() == kind => Some(claim.taken().into()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| e.into())
+        }
+        _ => e.into(),
+    }
+}
+
+/// SQLSTATE raised by `roster_claim_taken`.
+const CLAIM_TAKEN: &str = "RS001";
+
+/// The appends' rows as columns, for `UNNEST`.
+#[derive(Default)]
+struct Columns<'a> {
+    // events
+    types: Vec<&'a str>,
+    ids: Vec<String>,
+    seqs: Vec<i64>,
+    names: Vec<&'a str>,
+    versions: Vec<&'a str>,
+    payloads: Vec<&'a str>,
+    metas: Vec<&'a str>,
+    // unique claims
+    claim_companies: Vec<&'a str>,
+    claim_kinds: Vec<&'static str>,
+    claim_values: Vec<String>,
+    claim_owners: Vec<Uuid>,
+    // new parentless users
+    users: Vec<Uuid>,
+    user_companies: Vec<&'a str>,
+    // idempotency outcomes
+    clients: Vec<&'a str>,
+    keys: Vec<&'a str>,
+    committed_types: Vec<&'a str>,
+    committed_ids: Vec<String>,
+    froms: Vec<i64>,
+    tos: Vec<i64>,
+}
+
+impl<'a> Columns<'a> {
+    fn events(&mut self, a: &'a Append) {
+        for (i, e) in a.events.iter().enumerate() {
+            self.types.push(a.stream.aggregate_type);
+            self.ids.push(a.stream.id.to_string());
+            self.seqs.push((a.expected_version + 1 + i as u64) as i64);
+            self.names.push(&e.event_type);
+            self.versions.push(&e.event_version);
+            self.payloads.push(&e.payload);
+            self.metas.push(&a.metadata);
+        }
+    }
+
+    fn of(appends: &[&'a Append]) -> Self {
+        let mut c = Columns::default();
+        let mut claims: Vec<(&'a str, &'static str, String, Uuid)> = Vec::new();
+        for a in appends {
+            c.events(a);
+            for constraint in &a.constraints {
+                match constraint {
+                    Constraint::Claim(claim) => {
+                        let (kind, value) = claim.key();
+                        claims.push((&a.company_id, kind, value, a.stream.id));
+                    }
+                    Constraint::Register { parent: None } => {
+                        c.users.push(a.stream.id);
+                        c.user_companies.push(&a.company_id);
+                    }
+                    other => unreachable!("not a one-statement constraint: {other:?}"),
+                }
+            }
+            if let Some((client, key)) = &a.request {
+                c.clients.push(client);
+                c.keys.push(key);
+                c.committed_types.push(a.stream.aggregate_type);
+                c.committed_ids.push(a.stream.id.to_string());
+                c.froms.push(a.expected_version as i64 + 1);
+                c.tos.push(a.version() as i64);
+            }
+        }
+        // Rows in the order every writer takes them, so that two batches
+        // cannot deadlock; ON CONFLICT cannot touch one row twice in a
+        // statement (two appends of a batch claiming one value fail it).
+        claims.sort();
+        claims.dedup();
+        for (company, kind, value, owner) in claims {
+            c.claim_companies.push(company);
+            c.claim_kinds.push(kind);
+            c.claim_values.push(value);
+            c.claim_owners.push(owner);
+        }
+        c
+    }
+}
+
+/// The appends as one statement: one round trip and no explicit
+/// transaction, atomic all the same. A claim held by another owner makes
+/// `roster_claim_taken` raise, and a stream that moved makes the events'
+/// primary key refuse: either undoes the whole statement. Returns each
+/// append's outcome, in order.
+async fn insert(pool: &PgPool, appends: &[&Append]) -> sqlx::Result<Vec<Appended>> {
+    let c = Columns::of(appends);
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "WITH appended AS (
+             INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+             SELECT a, i, s, t, v, p::json, m::json
+               FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])
+                    AS e(a, i, s, t, v, p, m)
+             RETURNING aggregate_type, aggregate_id, global_position
+         ), wanted AS (
+             SELECT * FROM UNNEST($8::text[], $9::text[], $10::text[], $11::uuid[]) AS w(company_id, kind, value, owner_id)
+         ), claimed AS (
+             INSERT INTO unique_claims (company_id, kind, value, owner_id)
+             SELECT company_id, kind, value, owner_id FROM wanted
+             ON CONFLICT (company_id, kind, value) DO UPDATE SET owner_id = unique_claims.owner_id
+             RETURNING company_id, kind, value, owner_id
+         ), registered AS (
+             INSERT INTO user_registry (user_id, company_id) SELECT * FROM UNNEST($12::uuid[], $13::text[])
+         ), remembered AS (
+             UPDATE idempotency_keys k
+                SET committed_type = r.t, committed_id = r.i, committed_from = r.f, committed_to = r.l
+               FROM UNNEST($14::text[], $15::text[], $16::text[], $17::text[], $18::bigint[], $19::bigint[])
+                    AS r(c, k, t, i, f, l)
+              WHERE k.client_id = r.c AND k.key = r.k
+         ), taken AS (
+             SELECT count(roster_claim_taken(c.kind)) AS n
+               FROM claimed c JOIN wanted w USING (company_id, kind, value)
+              WHERE c.owner_id <> w.owner_id
+         )
+         SELECT aggregate_type, aggregate_id, max(global_position) FROM appended, taken GROUP BY 1, 2",
+    )
+    .bind(&c.types)
+    .bind(&c.ids)
+    .bind(&c.seqs)
+    .bind(&c.names)
+    .bind(&c.versions)
+    .bind(&c.payloads)
+    .bind(&c.metas)
+    .bind(&c.claim_companies)
+    .bind(&c.claim_kinds)
+    .bind(&c.claim_values)
+    .bind(&c.claim_owners)
+    .bind(&c.users)
+    .bind(&c.user_companies)
+    .bind(&c.clients)
+    .bind(&c.keys)
+    .bind(&c.committed_types)
+    .bind(&c.committed_ids)
+    .bind(&c.froms)
+    .bind(&c.tos)
+    .fetch_all(pool)
+    .await?;
+    let positions: HashMap<(String, String), i64> = rows.into_iter().map(|(t, i, p)| ((t, i), p)).collect();
+    Ok(appends
+        .iter()
+        .map(|a| Appended {
+            version: a.version(),
+            position: positions
+                .get(&(a.stream.aggregate_type.to_string(), a.stream.id.to_string()))
+                .copied()
+                .unwrap_or_default(),
+        })
+        .collect())
+}
+
+/// The events of one append, inside a transaction of its own (see
+/// `store::append_in_transaction`); returns the position of the last one.
+pub(crate) async fn insert_events(tx: &mut Transaction<'_, Postgres>, a: &Append) -> sqlx::Result<i64> {
+    let mut c = Columns::default();
+    c.events(a);
+    sqlx::query_scalar(
+        "WITH appended AS (
+             INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+             SELECT a, i, s, t, v, p::json, m::json
+               FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])
+                    AS e(a, i, s, t, v, p, m)
+             RETURNING global_position
+         )
+         SELECT max(global_position) FROM appended",
+    )
+    .bind(&c.types)
+    .bind(&c.ids)
+    .bind(&c.seqs)
+    .bind(&c.names)
+    .bind(&c.versions)
+    .bind(&c.payloads)
+    .bind(&c.metas)
+    .fetch_one(&mut **tx)
+    .await
+}

@@ -1,0 +1,166 @@
+//! Group commit: appends written as one batch share one statement (one
+//! transaction), and one append's violation or conflict fails only that
+//! append. Each test forces a batch with `writer::write_batch`, the step
+//! the writer tasks run on whatever is queued.
+
+use roster_command::constraints::Constrained;
+use roster_command::store::{Append, AppendError, NewEvent, Stream};
+use roster_command::user::User;
+use roster_command::writer::write_batch;
+use roster_command::{Meta, Violation};
+use roster_events::user::{Profile, UserEnrolled, UserEvent, UserStatus};
+use roster_events::Timestamp;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+fn meta() -> Meta {
+    Meta {
+        company_id: "acme".into(),
+        client_id: "client".into(),
+        request_id: "req".into(),
+        idempotency_key: None,
+        at: Timestamp::now(),
+        recovered: None,
+    }
+}
+
+/// The append of an enrollment, as the bus builds it.
+fn enroll(id: Uuid, email: &str) -> Append {
+    let event = UserEvent::UserEnrolled(Box::new(UserEnrolled {
+        user_id: id,
+        company_id: "acme".into(),
+        profile: Profile {
+            email: Some(email.into()),
+            ..Profile::default()
+        },
+        status: UserStatus::Active,
+        status_reason: None,
+        parent_user_id: None,
+        kyc: None,
+        account: None,
+        password_hash: None,
+        verification_questions: vec![],
+        at: Timestamp::now(),
+    }));
+    let stream = Stream {
+        aggregate_type: "user",
+        id,
+    };
+    Append::new(
+        stream,
+        0,
+        vec![NewEvent::of(&event)],
+        User::constraints(&event),
+        &meta(),
+    )
+}
+
+async fn stored(pool: &PgPool, id: Uuid) -> Vec<(i64, String)> {
+    sqlx::query_as("SELECT sequence, transaction_id::text FROM events WHERE aggregate_id = $1 ORDER BY sequence")
+        .bind(id.to_string())
+        .fetch_all(pool)
+        .await
+        .expect("events")
+}
+
+async fn claim_owner(pool: &PgPool, email: &str) -> Option<Uuid> {
+    sqlx::query_scalar("SELECT owner_id FROM unique_claims WHERE company_id = 'acme' AND kind = 'email' AND value = $1")
+        .bind(email)
+        .fetch_optional(pool)
+        .await
+        .expect("claim")
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_batch_is_one_transaction(pool: PgPool) {
+    let ids: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
+    let appends: Vec<Append> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| enroll(*id, &format!("u{i}@example.com")))
+        .collect();
+    let outcomes = write_batch(&pool, &appends).await;
+    let mut xids = Vec::new();
+    let mut positions = Vec::new();
+    for (id, outcome) in ids.iter().zip(outcomes) {
+        let appended = outcome.expect("appended");
+        assert_eq!(appended.version, 1);
+        positions.push(appended.position);
+        let events = stored(&pool, *id).await;
+        assert_eq!(events.len(), 1);
+        xids.push(events[0].1.clone());
+    }
+    xids.dedup();
+    assert_eq!(xids.len(), 1, "one transaction for the whole batch");
+    positions.dedup();
+    assert_eq!(positions.len(), 5, "each append its own position");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_taken_claim_fails_only_its_own_append(pool: PgPool) {
+    let holder = Uuid::now_v7();
+    write_batch(&pool, &[enroll(holder, "taken@example.com")]).await[0]
+        .as_ref()
+        .expect("first holder");
+    let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let outcomes = write_batch(
+        &pool,
+        &[
+            enroll(a, "a@example.com"),
+            enroll(b, "taken@example.com"),
+            enroll(c, "c@example.com"),
+        ],
+    )
+    .await;
+    assert!(outcomes[0].is_ok(), "{:?}", outcomes[0]);
+    assert!(
+        matches!(outcomes[1], Err(AppendError::Violation(Violation::EmailTaken))),
+        "{:?}",
+        outcomes[1]
+    );
+    assert!(outcomes[2].is_ok(), "{:?}", outcomes[2]);
+    assert_eq!(stored(&pool, a).await.len(), 1);
+    assert!(stored(&pool, b).await.is_empty(), "nothing of the refused append");
+    assert_eq!(stored(&pool, c).await.len(), 1);
+    assert_eq!(claim_owner(&pool, "taken@example.com").await, Some(holder));
+    assert_eq!(claim_owner(&pool, "a@example.com").await, Some(a));
+    let registered: i64 = sqlx::query_scalar("SELECT count(*) FROM user_registry WHERE user_id = $1")
+        .bind(b)
+        .fetch_one(&pool)
+        .await
+        .expect("registry");
+    assert_eq!(registered, 0);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn two_appends_of_a_batch_claiming_one_value_one_wins(pool: PgPool) {
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let outcomes = write_batch(&pool, &[enroll(a, "same@example.com"), enroll(b, "Same@example.com")]).await;
+    let won: Vec<bool> = outcomes.iter().map(Result::is_ok).collect();
+    assert_eq!(won.iter().filter(|w| **w).count(), 1, "{outcomes:?}");
+    let loser = outcomes.iter().find(|o| o.is_err()).expect("one refused");
+    assert!(
+        matches!(loser, Err(AppendError::Violation(Violation::EmailTaken))),
+        "{loser:?}"
+    );
+    let winner = if won[0] { a } else { b };
+    assert_eq!(claim_owner(&pool, "same@example.com").await, Some(winner));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_stream_that_moved_conflicts_alone(pool: PgPool) {
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    write_batch(&pool, &[enroll(a, "a@example.com")]).await[0]
+        .as_ref()
+        .expect("enrolled");
+    // `a` again at version 0: its stream has moved on.
+    let outcomes = write_batch(&pool, &[enroll(a, "a2@example.com"), enroll(b, "b@example.com")]).await;
+    assert!(matches!(outcomes[0], Err(AppendError::Conflict)), "{:?}", outcomes[0]);
+    assert!(outcomes[1].is_ok(), "{:?}", outcomes[1]);
+    assert_eq!(
+        claim_owner(&pool, "a2@example.com").await,
+        None,
+        "the conflicting append left no claim"
+    );
+    assert_eq!(stored(&pool, a).await.len(), 1);
+}

@@ -89,7 +89,7 @@ impl App {
         if has(Role::Projector) {
             tasks.spawn(engine::run(
                 pool.clone(),
-                Arc::new(UserView),
+                Arc::new(UserView::default()),
                 wake.clone(),
                 PROJECTION_BATCH,
                 shutdown.clone(),

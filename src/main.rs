@@ -96,7 +96,7 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         let n = match name {
             ProjectionName::UserView => {
                 bar.set_message("user_view");
-                engine::replay(&pool, &UserView, 5000, |n| bar.inc(n as u64)).await?
+                engine::replay(&pool, &UserView::default(), 5000, |n| bar.inc(n as u64)).await?
             }
             ProjectionName::CardView => {
                 bar.set_message("card_view");

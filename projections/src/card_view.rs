@@ -2,7 +2,7 @@
 //! user streams. Each row keeps the owner's sequence of the last card event
 //! applied to it, so re-applying an event changes nothing.
 
-use crate::engine::{Projector, StoredEvent};
+use crate::engine::{Projector, Reads, StoredEvent};
 use anyhow::Context;
 use roster_events::card::CardDoc;
 use roster_events::meta;
@@ -95,5 +95,12 @@ impl Projector for CardView {
 
     fn tables(&self) -> &'static [&'static str] {
         &["card_view"]
+    }
+
+    fn reads(&self) -> Reads {
+        Reads {
+            aggregate_types: Some(&["user"]),
+            event_types: Some(&["CardOrdered", "CardTerminated"]),
+        }
     }
 }

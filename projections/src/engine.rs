@@ -60,13 +60,51 @@ impl StoredEvent {
     }
 }
 
-/// Events after `after`, in commit order, up to `limit`, never past the
-/// watermark.
+/// Which events a subscriber reads. The store still pages through every
+/// event in commit order (the checkpoint moves past the others), but only
+/// these are sent and decoded.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reads {
+    /// `None`: every aggregate type.
+    pub aggregate_types: Option<&'static [&'static str]>,
+    /// `None`: every event type.
+    pub event_types: Option<&'static [&'static str]>,
+}
+
+impl Reads {
+    pub const ALL: Reads = Reads {
+        aggregate_types: None,
+        event_types: None,
+    };
+}
+
+/// A page of the store: the events a subscriber reads, and where the page
+/// ends (past events it does not read, too).
+#[derive(Debug, Default)]
+pub struct Page {
+    pub events: Vec<StoredEvent>,
+    pub end: Option<Position>,
+    /// Events the page went through, read or not.
+    pub scanned: usize,
+}
+
+/// Every event after `after`, in commit order, up to `limit`, never past
+/// the watermark.
 pub async fn read_after(conn: &mut PgConnection, after: Position, limit: i64) -> sqlx::Result<Vec<StoredEvent>> {
+    Ok(read_page(conn, after, limit, Reads::ALL).await?.events)
+}
+
+/// The next `limit` events after `after`, in commit order, never past the
+/// watermark; of those, the ones `reads` names come with their data.
+pub async fn read_page(conn: &mut PgConnection, after: Position, limit: i64, reads: Reads) -> sqlx::Result<Page> {
     let rows = sqlx::query(
-        "SELECT transaction_id::text::bigint AS xid, global_position, aggregate_type, aggregate_id,
-                sequence, event_type, event_version, payload::text AS payload, metadata, event_id, recorded_at
-           FROM events
+        "SELECT transaction_id::text::bigint AS xid, global_position, wanted, aggregate_type, aggregate_id,
+                sequence, event_type, event_version,
+                CASE WHEN wanted THEN payload::text END AS payload,
+                CASE WHEN wanted THEN metadata END AS metadata, event_id, recorded_at
+           FROM events,
+                LATERAL (SELECT ($4::text[] IS NULL OR aggregate_type = ANY($4))
+                            AND ($5::text[] IS NULL OR event_type = ANY($5)) AS wanted) w
           WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
             AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
           ORDER BY transaction_id, global_position
@@ -75,33 +113,44 @@ pub async fn read_after(conn: &mut PgConnection, after: Position, limit: i64) ->
     .bind(after.xid.to_string())
     .bind(after.pos)
     .bind(limit)
+    .bind(reads.aggregate_types)
+    .bind(reads.event_types)
     .fetch_all(conn)
     .await?;
-    rows.iter()
-        .map(|r| {
-            // Every reader sees events at their current version.
-            let aggregate_type: String = r.try_get("aggregate_type")?;
-            let event_type: String = r.try_get("event_type")?;
-            let stored_version: &str = r.try_get("event_version")?;
-            let (event_version, payload) =
-                roster_events::upcast::upcast_text(&aggregate_type, &event_type, stored_version, r.try_get("payload")?);
-            Ok(StoredEvent {
-                position: Position {
-                    xid: r.try_get("xid")?,
-                    pos: r.try_get("global_position")?,
-                },
-                aggregate_type,
-                aggregate_id: r.try_get("aggregate_id")?,
-                sequence: r.try_get("sequence")?,
-                event_type,
-                event_version,
-                payload,
-                metadata: r.try_get("metadata")?,
-                event_id: r.try_get("event_id")?,
-                recorded_at: r.try_get("recorded_at")?,
-            })
-        })
-        .collect()
+    let mut page = Page {
+        events: Vec::with_capacity(rows.len()),
+        end: None,
+        scanned: rows.len(),
+    };
+    for r in &rows {
+        let position = Position {
+            xid: r.try_get("xid")?,
+            pos: r.try_get("global_position")?,
+        };
+        page.end = Some(position);
+        if !r.try_get::<bool, _>("wanted")? {
+            continue;
+        }
+        // Every reader sees events at their current version.
+        let aggregate_type: String = r.try_get("aggregate_type")?;
+        let event_type: String = r.try_get("event_type")?;
+        let stored_version: &str = r.try_get("event_version")?;
+        let (event_version, payload) =
+            roster_events::upcast::upcast_text(&aggregate_type, &event_type, stored_version, r.try_get("payload")?);
+        page.events.push(StoredEvent {
+            position,
+            aggregate_type,
+            aggregate_id: r.try_get("aggregate_id")?,
+            sequence: r.try_get("sequence")?,
+            event_type,
+            event_version,
+            payload,
+            metadata: r.try_get("metadata")?,
+            event_id: r.try_get("event_id")?,
+            recorded_at: r.try_get("recorded_at")?,
+        });
+    }
+    Ok(page)
 }
 
 /// A subscriber's checkpoint; `lock` holds its row until the transaction
@@ -178,22 +227,42 @@ pub trait Projector: Send + Sync + 'static {
 
     /// The read-model tables it writes (rebuilt side by side by [`replay`]).
     fn tables(&self) -> &'static [&'static str];
+
+    /// The events [`Projector::apply`] gets (others only move the checkpoint).
+    fn reads(&self) -> Reads {
+        Reads::ALL
+    }
+
+    /// What `apply` remembered may no longer match the tables: a batch did
+    /// not commit, or this runner just took over (another may have written
+    /// meanwhile).
+    fn forget(&self) {}
 }
 
 /// Applies one batch and advances the checkpoint, atomically. Returns the
-/// number of events applied.
+/// number of events it went through (a full page means more may wait).
 pub async fn run_batch<P: Projector>(conn: &mut PgConnection, projector: &P, limit: i64) -> anyhow::Result<usize> {
+    let result = try_batch(conn, projector, limit).await;
+    if result.is_err() {
+        projector.forget();
+    }
+    result
+}
+
+async fn try_batch<P: Projector>(conn: &mut PgConnection, projector: &P, limit: i64) -> anyhow::Result<usize> {
     let mut tx = conn.begin().await?;
     let at = checkpoint(&mut tx, projector.name(), true).await?;
-    let events = read_after(&mut tx, at, limit).await?;
-    let Some(last) = events.last().map(|e| e.position) else {
+    let page = read_page(&mut tx, at, limit, projector.reads()).await?;
+    let Some(end) = page.end else {
         tx.commit().await?;
         return Ok(0);
     };
-    projector.apply(&mut tx, &events).await?;
-    save_checkpoint(&mut tx, projector.name(), last).await?;
+    if !page.events.is_empty() {
+        projector.apply(&mut tx, &page.events).await?;
+    }
+    save_checkpoint(&mut tx, projector.name(), end).await?;
     tx.commit().await?;
-    Ok(events.len())
+    Ok(page.scanned)
 }
 
 /// Rebuilds a projection from position zero beside the live one, then swaps.
@@ -324,19 +393,21 @@ async fn apply_rebuild<P: Projector>(
     at: &mut Position,
     batch: i64,
 ) -> anyhow::Result<usize> {
-    let events = read_after(tx, *at, batch).await?;
-    let Some(last) = events.last().map(|e| e.position) else {
+    let page = read_page(tx, *at, batch, projector.reads()).await?;
+    let Some(end) = page.end else {
         return Ok(0);
     };
-    sqlx::raw_sql(&format!("SET LOCAL search_path TO {schema}, public"))
-        .execute(&mut *tx)
-        .await?;
-    projector.apply(tx, &events).await?;
-    sqlx::raw_sql("SET LOCAL search_path TO public")
-        .execute(&mut *tx)
-        .await?;
-    *at = last;
-    Ok(events.len())
+    if !page.events.is_empty() {
+        sqlx::raw_sql(&format!("SET LOCAL search_path TO {schema}, public"))
+            .execute(&mut *tx)
+            .await?;
+        projector.apply(tx, &page.events).await?;
+        sqlx::raw_sql("SET LOCAL search_path TO public")
+            .execute(&mut *tx)
+            .await?;
+    }
+    *at = end;
+    Ok(page.scanned)
 }
 
 /// Wake-ups shared by every runner of a process.
@@ -441,6 +512,7 @@ pub async fn run<P: Projector>(
             }
         };
         tracing::info!(projection = name, "projection runner active");
+        projector.forget();
         loop {
             let started = tokio::time::Instant::now();
             match run_batch(&mut conn, &*projector, batch).await {

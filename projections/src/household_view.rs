@@ -1,6 +1,6 @@
 //! The `household_view` read model: one row per household.
 
-use crate::engine::{Projector, StoredEvent};
+use crate::engine::{Projector, Reads, StoredEvent};
 use anyhow::Context;
 use roster_events::household::{HouseholdDoc, HouseholdEvent};
 use sqlx::types::Json;
@@ -77,5 +77,12 @@ impl Projector for HouseholdView {
 
     fn tables(&self) -> &'static [&'static str] {
         &["household_view"]
+    }
+
+    fn reads(&self) -> Reads {
+        Reads {
+            aggregate_types: Some(&["household"]),
+            event_types: None,
+        }
     }
 }

@@ -4,16 +4,80 @@
 
 use crate::engine::{Projector, StoredEvent};
 use anyhow::Context;
+use lru::LruCache;
 use roster_events::household::HouseholdEvent;
 use roster_events::user::{UserDoc, UserEvent};
 use sqlx::PgConnection;
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
 use uuid::Uuid;
 
 pub const NAME: &str = "user_view";
 
-#[derive(Debug, Default, Clone, Copy)]
-pub struct UserView;
+/// Documents the runner keeps between batches.
+const CACHED_DOCS: usize = 20_000;
+
+/// The projector. It keeps the documents it last wrote, so a batch reads
+/// back from the table only the versions of its users (to check that what
+/// it kept is what the table holds) and the documents it does not have.
+pub struct UserView {
+    docs: Mutex<LruCache<Uuid, UserDoc>>,
+}
+
+impl Default for UserView {
+    fn default() -> Self {
+        UserView {
+            docs: Mutex::new(LruCache::new(
+                NonZeroUsize::new(CACHED_DOCS).expect("a positive capacity"),
+            )),
+        }
+    }
+}
+
+impl UserView {
+    /// The current documents of `ids`: those kept at the version the table
+    /// holds, the others read.
+    async fn current(&self, tx: &mut PgConnection, ids: &[Uuid]) -> anyhow::Result<HashMap<Uuid, UserDoc>> {
+        let versions: Vec<(Uuid, i64)> = sqlx::query_as("SELECT id, version FROM user_view WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut docs = HashMap::with_capacity(versions.len());
+        let mut missing = Vec::new();
+        {
+            let mut kept = self
+                .docs
+                .lock()
+                .map_err(|_| anyhow::anyhow!("user_view cache poisoned"))?;
+            for (id, version) in versions {
+                match kept.pop(&id) {
+                    Some(doc) if doc.version == version as u64 => {
+                        docs.insert(id, doc);
+                    }
+                    _ => missing.push(id),
+                }
+            }
+        }
+        if !missing.is_empty() {
+            let rows: Vec<(Uuid, sqlx::types::Json<UserDoc>)> =
+                sqlx::query_as("SELECT id, doc FROM user_view WHERE id = ANY($1)")
+                    .bind(&missing)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            docs.extend(rows.into_iter().map(|(id, d)| (id, d.0)));
+        }
+        Ok(docs)
+    }
+
+    fn keep(&self, docs: HashMap<Uuid, UserDoc>) {
+        if let Ok(mut kept) = self.docs.lock() {
+            for (id, doc) in docs {
+                kept.put(id, doc);
+            }
+        }
+    }
+}
 
 impl Projector for UserView {
     fn name(&self) -> &'static str {
@@ -43,12 +107,7 @@ impl Projector for UserView {
         ids.extend(&memberships.users);
         ids.sort_unstable();
         ids.dedup();
-        let rows: Vec<(Uuid, sqlx::types::Json<UserDoc>)> =
-            sqlx::query_as("SELECT id, doc FROM user_view WHERE id = ANY($1)")
-                .bind(&ids)
-                .fetch_all(&mut *tx)
-                .await?;
-        let mut docs: HashMap<Uuid, UserDoc> = rows.into_iter().map(|(id, d)| (id, d.0)).collect();
+        let mut docs = self.current(tx, &ids).await?;
         // Whose households to read back: users whose memberships changed,
         // and users that gained an account (the fold adds it without one).
         let mut refresh: Vec<Uuid> = memberships.users.clone();
@@ -72,11 +131,19 @@ impl Projector for UserView {
             docs.insert(id, doc);
         }
         households_into(tx, &mut docs, &refresh).await?;
-        upsert(tx, docs.values()).await
+        upsert(tx, docs.values()).await?;
+        self.keep(docs);
+        Ok(())
     }
 
     fn tables(&self) -> &'static [&'static str] {
         &["user_view", "user_view_memberships"]
+    }
+
+    fn forget(&self) {
+        if let Ok(mut kept) = self.docs.lock() {
+            kept.clear();
+        }
     }
 }
 

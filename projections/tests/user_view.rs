@@ -59,9 +59,15 @@ async fn rows(pool: &PgPool) -> Vec<(Uuid, i64, String, Json<UserDoc>)> {
 }
 
 async fn catch_up(pool: &PgPool) {
+    catch_up_with(pool, &UserView::default()).await
+}
+
+/// Runs `runner` until the view has every event (the watermark may hold
+/// events back while other tests' transactions are open).
+async fn catch_up_with(pool: &PgPool, runner: &UserView) {
     let mut conn = pool.acquire().await.expect("conn");
     for _ in 0..200 {
-        engine::run_batch(&mut conn, &UserView, 500).await.expect("batch");
+        engine::run_batch(&mut conn, runner, 500).await.expect("batch");
         if engine::lag(pool, "user_view", 10).await.expect("lag") == 0 {
             return;
         }
@@ -105,7 +111,9 @@ async fn projected_rows_equal_the_write_side_documents_and_survive_replay(pool: 
         .expect("indexes")
     };
     let before = schema().await;
-    engine::replay(&pool, &UserView, 7, |_| {}).await.expect("replay");
+    engine::replay(&pool, &UserView::default(), 7, |_| {})
+        .await
+        .expect("replay");
     assert_eq!(rows(&pool).await, incremental, "replay equals the incremental build");
     assert_eq!(
         schema().await,
@@ -252,7 +260,7 @@ async fn run_until_caught_up<P: Projector>(pool: &PgPool, projector: &P, batch: 
 }
 
 async fn project(pool: &PgPool, batch: i64) {
-    run_until_caught_up(pool, &UserView, batch).await
+    run_until_caught_up(pool, &UserView::default(), batch).await
 }
 
 /// An account moves from H1 to H2 while, in the same company, another
@@ -326,7 +334,9 @@ async fn household_membership_does_not_depend_on_the_order_events_arrive_in(pool
     assert_eq!(households_of(&pool, u).await, expected);
 
     // A replay, in any batch size, builds the same.
-    engine::replay(&pool, &UserView, 2, |_| {}).await.expect("replay");
+    engine::replay(&pool, &UserView::default(), 2, |_| {})
+        .await
+        .expect("replay");
     assert_eq!(households_of(&pool, u).await, expected);
     assert_eq!(households_of(&pool, v).await, vec![("B".to_string(), Some(h2))]);
 }
@@ -347,7 +357,7 @@ async fn dump(pool: &PgPool) -> Vec<String> {
 }
 
 async fn project_all(pool: &PgPool) {
-    run_until_caught_up(pool, &UserView, 3).await;
+    run_until_caught_up(pool, &UserView::default(), 3).await;
     run_until_caught_up(pool, &HouseholdView, 3).await;
     run_until_caught_up(pool, &CardView, 3).await;
 }
@@ -410,10 +420,63 @@ async fn applying_events_again_changes_no_read_model(pool: PgPool) {
         .expect("events");
     for _ in 0..2 {
         let mut tx = conn.begin().await.expect("tx");
-        UserView.apply(&mut tx, &events).await.expect("user_view");
+        UserView::default().apply(&mut tx, &events).await.expect("user_view");
         HouseholdView.apply(&mut tx, &events).await.expect("household_view");
         CardView.apply(&mut tx, &events).await.expect("card_view");
         tx.commit().await.expect("commit");
     }
     assert_eq!(dump(&pool).await, once);
+}
+
+/// A runner keeps the documents it wrote, but decides on what the table
+/// holds: here another runner applied an event in between, and the first
+/// one's kept document is stale.
+#[sqlx::test(migrations = "../migrations")]
+async fn kept_documents_give_way_to_what_another_runner_wrote(pool: PgPool) {
+    use roster_command::user::UpdateUser;
+    let commands = Commands::new(pool.clone());
+    let user = enroll(&commands, 0).await;
+    let rename = |last_name: &str, version: u64| {
+        let mut patch = serde_json::Map::new();
+        patch.insert("last_name".into(), last_name.into());
+        let meta = Meta {
+            company_id: "acme".into(),
+            client_id: "client".into(),
+            request_id: format!("rename-{version}"),
+            idempotency_key: None,
+            at: Timestamp::now(),
+            recovered: None,
+        };
+        let command = UserCommand {
+            company_id: "acme".into(),
+            at: meta.at,
+            expected_version: Some(version),
+            action: UserAction::Update(Box::new(UpdateUser {
+                patch,
+                ..UpdateUser::default()
+            })),
+        };
+        (command, meta)
+    };
+    let (first, second) = (UserView::default(), UserView::default());
+    catch_up_with(&pool, &first).await;
+    let (command, meta) = rename("Second", 1);
+    commands
+        .user(user.id, command, meta, Load::Existing)
+        .await
+        .expect("renamed");
+    catch_up_with(&pool, &second).await;
+    let (command, meta) = rename("Third", 2);
+    let latest = commands
+        .user(user.id, command, meta, Load::Existing)
+        .await
+        .expect("renamed")
+        .doc;
+    catch_up_with(&pool, &first).await;
+    let stored = rows(&pool).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        stored[0].3 .0, latest,
+        "the first runner read the table's version 2, not its kept version 1"
+    );
 }

@@ -486,6 +486,12 @@ pub async fn lead(pool: &PgPool, name: &str) -> sqlx::Result<Option<PgConnection
         // few events, which is harmless. So its commits need not wait for
         // the WAL flush, and leave it to the commands that do.
         sqlx::query("SET synchronous_commit = off").execute(&mut conn).await?;
+        // The connection lives as long as the leadership, while the tables
+        // grow from nothing: a generic plan cached while a read model was
+        // small (a scan of the whole table per `id = ANY(…)`) would stay.
+        sqlx::query("SET plan_cache_mode = force_custom_plan")
+            .execute(&mut conn)
+            .await?;
     }
     Ok(got.then_some(conn))
 }

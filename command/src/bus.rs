@@ -132,14 +132,18 @@ impl<A: Constrained + Clone> Side<A> {
         }
     }
 
+    /// The aggregate as this process last committed it, if it is kept.
+    fn cached(&self, id: Uuid) -> Option<(A, u64)> {
+        self.cache.lock().ok().and_then(|mut c| c.get(&id).cloned())
+    }
+
     /// The aggregate now and its version: the cached one, else its
     /// snapshot, else nothing, brought up to date with the events after it.
     /// A load that had to apply [`SNAPSHOT_AFTER`] events or more leaves a
     /// snapshot behind (in the background), so the next cold load is short
     /// too.
     async fn load(&self, id: Uuid) -> Result<(A, u64), CommandError> {
-        let cached = self.cache.lock().ok().and_then(|mut c| c.get(&id).cloned());
-        let (mut aggregate, mut version) = match cached {
+        let (mut aggregate, mut version) = match self.cached(id) {
             Some(c) => c,
             None => self.store.snapshot::<A>(id).await.unwrap_or_default(),
         };
@@ -221,12 +225,6 @@ impl Commands {
             .fetch_one(&self.pool)
             .await
             .map_err(|e| CommandError::Unavailable(Box::new(e)))
-    }
-
-    /// A user of the company as the store has it now (write side).
-    pub async fn current_user(&self, company_id: &str, user_id: Uuid) -> Result<Option<UserDoc>, CommandError> {
-        let (user, _) = self.users.load(user_id).await?;
-        Ok(user.doc().filter(|d| d.company_id == company_id).cloned())
     }
 
     /// A company's card catalog, as of now.
@@ -391,18 +389,32 @@ where
         aggregate_type: A::TYPE,
         id,
     };
+    // A kept aggregate is decided on without reading the store: should
+    // another process have appended meanwhile, the append conflicts (the
+    // stream is past its version) and the retry reads. An outcome that
+    // appends nothing — a rejection, a no-op — cannot conflict, so it is
+    // only trusted when decided on the stream as stored.
+    let mut trust_cache = true;
     for attempt in 0..MAX_ATTEMPTS {
-        let (mut aggregate, version) = match load {
-            Load::Fresh => (A::default(), 0),
-            Load::Existing => side.load(id).await?,
+        let kept = match load {
+            Load::Existing if trust_cache => side.cached(id),
+            _ => None,
+        };
+        let from_cache = kept.is_some();
+        let (mut aggregate, version) = match (load, kept) {
+            (_, Some(kept)) => kept,
+            (Load::Fresh, None) => (A::default(), 0),
+            (Load::Existing, None) => side.load(id).await?,
         };
         // The sink applies each event to the aggregate as it is decided.
         let sink = EventSink::default();
-        aggregate
-            .handle(command.clone(), services, &sink)
-            .await
-            .map_err(Into::into)?;
+        let decided = aggregate.handle(command.clone(), services, &sink).await;
         let events = sink.collect().await;
+        if from_cache && (decided.is_err() || events.is_empty()) {
+            trust_cache = false;
+            continue;
+        }
+        decided.map_err(Into::into)?;
         if events.is_empty() {
             return Ok((aggregate, version, events));
         }
@@ -424,6 +436,7 @@ where
             Err(AppendError::Conflict) => {
                 tracing::debug!(attempt, "optimistic conflict, retrying");
                 load = Load::Existing;
+                trust_cache = false;
                 // A little jitter, growing with the attempts, so racing
                 // writers of one stream stop colliding.
                 let pause = rand::random::<u64>() % (attempt as u64 * 2 + 1);

@@ -163,20 +163,18 @@ pub fn of_user(event: &UserEvent) -> Vec<Constraint> {
         }
         UserEvent::UserUpdated(e) => {
             let mut out = Vec::new();
-            if let Some(email) = e.changes.get("email") {
+            if let Some(email) = &e.changes.email {
                 out.push(Constraint::Release(ClaimKind::Email));
-                if let Some(email) = email.as_str() {
-                    out.push(Constraint::Claim(Claim::Email(email.to_string())));
-                }
+                out.extend(email.iter().map(|email| Constraint::Claim(Claim::Email(email.clone()))));
             }
-            if let Some(r) = e.changes.get("external_ref") {
+            if let Some(r) = &e.changes.external_ref {
                 out.push(Constraint::Release(ClaimKind::ExternalRef));
-                if let (Some(id), Some(kind)) = (r["id"].as_str(), r["type"].as_str()) {
-                    out.push(Constraint::Claim(Claim::ExternalRef {
-                        kind: kind.to_string(),
-                        id: id.to_string(),
-                    }));
-                }
+                out.extend(r.iter().map(|r| {
+                    Constraint::Claim(Claim::ExternalRef {
+                        kind: r.kind.clone(),
+                        id: r.id.clone(),
+                    })
+                }));
             }
             out
         }

@@ -3,6 +3,7 @@
 //! appended meanwhile.
 
 use roster_command::bus::Load;
+use roster_command::user::patch::ProfilePatch;
 use roster_command::user::{EnrollUser, UpdateUser, UserAction, UserCommand, UserError};
 use roster_command::{CommandError, Commands, Meta};
 use roster_events::user::{Profile, UserStatus};
@@ -48,8 +49,9 @@ fn enroll(user_id: Uuid, email: &str) -> UserAction {
 }
 
 fn rename(last_name: &str) -> UserAction {
-    let mut patch = serde_json::Map::new();
-    patch.insert("last_name".into(), last_name.into());
+    let mut fields = serde_json::Map::new();
+    fields.insert("last_name".into(), last_name.into());
+    let patch = ProfilePatch::parse(fields).expect("a valid patch");
     UserAction::Update(Box::new(UpdateUser {
         patch,
         ..UpdateUser::default()
@@ -141,4 +143,29 @@ async fn a_cold_load_starts_from_a_snapshot_and_ignores_an_unreadable_one(pool: 
         (r.version, r.doc.profile.email.as_deref()),
         (153, Some("snap@example.com"))
     );
+}
+
+/// A kept aggregate is decided on without a read; what appends nothing (a
+/// no-op, a rejection) cannot conflict, so it is decided again on the
+/// stream as stored.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_no_op_on_a_stale_aggregate_is_decided_again_on_the_store(pool: PgPool) {
+    let (a, b) = (Commands::new(pool.clone()), Commands::new(pool.clone()));
+    let id = Uuid::now_v7();
+    a.user(id, command(None, enroll(id, "noop@example.com")), meta(), Load::Fresh)
+        .await
+        .expect("enrolled");
+    a.user(id, command(None, rename("One")), meta(), Load::Existing)
+        .await
+        .expect("a renames");
+    b.user(id, command(None, rename("Two")), meta(), Load::Existing)
+        .await
+        .expect("b renames");
+    // a still keeps "One": renaming to "One" looks like a no-op to it.
+    let r = a
+        .user(id, command(None, rename("One")), meta(), Load::Existing)
+        .await
+        .expect("a renames back");
+    assert_eq!((r.version, r.doc.profile.last_name.as_deref()), (4, Some("One")));
+    assert_eq!(r.events.len(), 1, "the change was appended, not skipped");
 }

@@ -82,7 +82,7 @@ pub struct At {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserUpdated {
     /// Changed profile fields (names as in the user resource) → new value.
-    pub changes: serde_json::Map<String, serde_json::Value>,
+    pub changes: Box<ProfileChanges>,
     pub at: Timestamp,
 }
 
@@ -237,65 +237,76 @@ pub struct Profile {
     pub communication_preferences: CommunicationPreferences,
 }
 
-impl Profile {
-    /// The profile as a JSON object (the field names of the user resource).
-    pub fn to_object(&self) -> serde_json::Map<String, serde_json::Value> {
-        match serde_json::to_value(self) {
-            Ok(serde_json::Value::Object(m)) => m,
-            _ => serde_json::Map::new(),
-        }
-    }
+/// Deserialises a present field as `Some`, even when it is `null`: with
+/// `#[serde(default)]`, an absent field is `None` and a `null` one of an
+/// `Option<Option<T>>` is `Some(None)`.
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
 
-    /// The fields whose values differ in `other`, with `other`'s values.
-    pub fn changes_to(&self, other: &Profile) -> serde_json::Map<String, serde_json::Value> {
-        let before = self.to_object();
-        other
-            .to_object()
-            .into_iter()
-            .filter(|(k, v)| before.get(k) != Some(v))
-            .collect()
-    }
+/// The profile fields, once: [`ProfileChanges`] and the profile's diff and
+/// apply follow from this list.
+macro_rules! profile_changes {
+    ($($field:ident: $ty:ty),* $(,)?) => {
+        /// The profile fields a `UserUpdated` changed, each with its new
+        /// value (`Some(None)`: cleared). Stored as the JSON object of just
+        /// those fields, named as in the user resource.
+        #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+        pub struct ProfileChanges {
+            $(
+                #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+                pub $field: Option<$ty>,
+            )*
+        }
 
-    /// This profile with `changes` applied. Changes come from events this
-    /// crate wrote, so an unreadable one (a field renamed without an
-    /// upcaster) is a bug: the field keeps its value.
-    pub fn with_changes(&self, changes: &serde_json::Map<String, serde_json::Value>) -> Profile {
-        let mut p = self.clone();
-        for (k, v) in changes {
-            // An unreadable change keeps the field's value.
-            let _ = p.set(k, v);
-        }
-        p
-    }
+        impl ProfileChanges {
+            pub fn is_empty(&self) -> bool {
+                true $(&& self.$field.is_none())*
+            }
 
-    /// Sets one field from its JSON value (each change replaces the whole
-    /// field), without a round trip of the whole profile through JSON.
-    fn set(&mut self, field: &str, v: &serde_json::Value) -> serde_json::Result<()> {
-        use serde::de::Error;
-        fn read<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> serde_json::Result<T> {
-            T::deserialize(v)
+            /// How many fields changed.
+            pub fn len(&self) -> usize {
+                0 $(+ usize::from(self.$field.is_some()))*
+            }
         }
-        match field {
-            "external_ref" => self.external_ref = read(v)?,
-            "first_name" => self.first_name = read(v)?,
-            "last_name" => self.last_name = read(v)?,
-            "email" => self.email = read(v)?,
-            "email_verified" => self.email_verified = read(v)?,
-            "mobile" => self.mobile = read(v)?,
-            "office_phone" => self.office_phone = read(v)?,
-            "office_extension" => self.office_extension = read(v)?,
-            "employee_id" => self.employee_id = read(v)?,
-            "date_of_birth" => self.date_of_birth = read(v)?,
-            "gender" => self.gender = read(v)?,
-            "nationality" => self.nationality = read(v)?,
-            "locale" => self.locale = read(v)?,
-            "address" => self.address = read(v)?,
-            "billing_address" => self.billing_address = read(v)?,
-            "communication_preferences" => self.communication_preferences = read(v)?,
-            other => return Err(serde_json::Error::custom(format!("unknown profile field {other}"))),
+
+        impl Profile {
+            /// The fields whose values differ in `other`, with `other`'s values.
+            pub fn changes_to(&self, other: &Profile) -> ProfileChanges {
+                ProfileChanges {
+                    $($field: (self.$field != other.$field).then(|| other.$field.clone()),)*
+                }
+            }
+
+            /// This profile with `changes` applied.
+            pub fn with_changes(&self, changes: &ProfileChanges) -> Profile {
+                let mut p = self.clone();
+                $(if let Some(v) = &changes.$field {
+                    p.$field = v.clone();
+                })*
+                p
+            }
         }
-        Ok(())
-    }
+    };
+}
+
+profile_changes! {
+    external_ref: Option<ExternalRef>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    email: Option<String>,
+    email_verified: bool,
+    mobile: Option<String>,
+    office_phone: Option<String>,
+    office_extension: Option<String>,
+    employee_id: Option<String>,
+    date_of_birth: Option<NaiveDate>,
+    gender: Option<String>,
+    nationality: Option<String>,
+    locale: Option<String>,
+    address: Option<Address>,
+    billing_address: Option<Address>,
+    communication_preferences: CommunicationPreferences,
 }
 
 /// A security question as stored in the event: the answer only as a hash
@@ -464,16 +475,16 @@ mod tests {
 
     /// What `with_changes` means: the profile as JSON, the changed fields
     /// replaced, read back.
-    fn through_json(p: &Profile, changes: &serde_json::Map<String, serde_json::Value>) -> Profile {
-        let mut object = p.to_object();
-        for (k, v) in changes {
-            object.insert(k.clone(), v.clone());
+    fn through_json(p: &Profile, changes: &serde_json::Value) -> Profile {
+        let mut object = serde_json::to_value(p).expect("json");
+        for (k, v) in changes.as_object().expect("object") {
+            object[k] = v.clone();
         }
-        serde_json::from_value(serde_json::Value::Object(object)).expect("a profile")
+        serde_json::from_value(object).expect("a profile")
     }
 
     #[test]
-    fn changes_set_fields_as_a_json_round_trip_would() {
+    fn changes_are_stored_as_the_changed_fields_and_applied_like_a_json_round_trip() {
         let before = Profile {
             email: Some("a@example.com".into()),
             first_name: Some("Ann".into()),
@@ -487,7 +498,7 @@ mod tests {
             }),
             ..Profile::default()
         };
-        let changes = json!({
+        let stored = json!({
             "external_ref": {"id": "C1", "type": "CUSTOMER_ID"}, "first_name": null, "last_name": "Lee",
             "email": "b@example.com", "email_verified": true, "mobile": "+971501234567", "office_phone": "1",
             "office_extension": "2", "employee_id": "E1", "date_of_birth": "1990-04-01", "gender": "f",
@@ -496,18 +507,20 @@ mod tests {
                                 "postal_code": "1", "country": "QA"},
             "communication_preferences": {"email": true, "sms": true, "post": false}
         });
-        let changes = changes.as_object().expect("object").clone();
-        assert_eq!(before.with_changes(&changes), through_json(&before, &changes));
-        assert_eq!(before.changes_to(&before.with_changes(&changes)).len(), changes.len());
-        // An unreadable change (a bug) leaves its field as it was.
-        let bad = json!({"last_name": "Lee", "nickname": "x", "first_name": 5})
-            .as_object()
-            .expect("object")
-            .clone();
-        let after = before.with_changes(&bad);
+        let changes: ProfileChanges = serde_json::from_value(stored.clone()).expect("changes");
+        assert_eq!(changes.len(), 16);
+        assert_eq!(changes.first_name, Some(None), "null is a change to nothing");
         assert_eq!(
-            (after.last_name.as_deref(), after.first_name.as_deref()),
-            (Some("Lee"), Some("Ann"))
+            serde_json::to_value(&changes).expect("json"),
+            stored,
+            "the same JSON back"
         );
+        let after = before.with_changes(&changes);
+        assert_eq!(after, through_json(&before, &stored));
+        assert_eq!(before.changes_to(&after), changes);
+        // Absent fields are no change, and are not stored.
+        let one: ProfileChanges = serde_json::from_value(json!({"last_name": "Lee"})).expect("changes");
+        assert_eq!(serde_json::to_value(&one).expect("json"), json!({"last_name": "Lee"}));
+        assert_eq!(before.with_changes(&one).first_name.as_deref(), Some("Ann"));
     }
 }

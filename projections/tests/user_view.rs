@@ -437,8 +437,9 @@ async fn kept_documents_give_way_to_what_another_runner_wrote(pool: PgPool) {
     let commands = Commands::new(pool.clone());
     let user = enroll(&commands, 0).await;
     let rename = |last_name: &str, version: u64| {
-        let mut patch = serde_json::Map::new();
-        patch.insert("last_name".into(), last_name.into());
+        let mut fields = serde_json::Map::new();
+        fields.insert("last_name".into(), last_name.into());
+        let patch = roster_command::user::patch::ProfilePatch::parse(fields).expect("a valid patch");
         let meta = Meta {
             company_id: "acme".into(),
             client_id: "client".into(),

@@ -8,7 +8,6 @@ use roster_events::user::{
     Account, Address, CommunicationPreferences, ExternalRef, Kyc, KycStatus, Profile, UserStatus,
 };
 use serde::Deserialize;
-use serde_json::{Map, Value};
 use uuid::Uuid;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -291,56 +290,6 @@ pub fn account(a: &AccountInput) -> Result<Account, Vec<FieldError>> {
         .map(|a| a.expect("no errors means every field is valid"))
 }
 
-/// The profile fields `PATCH`/`PUT /v1/users/{id}` may change directly.
-pub const PROFILE_FIELDS: [&str; 16] = [
-    "external_ref",
-    "first_name",
-    "last_name",
-    "email",
-    "email_verified",
-    "mobile",
-    "office_phone",
-    "office_extension",
-    "employee_id",
-    "date_of_birth",
-    "gender",
-    "nationality",
-    "locale",
-    "address",
-    "billing_address",
-    "communication_preferences",
-];
-
-/// RFC 7396 JSON merge patch: absent = unchanged, `null` removes, objects
-/// merge recursively, anything else replaces.
-pub fn merge_patch(target: &mut Value, patch: &Value) {
-    match patch {
-        Value::Object(p) => {
-            if !target.is_object() {
-                *target = Value::Object(Map::new());
-            }
-            if let Value::Object(t) = target {
-                for (k, v) in p {
-                    if v.is_null() {
-                        t.remove(k);
-                    } else {
-                        merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
-                    }
-                }
-            }
-        }
-        other => *target = other.clone(),
-    }
-}
-
-/// The profile after a merge patch, validated by the enrollment rules (so a
-/// user always keeps an identifier, and every field obeys its rule).
-pub fn patched_profile(current: &Profile, patch: &Map<String, Value>) -> Result<Profile, Vec<FieldError>> {
-    let mut merged = Value::Object(current.to_object());
-    merge_patch(&mut merged, &Value::Object(patch.clone()));
-    crate::parse::parse_all::<EnrollUserRequest>(merged).validate(|r| r.validate().map(|e| e.profile))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -395,57 +344,5 @@ mod tests {
         assert_eq!(ok.profile.mobile.as_deref(), Some("+971501234567"));
         assert_eq!(ok.profile.nationality.as_deref(), Some("AE"));
         assert_eq!(ok.status, UserStatus::Inactive);
-    }
-}
-
-#[cfg(test)]
-mod patch_tests {
-    use super::*;
-    use serde_json::json;
-
-    fn current() -> Profile {
-        EnrollUserRequest {
-            email: Some("a@example.com".into()),
-            first_name: Some("Ann".into()),
-            address: Some(AddressInput {
-                line1: "1 Main St".into(),
-                line2: None,
-                city: "Dubai".into(),
-                region: None,
-                postal_code: None,
-                country: "AE".into(),
-            }),
-            ..EnrollUserRequest::default()
-        }
-        .validate()
-        .expect("valid")
-        .profile
-    }
-
-    fn patch(v: Value) -> Map<String, Value> {
-        v.as_object().expect("object").clone()
-    }
-
-    #[test]
-    fn absent_keeps_null_clears_objects_merge() {
-        let p = patched_profile(
-            &current(),
-            &patch(json!({"first_name": null, "address": {"city": "Abu Dhabi"}})),
-        )
-        .expect("valid");
-        assert_eq!(p.first_name, None);
-        assert_eq!(p.email.as_deref(), Some("a@example.com"));
-        let a = p.address.expect("address");
-        assert_eq!((a.line1.as_str(), a.city.as_str()), ("1 Main St", "Abu Dhabi"));
-    }
-
-    #[test]
-    fn the_result_obeys_the_enrollment_rules() {
-        let errs = patched_profile(&current(), &patch(json!({"email": null}))).expect_err("no identifier");
-        assert_eq!(errs[0].field, "email");
-        let errs = patched_profile(&current(), &patch(json!({"mobile": "12"}))).expect_err("bad mobile");
-        assert_eq!(errs[0].field, "mobile");
-        let errs = patched_profile(&current(), &patch(json!({"address": {"city": 5}}))).expect_err("type");
-        assert_eq!(errs[0].field, "address.city");
     }
 }

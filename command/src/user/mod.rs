@@ -6,6 +6,7 @@
 //! CPU-heavy by design.
 
 pub mod input;
+pub mod patch;
 
 use crate::validate::FieldError;
 use cqrs_es::event_sink::EventSink;
@@ -20,7 +21,6 @@ use roster_events::user::{
 };
 use roster_events::Timestamp;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -112,11 +112,11 @@ pub struct EnrollUser {
     pub verification_questions: Vec<QuestionHash>,
 }
 
-/// An update: a JSON merge patch of profile fields (only
-/// [`input::PROFILE_FIELDS`]), a new password hash, a parent change.
+/// An update: a merge patch of profile fields, each already valid on its
+/// own; a new password hash; a parent change.
 #[derive(Debug, Clone, Default)]
 pub struct UpdateUser {
-    pub patch: Map<String, Value>,
+    pub patch: patch::ProfilePatch,
     pub password_hash: Option<String>,
     /// `Some(None)` unlinks.
     pub parent: Option<Option<Uuid>>,
@@ -233,7 +233,7 @@ impl User {
         match cmd.action {
             UserAction::Enroll(_) => unreachable!("handled above"),
             UserAction::Update(u) => {
-                let profile = input::patched_profile(&doc.profile, &u.patch).map_err(UserError::Invalid)?;
+                let profile = u.patch.apply(&doc.profile).map_err(UserError::Invalid)?;
                 if u.password_hash.is_some() && profile.email.is_none() {
                     return Err(invalid("password", "a password needs an email to log in with"));
                 }
@@ -242,7 +242,10 @@ impl User {
                 }
                 let changes = doc.profile.changes_to(&profile);
                 if !changes.is_empty() {
-                    events.push(UserEvent::UserUpdated(UserUpdated { changes, at }));
+                    events.push(UserEvent::UserUpdated(UserUpdated {
+                        changes: Box::new(changes),
+                        at,
+                    }));
                 }
                 if let Some(password_hash) = u.password_hash {
                     events.push(UserEvent::PasswordChanged(PasswordChanged { password_hash, at }));

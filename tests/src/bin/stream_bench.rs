@@ -10,6 +10,7 @@
 //! database `roster_stream_bench` it recreates.
 
 use roster_command::bus::Load;
+use roster_command::user::patch::ProfilePatch;
 use roster_command::user::{EnrollUser, UpdateUser, UserAction, UserCommand};
 use roster_command::{Commands, Meta};
 use roster_events::user::{Profile, UserStatus};
@@ -29,8 +30,9 @@ fn meta() -> Meta {
 }
 
 fn update(n: usize) -> UserCommand {
-    let mut patch = serde_json::Map::new();
-    patch.insert("last_name".into(), format!("L{n}").into());
+    let mut fields = serde_json::Map::new();
+    fields.insert("last_name".into(), format!("L{n}").into());
+    let patch = ProfilePatch::parse(fields).expect("a valid patch");
     UserCommand {
         company_id: "bench".into(),
         at: Timestamp::now(),

@@ -9,9 +9,9 @@
 //!    the new one (`1.0` → `2.0`; chains compose: `1.0` → `2.0` → `3.0`);
 //! 3. add a test that stores an old payload and reads it back.
 //!
-//! Every reader goes through [`upcast`]: the aggregates (cqrs-es
-//! `with_upcasters`, see `roster_command::store`), the projections
-//! (`engine::read_after`) and the audit trail; Kafka consumers receive the
+//! Every reader goes through [`upcast`]: the aggregates
+//! (`roster_command::store::EventRepo::events_after`), the projections
+//! (`engine::read_page`) and the audit trail; Kafka consumers receive the
 //! upcast shape with its new `ce_type` version. Adding an optional field is
 //! not a new version: `Option` fields read as `null` from old events.
 

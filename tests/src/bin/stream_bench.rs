@@ -1,8 +1,8 @@
 //! Write cost against stream length (not a test): a PATCH of a user with 10
 //! events against one with 3,000, through the command bus as the API runs
-//! it (validation, load, decide, append). Warm: the process has the
-//! aggregate cached (every load still reads the events after the cached
-//! sequence). Cold: a fresh process (an empty cache) each time.
+//! it (validation, load, decide, append). Warm: the process keeps the
+//! aggregate (it decides on it without a read; a stale one would conflict
+//! on append). Cold: a fresh process (an empty cache, a snapshot) each time.
 //!
 //!     cargo run --release -p roster-tests --bin stream-bench
 //!

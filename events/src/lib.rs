@@ -7,6 +7,7 @@
 //! projections and the HTTP layer all build on it.
 
 pub mod card;
+pub mod compact;
 pub mod household;
 pub mod time;
 pub mod upcast;

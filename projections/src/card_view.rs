@@ -5,7 +5,6 @@
 use crate::engine::{Projector, Reads, StoredEvent};
 use anyhow::Context;
 use roster_events::card::CardDoc;
-use roster_events::meta;
 use roster_events::user::UserEvent;
 use sqlx::types::Json;
 use sqlx::PgConnection;
@@ -33,7 +32,7 @@ impl Projector for CardView {
         let mut decoded = Vec::with_capacity(cards.len());
         for e in cards {
             let owner: Uuid = e.aggregate_id.parse().context("user id is not a uuid")?;
-            let company = e.meta(meta::COMPANY_ID).unwrap_or_default().to_string();
+            let company = e.metadata.company_id.clone();
             let event = e.decode::<UserEvent>()?;
             let card_id = match &event {
                 UserEvent::CardOrdered(o) => o.card_id,

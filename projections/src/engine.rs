@@ -7,7 +7,6 @@
 //! (`pg_snapshot_xmin`), so everything it has passed is final.
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use std::future::Future;
 use std::sync::Arc;
@@ -44,16 +43,20 @@ pub struct StoredEvent {
     /// current version. Kept as text: most readers decode it straight into
     /// their typed event ([`StoredEvent::decode`]).
     pub payload: String,
-    pub metadata: Value,
+    pub metadata: Metadata,
     pub event_id: Uuid,
     pub recorded_at: DateTime<Utc>,
 }
 
-impl StoredEvent {
-    pub fn meta(&self, key: &str) -> Option<&str> {
-        self.metadata.get(key).and_then(Value::as_str)
-    }
+/// What subscribers read of an event's metadata ([`roster_events::meta`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct Metadata {
+    #[serde(default)]
+    pub company_id: String,
+    pub occurred_at: Option<String>,
+}
 
+impl StoredEvent {
     /// The payload as a typed event.
     pub fn decode<T: serde::de::DeserializeOwned>(&self) -> serde_json::Result<T> {
         serde_json::from_str(&self.payload)
@@ -101,7 +104,7 @@ pub async fn read_page(conn: &mut PgConnection, after: Position, limit: i64, rea
         "SELECT transaction_id::text::bigint AS xid, global_position, wanted, aggregate_type, aggregate_id,
                 sequence, event_type, event_version,
                 CASE WHEN wanted THEN payload::text END AS payload,
-                CASE WHEN wanted THEN metadata END AS metadata, event_id, recorded_at
+                CASE WHEN wanted THEN metadata::text END AS metadata, event_id, recorded_at
            FROM events,
                 LATERAL (SELECT ($4::text[] IS NULL OR aggregate_type = ANY($4))
                             AND ($5::text[] IS NULL OR event_type = ANY($5)) AS wanted) w
@@ -145,7 +148,7 @@ pub async fn read_page(conn: &mut PgConnection, after: Position, limit: i64, rea
             event_type,
             event_version,
             payload,
-            metadata: r.try_get("metadata")?,
+            metadata: serde_json::from_str(r.try_get("metadata")?).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
             event_id: r.try_get("event_id")?,
             recorded_at: r.try_get("recorded_at")?,
         });
@@ -327,16 +330,38 @@ pub async fn replay<P: Projector>(
         deferred_indexes.extend(indexes.into_iter().map(|def| def.replacen(&on_live, &on_rebuild, 1)));
     }
 
+    // The next page is read (on a connection of its own) while the current
+    // one is applied: reading and decoding overlap the inserts.
+    let (pages, mut next) = tokio::sync::mpsc::channel::<sqlx::Result<Page>>(2);
+    let mut reader = PgConnection::connect_with(&pool.connect_options()).await?;
+    let reads = projector.reads();
+    let read_ahead = tokio::spawn(async move {
+        let mut after = Position::default();
+        loop {
+            let page = read_page(&mut reader, after, batch, reads).await;
+            let end = page.as_ref().ok().and_then(|p| p.end);
+            if pages.send(page).await.is_err() {
+                return;
+            }
+            match end {
+                Some(end) => after = end,
+                None => return,
+            }
+        }
+    });
     let mut at = Position::default();
     let mut total = 0u64;
-    loop {
-        let n = rebuild_batch(&mut conn, projector, &rebuild, &mut at, batch).await?;
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-        progress(n);
+    while let Some(page) = next.recv().await {
+        let page = page?;
+        let Some(end) = page.end else { break };
+        let mut tx = conn.begin().await?;
+        apply_page(&mut tx, projector, &rebuild, &page.events).await?;
+        tx.commit().await?;
+        at = end;
+        total += page.scanned as u64;
+        progress(page.scanned);
     }
+    read_ahead.await?;
     for index in &deferred_indexes {
         sqlx::raw_sql(index).execute(&mut conn).await?;
     }
@@ -371,20 +396,6 @@ pub async fn replay<P: Projector>(
     Ok(total)
 }
 
-/// One rebuild batch in its own transaction.
-async fn rebuild_batch<P: Projector>(
-    conn: &mut PgConnection,
-    projector: &P,
-    schema: &str,
-    at: &mut Position,
-    batch: i64,
-) -> anyhow::Result<usize> {
-    let mut tx = conn.begin().await?;
-    let n = apply_rebuild(&mut tx, projector, schema, at, batch).await?;
-    tx.commit().await?;
-    Ok(n)
-}
-
 /// Applies the next batch after `at` to the tables being rebuilt.
 async fn apply_rebuild<P: Projector>(
     tx: &mut PgConnection,
@@ -397,17 +408,30 @@ async fn apply_rebuild<P: Projector>(
     let Some(end) = page.end else {
         return Ok(0);
     };
-    if !page.events.is_empty() {
-        sqlx::raw_sql(&format!("SET LOCAL search_path TO {schema}, public"))
-            .execute(&mut *tx)
-            .await?;
-        projector.apply(tx, &page.events).await?;
-        sqlx::raw_sql("SET LOCAL search_path TO public")
-            .execute(&mut *tx)
-            .await?;
-    }
+    apply_page(tx, projector, schema, &page.events).await?;
     *at = end;
     Ok(page.scanned)
+}
+
+/// Applies `events` to the tables in `schema` (projectors name their tables
+/// unqualified).
+async fn apply_page<P: Projector>(
+    tx: &mut PgConnection,
+    projector: &P,
+    schema: &str,
+    events: &[StoredEvent],
+) -> anyhow::Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    sqlx::raw_sql(&format!("SET LOCAL search_path TO {schema}, public"))
+        .execute(&mut *tx)
+        .await?;
+    projector.apply(tx, events).await?;
+    sqlx::raw_sql("SET LOCAL search_path TO public")
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
 }
 
 /// Wake-ups shared by every runner of a process.

@@ -13,7 +13,6 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use roster_events::meta;
 use sqlx::{Connection, PgConnection, PgPool};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -141,10 +140,11 @@ impl Message {
     pub fn of(e: &StoredEvent) -> Self {
         let payload: serde_json::Value = serde_json::from_str(&e.payload).unwrap_or_default();
         let value = serde_json::to_vec(&roster_events::public_data(&payload)).unwrap_or_default();
-        let company = e.meta(meta::COMPANY_ID).unwrap_or_default();
+        let company = &e.metadata.company_id;
         let time = e
-            .meta(meta::OCCURRED_AT)
-            .map(str::to_string)
+            .metadata
+            .occurred_at
+            .clone()
             .unwrap_or_else(|| roster_events::Timestamp::from(e.recorded_at).to_string());
         let headers = [
             ("ce_specversion", "1.0".to_string()),

@@ -174,8 +174,7 @@ impl Memberships {
         self.households
             .push(e.aggregate_id.parse().context("household id is not a uuid")?);
         self.accounts.push(m.account_id);
-        self.companies
-            .push(e.meta(roster_events::meta::COMPANY_ID).unwrap_or_default().to_string());
+        self.companies.push(e.metadata.company_id.clone());
         self.users.push(m.user_id);
         self.versions.push(e.sequence);
         self.members.push(member);

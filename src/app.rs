@@ -29,20 +29,28 @@ pub struct Settings {
 }
 
 /// Tells every subscriber (in this and other processes) that events were
-/// appended: one `NOTIFY` per burst of commits, sent outside them (a NOTIFY
-/// inside the appending transaction would serialise all commits).
+/// appended: one `NOTIFY` per burst of commits (at most one per
+/// `engine::PACE`), sent outside them (a NOTIFY inside the appending
+/// transaction would serialise all commits).
 async fn notify_appends(pool: PgPool, mut appended: tokio::sync::watch::Receiver<u64>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             changed = appended.changed() => if changed.is_err() { return },
         }
+        let sent = tokio::time::Instant::now();
         if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
             .bind(engine::CHANNEL)
             .execute(&pool)
             .await
         {
             tracing::debug!(error = %e, "cannot notify; subscribers will poll");
+        }
+        // Runners take a batch at most every `engine::PACE`: a burst of
+        // commits within it needs one notification, not one each.
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep_until(sent + engine::PACE) => {}
         }
     }
 }

@@ -9,10 +9,13 @@ use anyhow::Context;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use lru::LruCache;
 use rand::RngCore;
 use roster_command::secret::{self, Secret};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
 use uuid::Uuid;
 
 /// Lifetime of an access token.
@@ -134,7 +137,14 @@ pub struct Tokens {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    /// Tokens whose signature was checked, with their caller and expiry: a
+    /// client presents the same token for its whole life, so its signature
+    /// and claims are checked once, its expiry on every request.
+    verified: Mutex<LruCache<String, (Caller, i64)>>,
 }
+
+/// Verified tokens kept.
+const VERIFIED_TOKENS: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -167,14 +177,21 @@ impl Tokens {
         let key: Vec<u8> = sqlx::query_scalar("SELECT secret FROM signing_keys WHERE id = 1")
             .fetch_one(pool)
             .await?;
+        Ok(Self::with_key(&key))
+    }
+
+    fn with_key(key: &[u8]) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
         validation.set_required_spec_claims(&["exp", "sub"]);
-        Ok(Self {
-            encoding: EncodingKey::from_secret(&key),
-            decoding: DecodingKey::from_secret(&key),
+        Self {
+            encoding: EncodingKey::from_secret(key),
+            decoding: DecodingKey::from_secret(key),
             validation,
-        })
+            verified: Mutex::new(LruCache::new(
+                NonZeroUsize::new(VERIFIED_TOKENS).expect("a positive capacity"),
+            )),
+        }
     }
 
     /// Checks client credentials and issues a token.
@@ -221,15 +238,58 @@ impl Tokens {
 
     /// Verifies a bearer token presented with `x-appid`.
     pub fn verify(&self, token: &str, app_id: &str) -> Option<Caller> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
-        let c = data.claims;
-        if c.sub != app_id {
-            return None;
-        }
-        Some(Caller {
-            client_id: c.sub,
-            company_id: c.company,
-            scopes: c.scope.split(' ').filter_map(Scope::parse).collect(),
-        })
+        let now = chrono::Utc::now().timestamp();
+        let kept = self.verified.lock().ok().and_then(|mut v| v.get(token).cloned());
+        let (caller, exp) = match kept {
+            Some(kept) => kept,
+            None => {
+                let c = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+                    .ok()?
+                    .claims;
+                let caller = Caller {
+                    client_id: c.sub,
+                    company_id: c.company,
+                    scopes: c.scope.split(' ').filter_map(Scope::parse).collect(),
+                };
+                if let Ok(mut v) = self.verified.lock() {
+                    v.put(token.to_string(), (caller.clone(), c.exp));
+                }
+                (caller, c.exp)
+            }
+        };
+        // As `Validation` (leeway 0): expired once `exp` has passed.
+        (exp >= now && caller.client_id == app_id).then_some(caller)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(tokens: &Tokens, sub: &str, exp: i64) -> String {
+        let claims = Claims {
+            sub: sub.into(),
+            company: "acme".into(),
+            scope: "users:read".into(),
+            iat: exp - 60,
+            exp,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &tokens.encoding).expect("signed")
+    }
+
+    #[test]
+    fn a_kept_token_still_expires_and_still_names_its_client() {
+        let tokens = Tokens::with_key(b"a test key of thirty-two bytes!!");
+        let now = chrono::Utc::now().timestamp();
+        let t = token(&tokens, "client-a", now + 1);
+        assert!(tokens.verify(&t, "client-a").is_some(), "valid");
+        assert!(tokens.verify(&t, "client-a").is_some(), "valid, from the kept ones");
+        assert!(tokens.verify(&t, "client-b").is_none(), "another x-appid");
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        assert!(tokens.verify(&t, "client-a").is_none(), "expired although kept");
+        let forged = Tokens::with_key(b"another key, not the service's!!");
+        assert!(tokens
+            .verify(&token(&forged, "client-a", now + 60), "client-a")
+            .is_none());
     }
 }

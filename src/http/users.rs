@@ -56,6 +56,9 @@ fn etag(version: u64) -> HeaderValue {
 
 /// Hashes secrets off the async executor: Argon2id is CPU-bound by design.
 async fn hash_all(secrets: Vec<Secret>) -> Result<Vec<String>, ApiError> {
+    if secrets.is_empty() {
+        return Ok(Vec::new());
+    }
     tokio::task::spawn_blocking(move || secrets.iter().map(secret::hash).collect())
         .await
         .map_err(ApiError::internal)

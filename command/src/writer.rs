@@ -71,7 +71,12 @@ async fn run(pool: PgPool, queue: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>) {
             }
             batch
         };
-        write(&pool, batch).await;
+        // In a task of its own: should a batch ever panic, its commands get
+        // an answer (503) and this writer goes on.
+        let pool = pool.clone();
+        if let Err(e) = tokio::spawn(async move { write(&pool, batch).await }).await {
+            tracing::error!(error = %e, "a batch of appends failed");
+        }
     }
 }
 

@@ -5,8 +5,7 @@
 //! cancel a write half-way (sqlx is not cancel-safe inside `BEGIN`).
 
 use crate::catalog::{catalog_id, CardCatalog, CatalogError, CreateCardProduct};
-use crate::constraints::Constrained;
-use crate::constraints::Violation;
+use crate::constraints::{Constrained, Violation};
 use crate::household::{Household, HouseholdCommand, HouseholdError};
 use crate::store::{Append, AppendError, EventRepo, NewEvent, ReadError, Stream};
 use crate::user::{Argon2Services, User, UserCommand, UserError, UserServices};
@@ -113,10 +112,10 @@ const CACHED_AGGREGATES: usize = 20_000;
 const SNAPSHOT_AFTER: u64 = 100;
 
 /// One aggregate type's write side: the store, and a cache of aggregates as
-/// this process last committed them. A cached aggregate (or, on a miss, a
-/// snapshot) is only a starting point: every load reads the events after
-/// its sequence (none, unless another process wrote), so the cost of a
-/// command does not grow with its stream, and nothing stale is decided on.
+/// this process last committed them. A command decides on a cached
+/// aggregate directly (see `execute`: a stale one conflicts on append); a
+/// load starts from it (or, on a miss, from a snapshot) and reads only the
+/// events after it, so the cost of a command does not grow with its stream.
 struct Side<A: Aggregate> {
     store: EventRepo,
     cache: Mutex<LruCache<Uuid, (A, u64)>>,

@@ -301,21 +301,9 @@ async fn append_in_transaction(pool: &PgPool, append: &Append) -> Result<Appende
     for step in steps(&mut tx, company, owner, &append.constraints).await? {
         apply(&mut tx, company, owner, step).await?;
     }
-    let position = crate::writer::insert_events(&mut tx, append).await?;
-    if let Some((client, key)) = &append.request {
-        sqlx::query(
-            "UPDATE idempotency_keys SET committed_type = $3, committed_id = $4, committed_from = $5, committed_to = $6
-              WHERE client_id = $1 AND key = $2",
-        )
-        .bind(client)
-        .bind(key)
-        .bind(append.stream.aggregate_type)
-        .bind(append.stream.id.to_string())
-        .bind(append.expected_version as i64 + 1)
-        .bind(append.version() as i64)
-        .execute(&mut *tx)
-        .await?;
-    }
+    // The events and the idempotency outcome: the group-commit statement,
+    // without the constraints the steps above applied.
+    let position = crate::writer::insert_stepped(&mut tx, append).await?;
     tx.commit().await?;
     Ok(Appended {
         version: append.version(),

@@ -14,7 +14,7 @@
 
 use crate::constraints::Constraint;
 use crate::store::{is_unavailable, Append, AppendError, Appended};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgExecutor, PgPool, Postgres, Transaction};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Mutex};
@@ -175,12 +175,18 @@ impl<'a> Columns<'a> {
         }
     }
 
-    fn of(appends: &[&'a Append]) -> Self {
+    /// The rows of `appends`; their constraints too unless `constraints` is
+    /// `Stepped` (a transactional append has applied them already).
+    fn of(appends: &[&'a Append], constraints: Constraints) -> Self {
         let mut c = Columns::default();
         let mut claims: Vec<(&'a str, &'static str, String, Uuid)> = Vec::new();
         for a in appends {
             c.events(a);
-            for constraint in &a.constraints {
+            let own = match constraints {
+                Constraints::InStatement => a.constraints.as_slice(),
+                Constraints::Stepped => &[],
+            };
+            for constraint in own {
                 match constraint {
                     Constraint::Claim(claim) => {
                         let (kind, value) = claim.key();
@@ -217,13 +223,38 @@ impl<'a> Columns<'a> {
     }
 }
 
-/// The appends as one statement: one round trip and no explicit
+/// Whether the statement writes the appends' constraints.
+#[derive(Debug, Clone, Copy)]
+enum Constraints {
+    /// Claims and registrations are rows of the statement.
+    InStatement,
+    /// The transaction around the statement applied them step by step.
+    Stepped,
+}
+
+async fn insert(pool: &PgPool, appends: &[&Append]) -> sqlx::Result<Vec<Appended>> {
+    insert_rows(pool, appends, Constraints::InStatement).await
+}
+
+/// The events and idempotency outcome of one append whose constraints its
+/// transaction has applied (see `store::append_in_transaction`); returns
+/// the position of its last event.
+pub(crate) async fn insert_stepped(tx: &mut Transaction<'_, Postgres>, a: &Append) -> sqlx::Result<i64> {
+    let done = insert_rows(&mut **tx, &[a], Constraints::Stepped).await?;
+    Ok(done.first().map(|d| d.position).unwrap_or_default())
+}
+
+/// The appends as one statement: one round trip and, outside a
 /// transaction, atomic all the same. A claim held by another owner makes
 /// `roster_claim_taken` raise, and a stream that moved makes the events'
 /// primary key refuse: either undoes the whole statement. Returns each
 /// append's outcome, in order.
-async fn insert(pool: &PgPool, appends: &[&Append]) -> sqlx::Result<Vec<Appended>> {
-    let c = Columns::of(appends);
+async fn insert_rows<'e>(
+    executor: impl PgExecutor<'e>,
+    appends: &[&Append],
+    constraints: Constraints,
+) -> sqlx::Result<Vec<Appended>> {
+    let c = Columns::of(appends, constraints);
     let rows: Vec<(String, String, i64)> = sqlx::query_as(
         "WITH appended AS (
              INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
@@ -272,7 +303,7 @@ async fn insert(pool: &PgPool, appends: &[&Append]) -> sqlx::Result<Vec<Appended
     .bind(&c.committed_ids)
     .bind(&c.froms)
     .bind(&c.tos)
-    .fetch_all(pool)
+    .fetch_all(executor)
     .await?;
     let positions: HashMap<(String, String), i64> = rows.into_iter().map(|(t, i, p)| ((t, i), p)).collect();
     Ok(appends
@@ -285,30 +316,4 @@ async fn insert(pool: &PgPool, appends: &[&Append]) -> sqlx::Result<Vec<Appended
                 .unwrap_or_default(),
         })
         .collect())
-}
-
-/// The events of one append, inside a transaction of its own (see
-/// `store::append_in_transaction`); returns the position of the last one.
-pub(crate) async fn insert_events(tx: &mut Transaction<'_, Postgres>, a: &Append) -> sqlx::Result<i64> {
-    let mut c = Columns::default();
-    c.events(a);
-    sqlx::query_scalar(
-        "WITH appended AS (
-             INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-             SELECT a, i, s, t, v, p::json, m::json
-               FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])
-                    AS e(a, i, s, t, v, p, m)
-             RETURNING global_position
-         )
-         SELECT max(global_position) FROM appended",
-    )
-    .bind(&c.types)
-    .bind(&c.ids)
-    .bind(&c.seqs)
-    .bind(&c.names)
-    .bind(&c.versions)
-    .bind(&c.payloads)
-    .bind(&c.metas)
-    .fetch_one(&mut **tx)
-    .await
 }

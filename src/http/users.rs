@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use roster_command::bus::Load;
 use roster_command::secret::{self, Secret};
 use roster_command::user::input::{self, AccountInput, EnrollUserRequest, KycInput, QuestionInput};
-use roster_command::user::patch::{ProfilePatch, PROFILE_FIELDS};
+use roster_command::user::patch::ProfilePatch;
 use roster_command::user::{EnrollUser, UpdateUser, UserAction, UserCommand};
 use roster_command::validate::{self, Errors, FieldError};
 use roster_command::Committed;
@@ -296,9 +296,6 @@ pub async fn update(
     let mut errors = Vec::new();
     for (key, value) in fields {
         match key.as_str() {
-            k if PROFILE_FIELDS.contains(&k) => {
-                profile.insert(key, value);
-            }
             "password" => match value.as_str().map(|p| (p, p.chars().count())) {
                 Some((p, 8..=128)) => update.password_hash = Some(p.to_string()),
                 _ => errors.push(FieldError::new("password", "must be 8 to 128 characters")),
@@ -319,7 +316,10 @@ pub async fn update(
                 "is changed with PUT /v1/users/{id}/verification-questions",
             )),
             "account" | "accounts" => errors.push(FieldError::new(&key, "is added with POST /v1/users/{id}/accounts")),
-            _ => errors.push(FieldError::new(&key, "is not a known field")),
+            // A profile field, or one `ProfilePatch` reports as unknown.
+            _ => {
+                profile.insert(key, value);
+            }
         }
     }
     // Every profile field is checked by its rule here; what spans fields

@@ -57,7 +57,7 @@ impl<T> Patch<T> {
 }
 
 impl Patch<String> {
-    fn text(self, errors: &mut Errors, field: &str, rule: fn(&str) -> Result<String, String>) -> Patch<String> {
+    fn text(self, errors: &mut Errors, field: &str, rule: impl Fn(&str) -> Result<String, String>) -> Patch<String> {
         self.check(errors, field, |v| rule(&v))
     }
 }
@@ -138,33 +138,13 @@ pub struct ProfilePatch {
     communication_preferences: Patch<PreferencesPatch>,
 }
 
-/// The profile fields `PATCH`/`PUT /v1/users/{id}` may change directly.
-pub const PROFILE_FIELDS: [&str; 16] = [
-    "external_ref",
-    "first_name",
-    "last_name",
-    "email",
-    "email_verified",
-    "mobile",
-    "office_phone",
-    "office_extension",
-    "employee_id",
-    "date_of_birth",
-    "gender",
-    "nationality",
-    "locale",
-    "address",
-    "billing_address",
-    "communication_preferences",
-];
-
 fn text(min: usize, max: usize) -> impl Fn(&str) -> Result<String, String> {
     move |v| validate::text(v, min, max)
 }
 
 impl ProfilePatch {
-    /// Reads the profile fields of a request body (names from
-    /// [`PROFILE_FIELDS`]), reporting every field that breaks its rule.
+    /// Reads the profile fields of a request body, reporting every field
+    /// that breaks its rule and every name that is not a profile field.
     pub fn parse(fields: Map<String, Value>) -> Result<ProfilePatch, Vec<FieldError>> {
         parse_all::<ProfilePatch>(Value::Object(fields)).validate(|p| {
             let mut e = Errors::default();
@@ -174,22 +154,21 @@ impl ProfilePatch {
     }
 
     fn checked(self, e: &mut Errors) -> ProfilePatch {
-        let line = text(1, 100);
         ProfilePatch {
             external_ref: self.external_ref.map(|r| ExternalRefPatch {
-                id: r.id.check(e, "external_ref.id", |v| line(&v)),
-                kind: r.kind.check(e, "external_ref.type", |v| text(1, 50)(&v)),
+                id: r.id.text(e, "external_ref.id", text(1, 100)),
+                kind: r.kind.text(e, "external_ref.type", text(1, 50)),
             }),
             first_name: self.first_name.text(e, "first_name", validate::name),
             last_name: self.last_name.text(e, "last_name", validate::name),
             email: self.email.text(e, "email", validate::email),
             email_verified: self.email_verified,
             mobile: self.mobile.text(e, "mobile", validate::mobile),
-            office_phone: self.office_phone.check(e, "office_phone", |v| text(1, 30)(&v)),
-            office_extension: self.office_extension.check(e, "office_extension", |v| text(1, 10)(&v)),
-            employee_id: self.employee_id.check(e, "employee_id", |v| line(&v)),
+            office_phone: self.office_phone.text(e, "office_phone", text(1, 30)),
+            office_extension: self.office_extension.text(e, "office_extension", text(1, 10)),
+            employee_id: self.employee_id.text(e, "employee_id", text(1, 100)),
             date_of_birth: self.date_of_birth.check(e, "date_of_birth", validate::date_of_birth),
-            gender: self.gender.check(e, "gender", |v| text(1, 50)(&v)),
+            gender: self.gender.text(e, "gender", text(1, 50)),
             nationality: self.nationality.text(e, "nationality", validate::country),
             locale: self.locale.text(e, "locale", validate::locale),
             address: self.address.map(|a| a.checked(e, "address")),
@@ -261,7 +240,7 @@ fn required(e: &mut Errors, field: &str, present: bool) {
 impl AddressPatch {
     fn checked(self, e: &mut Errors, field: &str) -> AddressPatch {
         let rule = |name: &str, max: usize, v: Patch<String>, e: &mut Errors| {
-            v.check(e, &format!("{field}.{name}"), |v| validate::text(&v, 1, max))
+            v.text(e, &format!("{field}.{name}"), text(1, max))
         };
         AddressPatch {
             line1: rule("line1", 100, self.line1, e),
@@ -269,9 +248,7 @@ impl AddressPatch {
             city: rule("city", 100, self.city, e),
             region: rule("region", 100, self.region, e),
             postal_code: rule("postal_code", 20, self.postal_code, e),
-            country: self
-                .country
-                .check(e, &format!("{field}.country"), |v| validate::country(&v)),
+            country: self.country.text(e, &format!("{field}.country"), validate::country),
         }
     }
 

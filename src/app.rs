@@ -8,6 +8,7 @@ use anyhow::Context;
 use roster_command::Commands;
 use roster_projections::publisher::{self, KafkaConfig};
 use roster_projections::{card_view::CardView, engine, household_view::HouseholdView, user_view::UserView};
+use roster_vault::Vault;
 use sqlx::PgPool;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +27,9 @@ pub struct Settings {
     pub roles: Vec<Role>,
     /// `None` disables publishing.
     pub kafka: Option<KafkaConfig>,
+    /// The keys of personal data (every process of one database needs the
+    /// same master key).
+    pub vault: Arc<Vault>,
 }
 
 /// Tells every subscriber (in this and other processes) that events were
@@ -97,6 +101,7 @@ impl App {
         if has(Role::Projector) {
             tasks.spawn(engine::run(
                 pool.clone(),
+                settings.vault.clone(),
                 Arc::new(UserView::default()),
                 wake.clone(),
                 PROJECTION_BATCH,
@@ -104,6 +109,7 @@ impl App {
             ));
             tasks.spawn(engine::run(
                 pool.clone(),
+                settings.vault.clone(),
                 Arc::new(CardView),
                 wake.clone(),
                 PROJECTION_BATCH,
@@ -111,6 +117,7 @@ impl App {
             ));
             tasks.spawn(engine::run(
                 pool.clone(),
+                settings.vault.clone(),
                 Arc::new(HouseholdView),
                 wake.clone(),
                 PROJECTION_BATCH,
@@ -120,6 +127,7 @@ impl App {
         if let (true, Some(kafka)) = (has(Role::Publisher), settings.kafka.clone()) {
             tasks.spawn(publisher::run(
                 pool.clone(),
+                settings.vault.clone(),
                 kafka,
                 wake.clone(),
                 PUBLISH_BATCH,
@@ -129,7 +137,7 @@ impl App {
         let mut addr = None;
         if let (true, Some(listener)) = (has(Role::Api), listener) {
             addr = Some(listener.local_addr()?);
-            let commands = Commands::new(pool.clone());
+            let commands = Commands::new(pool.clone(), settings.vault.clone());
             tasks.spawn(notify_appends(pool.clone(), commands.appended(), shutdown.clone()));
             tasks.spawn(purge_idempotency_keys(pool.clone(), shutdown.clone()));
             let state = AppState {

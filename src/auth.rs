@@ -26,17 +26,25 @@ pub enum Scope {
     UsersRead,
     UsersWrite,
     CardsWrite,
+    UsersErase,
     Admin,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 4] = [Scope::UsersRead, Scope::UsersWrite, Scope::CardsWrite, Scope::Admin];
+    pub const ALL: [Scope; 5] = [
+        Scope::UsersRead,
+        Scope::UsersWrite,
+        Scope::CardsWrite,
+        Scope::UsersErase,
+        Scope::Admin,
+    ];
 
     pub fn as_str(&self) -> &'static str {
         match self {
             Scope::UsersRead => "users:read",
             Scope::UsersWrite => "users:write",
             Scope::CardsWrite => "cards:write",
+            Scope::UsersErase => "users:erase",
             Scope::Admin => "admin",
         }
     }

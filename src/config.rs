@@ -26,6 +26,61 @@ pub enum Command {
     },
     /// Rebuild read models from the event store, with progress; exits 0 when caught up.
     Replay(ReplayArgs),
+    /// Manage the keys of personal data.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Rewrap every key still under ROSTER_PREVIOUS_MASTER_KEY with
+    /// ROSTER_MASTER_KEY (run it with both set; resumable).
+    RotateMaster(KeysArgs),
+    /// Seal the personal data of a store written before encryption, in
+    /// place, with progress; resumable. `roster serve` waits for it.
+    SealExisting(KeysArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KeysArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+}
+
+/// The master key that wraps every data key.
+#[derive(Debug, Clone, Args)]
+pub struct KeyArgs {
+    /// Base64 of 32 random bytes (`openssl rand -base64 32`). Unset: a
+    /// development key kept in --master-key-file, with a warning.
+    #[arg(long, env = "ROSTER_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+    /// The master key being rotated away from, while `roster keys
+    /// rotate-master` runs.
+    #[arg(long, env = "ROSTER_PREVIOUS_MASTER_KEY", hide_env_values = true)]
+    pub previous_master_key: Option<String>,
+    /// Where the development master key is kept when ROSTER_MASTER_KEY is
+    /// unset [default: $XDG_DATA_HOME/roster/dev-master.key, or
+    /// ~/.local/share/roster/dev-master.key].
+    #[arg(long, env = "ROSTER_MASTER_KEY_FILE")]
+    pub master_key_file: Option<std::path::PathBuf>,
+}
+
+impl KeyArgs {
+    /// The development key's file.
+    pub fn dev_key_file(&self) -> std::path::PathBuf {
+        if let Some(path) = &self.master_key_file {
+            return path.clone();
+        }
+        let data = std::env::var_os("XDG_DATA_HOME")
+            .map(std::path::PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".local/share")))
+            .unwrap_or_else(|| std::path::PathBuf::from("."));
+        data.join("roster").join("dev-master.key")
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,6 +145,8 @@ pub struct ServeArgs {
         default_value = "api,projector,publisher"
     )]
     pub role: Vec<Role>,
+    #[command(flatten)]
+    pub keys: KeyArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -114,6 +171,8 @@ pub struct ReplayArgs {
     /// The projection to rebuild (default: all).
     #[arg(long)]
     pub projection: Option<ProjectionName>,
+    #[command(flatten)]
+    pub keys: KeyArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -13,4 +13,5 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod http;
+pub mod keys;
 pub mod telemetry;

@@ -2,8 +2,8 @@ use anyhow::Context;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use roster::app::{App, Settings};
-use roster::config::{Cli, ClientCommand, Command, ProjectionName, ReplayArgs, ServeArgs};
-use roster::{auth, db, telemetry};
+use roster::config::{Cli, ClientCommand, Command, KeysCommand, ProjectionName, ReplayArgs, ServeArgs};
+use roster::{auth, db, keys, telemetry};
 use roster_projections::publisher::KafkaConfig;
 use roster_projections::{card_view::CardView, engine, household_view::HouseholdView, user_view::UserView};
 
@@ -32,11 +32,46 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Replay(args) => replay(args).await,
+        Command::Keys {
+            command: KeysCommand::RotateMaster(args),
+        } => {
+            let pool = db::prepare(&args.db.database_url, 2).await?;
+            let vault = keys::vault(&pool, &args.keys).await?;
+            anyhow::ensure!(
+                args.keys.previous_master_key.is_some(),
+                "set ROSTER_PREVIOUS_MASTER_KEY to the key being rotated away from"
+            );
+            let bar = ProgressBar::new(vault.under_previous(&pool).await? as u64).with_style(bar_style("keys"));
+            let n = keys::rotate_master(&pool, &vault, |n| bar.inc(n)).await?;
+            bar.finish();
+            eprintln!("{n} keys rewrapped under master key {}", vault.master().id());
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::SealExisting(args),
+        } => {
+            let pool = db::prepare(&args.db.database_url, 2).await?;
+            let vault = keys::vault(&pool, &args.keys).await?;
+            let bar = ProgressBar::new(keys::events_to_seal(&pool).await?).with_style(bar_style("events"));
+            let n = keys::seal_existing(&pool, &vault, 2000, |n| bar.inc(n)).await?;
+            bar.finish();
+            eprintln!("{n} events sealed; the store holds no plaintext personal data");
+            Ok(())
+        }
     }
+}
+
+fn bar_style(unit: &str) -> ProgressStyle {
+    ProgressStyle::with_template(&format!(
+        "{{msg:12}} [{{bar:40}}] {{pos}}/{{len}} {unit} {{per_sec}} eta {{eta}}"
+    ))
+    .expect("static template")
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let pool = db::prepare(&args.db.database_url, 32).await?;
+    keys::require_sealed(&pool).await?;
+    let vault = keys::vault(&pool, &args.keys).await?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -49,6 +84,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Settings {
             roles: args.role,
             kafka,
+            vault,
         },
         Some(listener),
     )
@@ -76,6 +112,8 @@ async fn shutdown_signal() {
 
 async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let pool = db::prepare(&args.db.database_url, 4).await?;
+    keys::require_sealed(&pool).await?;
+    let vault = keys::vault(&pool, &args.keys).await?;
     let names = match args.projection {
         Some(p) => vec![p],
         None => vec![
@@ -88,23 +126,20 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         .fetch_one(&pool)
         .await?;
     for name in names {
-        let bar = ProgressBar::new(total as u64).with_style(
-            ProgressStyle::with_template("{msg:12} [{bar:40}] {pos}/{len} events {per_sec} eta {eta}")
-                .expect("static template"),
-        );
+        let bar = ProgressBar::new(total as u64).with_style(bar_style("events"));
         let started = std::time::Instant::now();
         let n = match name {
             ProjectionName::UserView => {
                 bar.set_message("user_view");
-                engine::replay(&pool, &UserView::default(), 5000, |n| bar.inc(n as u64)).await?
+                engine::replay(&pool, &vault, &UserView::default(), 5000, |n| bar.inc(n as u64)).await?
             }
             ProjectionName::CardView => {
                 bar.set_message("card_view");
-                engine::replay(&pool, &CardView, 5000, |n| bar.inc(n as u64)).await?
+                engine::replay(&pool, &vault, &CardView, 5000, |n| bar.inc(n as u64)).await?
             }
             ProjectionName::HouseholdView => {
                 bar.set_message("household_view");
-                engine::replay(&pool, &HouseholdView, 5000, |n| bar.inc(n as u64)).await?
+                engine::replay(&pool, &vault, &HouseholdView, 5000, |n| bar.inc(n as u64)).await?
             }
         };
         bar.finish();

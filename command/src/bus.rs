@@ -5,18 +5,20 @@
 //! cancel a write half-way (sqlx is not cancel-safe inside `BEGIN`).
 
 use crate::catalog::{catalog_id, CardCatalog, CatalogError, CreateCardProduct};
-use crate::constraints::{Constrained, Violation};
+use crate::constraints::{Constrained, Snapshots, Violation};
 use crate::household::{Household, HouseholdCommand, HouseholdError};
 use crate::store::{Append, AppendError, EventRepo, NewEvent, ReadError, Stream};
 use crate::user::{Argon2Services, User, UserCommand, UserError, UserServices};
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::Aggregate;
+use cqrs_es::{Aggregate, DomainEvent};
 use lru::LruCache;
 use roster_events::card::{CardDoc, CardProductDoc, CatalogEvent};
 use roster_events::household::{HouseholdDoc, HouseholdEvent};
-use roster_events::user::{UserDoc, UserEvent};
+use roster_events::user::{UserDoc, UserErased, UserEvent};
 use roster_events::Timestamp;
+use roster_vault::{DataKey, NewKey, Vault, VaultError};
 use sqlx::PgPool;
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use tracing::instrument;
@@ -92,6 +94,16 @@ impl From<ReadError> for CommandError {
     fn from(e: ReadError) -> Self {
         match e {
             ReadError::Unavailable(e) => CommandError::Unavailable(Box::new(e)),
+            ReadError::Keys(e) => e.into(),
+            e => CommandError::Internal(Box::new(e)),
+        }
+    }
+}
+
+impl From<VaultError> for CommandError {
+    fn from(e: VaultError) -> Self {
+        match e {
+            VaultError::Db(e) if crate::store::is_unavailable(&e) => CommandError::Unavailable(Box::new(e)),
             e => CommandError::Internal(Box::new(e)),
         }
     }
@@ -144,14 +156,18 @@ impl<A: Constrained + Clone> Side<A> {
     async fn load(&self, id: Uuid) -> Result<(A, u64), CommandError> {
         let (mut aggregate, mut version) = match self.cached(id) {
             Some(c) => c,
-            None => self.store.snapshot::<A>(id).await.unwrap_or_default(),
+            None => match A::SNAPSHOTS {
+                Snapshots::Never => None,
+                s => self.store.snapshot::<A>(id, s == Snapshots::Sealed).await,
+            }
+            .unwrap_or_default(),
         };
         let from = version;
         for (sequence, event) in self.store.events_after::<A>(id, version).await? {
             version = sequence;
             aggregate.apply(event);
         }
-        if version - from >= SNAPSHOT_AFTER {
+        if version - from >= SNAPSHOT_AFTER && A::SNAPSHOTS != Snapshots::Never {
             match serde_json::to_value(&aggregate) {
                 Ok(payload) => {
                     let store = self.store.clone();
@@ -160,7 +176,8 @@ impl<A: Constrained + Clone> Side<A> {
                         id,
                     };
                     tokio::spawn(async move {
-                        if let Err(e) = store.save_snapshot(stream, version, &payload).await {
+                        let sealed = A::SNAPSHOTS == Snapshots::Sealed;
+                        if let Err(e) = store.save_snapshot(stream, version, &payload, sealed).await {
                             tracing::warn!(aggregate_id = %id, error = %e, "cannot save a snapshot");
                         }
                     });
@@ -176,6 +193,46 @@ impl<A: Constrained + Clone> Side<A> {
         if let Ok(mut c) = self.cache.lock() {
             c.put(id, (aggregate.clone(), version));
         }
+    }
+
+    /// The events as stored: each one's personal values sealed under its
+    /// owner's data key. A new user's first events get a new key, stored
+    /// with them; a key that is gone means its owner was erased.
+    async fn seal(
+        &self,
+        id: Uuid,
+        version: u64,
+        events: &[A::Event],
+        company_id: &str,
+    ) -> Result<(Vec<NewEvent>, Option<(DataKey, NewKey)>), CommandError> {
+        let vault = self.store.vault();
+        let mut keys: HashMap<Uuid, DataKey> = HashMap::new();
+        let mut created = None;
+        let mut sealed = Vec::with_capacity(events.len());
+        for event in events {
+            let owner = A::data_owner(id, event)
+                .filter(|_| !roster_events::personal::paths(A::TYPE, &event.event_type()).is_empty());
+            let key = match owner {
+                None => None,
+                Some(owner) if keys.contains_key(&owner) => keys.get(&owner).cloned(),
+                Some(owner) => {
+                    let key = if owner == id && version == 0 {
+                        let (key, new) = vault.new_key(owner, company_id);
+                        created = Some((key.clone(), new));
+                        key
+                    } else {
+                        vault
+                            .key(self.store.pool(), owner)
+                            .await?
+                            .ok_or(CommandError::User(UserError::Erased))?
+                    };
+                    keys.insert(owner, key.clone());
+                    Some(key)
+                }
+            };
+            sealed.push(NewEvent::sealed(A::TYPE, event, key.as_ref()));
+        }
+        Ok((sealed, created))
     }
 }
 
@@ -193,8 +250,9 @@ pub struct Commands {
 
 impl Commands {
     /// Starts the store's group-commit writer (needs a Tokio runtime).
-    pub fn new(pool: PgPool) -> Self {
-        let store = EventRepo::new(pool.clone());
+    /// Every process on one database needs the same master key in `vault`.
+    pub fn new(pool: PgPool, vault: Arc<Vault>) -> Self {
+        let store = EventRepo::new(pool.clone(), vault);
         Self {
             users: Arc::new(Side::new(store.clone())),
             households: Arc::new(Side::new(store.clone())),
@@ -203,6 +261,11 @@ impl Commands {
             appended: Arc::new(tokio::sync::watch::Sender::new(0)),
             pool,
         }
+    }
+
+    /// The keys of personal data, shared with the read side.
+    pub fn vault(&self) -> &Vault {
+        self.users.store.vault()
     }
 
     /// Changes after every commit that appended events (to wake subscribers).
@@ -216,14 +279,22 @@ impl Commands {
         }
     }
 
-    /// Whether the user exists for this company (write side: always current).
+    /// Whether the user exists for this company (write side: always
+    /// current); an erased one is [`UserError::Erased`].
     pub async fn user_exists(&self, company_id: &str, user_id: Uuid) -> Result<bool, CommandError> {
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM user_registry WHERE user_id = $1 AND company_id = $2)")
-            .bind(user_id)
-            .bind(company_id)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| CommandError::Unavailable(Box::new(e)))
+        let erased: Option<bool> = sqlx::query_scalar(
+            "SELECT erased_at IS NOT NULL FROM user_registry WHERE user_id = $1 AND company_id = $2",
+        )
+        .bind(user_id)
+        .bind(company_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| CommandError::Unavailable(Box::new(e)))?;
+        match erased {
+            Some(true) => Err(CommandError::User(UserError::Erased)),
+            Some(false) => Ok(true),
+            None => Ok(false),
+        }
     }
 
     /// A company's card catalog, as of now.
@@ -316,7 +387,12 @@ impl Commands {
         if doc.accounts.is_empty() {
             return Ok(doc);
         }
-        let accounts: Vec<&str> = doc.accounts.iter().map(|a| a.account.account_id.as_str()).collect();
+        let claim_key = self.users.store.vault().claim_key(&self.pool, &doc.company_id).await?;
+        let accounts: Vec<String> = doc
+            .accounts
+            .iter()
+            .map(|a| claim_key.hash(&a.account.account_id))
+            .collect();
         let rows: Vec<(String, Uuid)> = sqlx::query_as(
             "SELECT value, owner_id FROM unique_claims
               WHERE company_id = $1 AND kind = 'household_account' AND value = ANY($2)",
@@ -326,8 +402,8 @@ impl Commands {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| CommandError::Unavailable(Box::new(e)))?;
-        for a in &mut doc.accounts {
-            a.household_id = rows.iter().find(|(v, _)| *v == a.account.account_id).map(|(_, h)| *h);
+        for (a, hash) in doc.accounts.iter_mut().zip(&accounts) {
+            a.household_id = rows.iter().find(|(v, _)| v == hash).map(|(_, h)| *h);
         }
         Ok(doc)
     }
@@ -347,6 +423,29 @@ impl Commands {
         Ok(Committed { doc, version, events })
     }
 
+    /// Erases a user (CONTRACT §3 "Erasure"); returns its `UserErased`.
+    #[instrument(skip_all, fields(user_id = %user_id), err(level = "debug"))]
+    pub async fn erase_user(
+        &self,
+        user_id: Uuid,
+        command: UserCommand,
+        meta: Meta,
+    ) -> Result<Committed<UserErased, UserEvent>, CommandError> {
+        let (_, version, events) = self.run_user(user_id, command, meta, Load::Existing).await?;
+        let erased = events
+            .iter()
+            .find_map(|e| match e {
+                UserEvent::UserErased(e) => Some(e.clone()),
+                _ => None,
+            })
+            .ok_or(CommandError::User(UserError::Erased))?;
+        Ok(Committed {
+            doc: erased,
+            version,
+            events,
+        })
+    }
+
     async fn run_user(
         &self,
         user_id: Uuid,
@@ -364,6 +463,11 @@ impl Commands {
             .and_then(|r| r);
         record(name, &result);
         self.bump(&result);
+        if let Ok((user, _, _)) = &result {
+            if user.erased().is_some() {
+                self.users.store.vault().forget(user_id);
+            }
+        }
         result
     }
 }
@@ -418,15 +522,19 @@ where
             return Ok((aggregate, version, events));
         }
         let constraints = events.iter().flat_map(A::constraints).collect();
-        let append = Append::new(
-            stream,
-            version,
-            events.iter().map(NewEvent::of).collect(),
-            constraints,
-            meta,
-        );
+        let (sealed, created) = side.seal(id, version, &events, &meta.company_id).await?;
+        let claim_key = side
+            .store
+            .vault()
+            .claim_key(side.store.pool(), &meta.company_id)
+            .await?;
+        let mut append = Append::new(stream, version, sealed, constraints, claim_key, meta);
+        append.keys.extend(created.as_ref().map(|(_, new)| new.clone()));
         match side.store.append(append).await {
             Ok(appended) => {
+                if let Some((key, _)) = created {
+                    side.store.vault().remember(key);
+                }
                 side.remember(id, &aggregate, appended.version);
                 // Tests stop Postgres here: committed, not yet answered.
                 fail::fail_point!("command::committed");

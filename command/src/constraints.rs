@@ -7,7 +7,7 @@ use crate::household::Household;
 use crate::user::User;
 use cqrs_es::Aggregate;
 use roster_events::card::CatalogEvent;
-use roster_events::household::HouseholdEvent;
+use roster_events::household::{HouseholdEvent, Member};
 use roster_events::user::UserEvent;
 use uuid::Uuid;
 
@@ -96,6 +96,11 @@ pub enum Constraint {
     /// lock so that two opposite links cannot both pass.
     LinkParent(Uuid),
     UnlinkParent,
+    /// The user is erased: its children, claims, households, key and
+    /// stored responses go with it (see `store::erase`).
+    Erase {
+        at: roster_events::Timestamp,
+    },
 }
 
 /// A cross-aggregate rule the append would break.
@@ -117,27 +122,65 @@ pub enum Violation {
     AccountNotOwned,
 }
 
-/// An aggregate whose events may carry constraints.
+/// How an aggregate's snapshots are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Snapshots {
+    /// As they are: the aggregate holds no personal data.
+    Plain,
+    /// Sealed under the aggregate's own data key (a user's).
+    Sealed,
+    /// Not at all: the aggregate holds several users' data.
+    Never,
+}
+
+/// An aggregate whose events may carry constraints, and personal data.
 pub trait Constrained: Aggregate {
+    const SNAPSHOTS: Snapshots;
+
     /// What `event` claims or requires beyond its own aggregate.
     fn constraints(event: &Self::Event) -> Vec<Constraint>;
+
+    /// The user whose data key seals `event`'s personal values
+    /// ([`roster_events::personal`]), on the aggregate `stream`.
+    fn data_owner(stream: Uuid, event: &Self::Event) -> Option<Uuid>;
 }
 
 impl Constrained for User {
+    const SNAPSHOTS: Snapshots = Snapshots::Sealed;
+
     fn constraints(event: &UserEvent) -> Vec<Constraint> {
         of_user(event)
+    }
+
+    fn data_owner(stream: Uuid, _: &UserEvent) -> Option<Uuid> {
+        Some(stream)
     }
 }
 
 impl Constrained for Household {
+    const SNAPSHOTS: Snapshots = Snapshots::Never;
+
     fn constraints(event: &HouseholdEvent) -> Vec<Constraint> {
         of_household(event)
+    }
+
+    fn data_owner(_: Uuid, event: &HouseholdEvent) -> Option<Uuid> {
+        match event {
+            HouseholdEvent::HouseholdCreated(_) => None,
+            HouseholdEvent::HouseholdMemberAdded(m) | HouseholdEvent::HouseholdMemberRemoved(m) => Some(m.user_id),
+        }
     }
 }
 
 impl Constrained for CardCatalog {
+    const SNAPSHOTS: Snapshots = Snapshots::Plain;
+
     fn constraints(_: &CatalogEvent) -> Vec<Constraint> {
         Vec::new()
+    }
+
+    fn data_owner(_: Uuid, _: &CatalogEvent) -> Option<Uuid> {
+        None
     }
 }
 
@@ -180,6 +223,7 @@ pub fn of_user(event: &UserEvent) -> Vec<Constraint> {
         }
         UserEvent::ParentLinked(e) => vec![Constraint::LinkParent(e.parent_user_id)],
         UserEvent::ParentUnlinked(_) => vec![Constraint::UnlinkParent],
+        UserEvent::UserErased(e) => vec![Constraint::Erase { at: e.erased_at }],
         UserEvent::AccountAdded(e) => vec![Constraint::Claim(Claim::Account(e.account.account_id.clone()))],
         UserEvent::PasswordChanged(_)
         | UserEvent::VerificationQuestionsSet(_)
@@ -196,16 +240,24 @@ pub fn of_user(event: &UserEvent) -> Vec<Constraint> {
 pub fn of_household(event: &HouseholdEvent) -> Vec<Constraint> {
     match event {
         HouseholdEvent::HouseholdCreated(_) => Vec::new(),
-        HouseholdEvent::HouseholdMemberAdded(m) => vec![
+        // An account not named is an erased user's: its erasure released
+        // the claims.
+        HouseholdEvent::HouseholdMemberAdded(Member {
+            account_id: Some(account_id),
+            user_id,
+            ..
+        }) => vec![
             Constraint::AccountOwnedBy {
-                account_id: m.account_id.clone(),
-                user_id: m.user_id,
+                account_id: account_id.clone(),
+                user_id: *user_id,
             },
-            Constraint::Claim(Claim::HouseholdAccount(m.account_id.clone())),
+            Constraint::Claim(Claim::HouseholdAccount(account_id.clone())),
         ],
-        HouseholdEvent::HouseholdMemberRemoved(m) => {
-            vec![Constraint::ReleaseValue(Claim::HouseholdAccount(m.account_id.clone()))]
-        }
+        HouseholdEvent::HouseholdMemberRemoved(Member {
+            account_id: Some(account_id),
+            ..
+        }) => vec![Constraint::ReleaseValue(Claim::HouseholdAccount(account_id.clone()))],
+        HouseholdEvent::HouseholdMemberAdded(_) | HouseholdEvent::HouseholdMemberRemoved(_) => Vec::new(),
     }
 }
 

@@ -84,7 +84,7 @@ impl Household {
                 }
                 Ok(vec![HouseholdEvent::HouseholdMemberAdded(Member {
                     user_id,
-                    account_id,
+                    account_id: Some(account_id),
                     at,
                 })])
             }
@@ -96,7 +96,7 @@ impl Household {
                     .ok_or(HouseholdError::NotAMember)?;
                 Ok(vec![HouseholdEvent::HouseholdMemberRemoved(Member {
                     user_id: member.user_id,
-                    account_id,
+                    account_id: Some(account_id),
                     at,
                 })])
             }
@@ -152,7 +152,7 @@ mod tests {
     fn added() -> HouseholdEvent {
         HouseholdEvent::HouseholdMemberAdded(Member {
             user_id: Uuid::from_u128(2),
-            account_id: "A1".into(),
+            account_id: Some("A1".into()),
             at: at(),
         })
     }
@@ -187,7 +187,44 @@ mod tests {
             }))
             .then_expect_events(vec![HouseholdEvent::HouseholdMemberRemoved(Member {
                 user_id: Uuid::from_u128(2),
-                account_id: "A1".into(),
+                account_id: Some("A1".into()),
+                at: at(),
+            })]);
+    }
+
+    #[test]
+    fn an_erased_users_accounts_all_leave() {
+        let other = HouseholdEvent::HouseholdMemberAdded(Member {
+            user_id: Uuid::from_u128(3),
+            account_id: Some("B1".into()),
+            at: at(),
+        });
+        let erased = HouseholdEvent::HouseholdMemberRemoved(Member {
+            user_id: Uuid::from_u128(2),
+            account_id: None,
+            at: at(),
+        });
+        let mut h = Household::default();
+        for e in [created(), added(), other, erased] {
+            h.apply(e);
+        }
+        let members: Vec<_> = h
+            .doc()
+            .expect("a household")
+            .members
+            .iter()
+            .map(|m| m.user_id)
+            .collect();
+        assert_eq!(members, vec![Uuid::from_u128(3)]);
+        TestFramework::<Household>::with(())
+            .given(vec![created(), added()])
+            .when(cmd(HouseholdAction::AddMember {
+                user_id: Uuid::from_u128(2),
+                account_id: "A2".into(),
+            }))
+            .then_expect_events(vec![HouseholdEvent::HouseholdMemberAdded(Member {
+                user_id: Uuid::from_u128(2),
+                account_id: Some("A2".into()),
                 at: at(),
             })]);
     }

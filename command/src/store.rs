@@ -18,8 +18,13 @@
 //!   claim, an account-ownership check) runs its own transaction here, with
 //!   every row it may wait for taken in one order all writers share.
 //!
-//! Reads are plain: a stream's events after a sequence, upcast and typed,
-//! and the latest snapshot, read through postgres-es' snapshot store.
+//! Reads are plain: a stream's events after a sequence, upcast, opened
+//! (their personal values unsealed, see `roster-vault`) and typed, and the
+//! latest snapshot, read through postgres-es' snapshot store.
+//!
+//! Personal data is sealed before it gets here (`bus.rs`); what this file
+//! adds is the keys: a new user's data key is stored with its first events,
+//! and unique values are claimed by their keyed hash, never as themselves.
 
 use crate::bus::Meta;
 use crate::constraints::{Claim, Constraint, Violation};
@@ -27,9 +32,15 @@ use crate::writer::Writer;
 use cqrs_es::persist::PersistedEventRepository;
 use cqrs_es::{Aggregate, DomainEvent};
 use postgres_es::PostgresEventRepository;
+use roster_events::household::{HouseholdEvent, Member};
 use roster_events::meta;
+use roster_events::user::{ParentUnlinked, UserEvent};
+use roster_events::Timestamp;
+use roster_vault::seal::Pending;
+use roster_vault::{ClaimKey, NewKey, Vault};
 use serde_json::Value;
 use sqlx::{PgPool, Postgres, Transaction};
+use std::collections::HashMap;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -40,7 +51,8 @@ pub struct Stream {
     pub id: Uuid,
 }
 
-/// An event ready to store: its name, version and payload as JSON text.
+/// An event ready to store: its name, version and payload as JSON text
+/// (personal values sealed).
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub event_type: String,
@@ -49,12 +61,23 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
-    pub fn of<E: DomainEvent>(event: &E) -> Self {
+    /// The event as stored: its personal values sealed under `key` (the
+    /// owner's data key; `None` for an event that holds none).
+    pub fn sealed<E: DomainEvent>(aggregate_type: &str, event: &E, key: Option<&roster_vault::DataKey>) -> Self {
+        let event_type = event.event_type();
+        // Derived `Serialize` of string-keyed data cannot fail.
+        let payload = match key {
+            Some(key) => {
+                let mut value = serde_json::to_value(event).expect("events serialise");
+                roster_vault::seal::seal_payload(aggregate_type, &event_type, &mut value, key);
+                value.to_string()
+            }
+            None => serde_json::to_string(event).expect("events serialise"),
+        };
         NewEvent {
-            event_type: event.event_type(),
+            event_type,
             event_version: event.event_version(),
-            // Derived `Serialize` of string-keyed data cannot fail.
-            payload: serde_json::to_string(event).expect("events serialise"),
+            payload,
         }
     }
 }
@@ -67,6 +90,10 @@ pub struct Append {
     pub expected_version: u64,
     pub events: Vec<NewEvent>,
     pub constraints: Vec<Constraint>,
+    /// The company's key for the keyed hashes of claimed values.
+    pub claim_key: ClaimKey,
+    /// Data keys first used by these events, stored with them.
+    pub keys: Vec<NewKey>,
     pub company_id: String,
     /// Every event's metadata, as JSON text.
     pub metadata: String,
@@ -82,6 +109,7 @@ impl Append {
         expected_version: u64,
         events: Vec<NewEvent>,
         constraints: Vec<Constraint>,
+        claim_key: ClaimKey,
         origin: &Meta,
     ) -> Self {
         let mut metadata = serde_json::Map::with_capacity(5);
@@ -98,6 +126,8 @@ impl Append {
             expected_version,
             events,
             constraints,
+            claim_key,
+            keys: Vec::new(),
             company_id: origin.company_id.clone(),
             metadata: Value::Object(metadata).to_string(),
             request: origin
@@ -167,8 +197,10 @@ pub enum ReadError {
     Unreadable {
         aggregate_id: Uuid,
         sequence: u64,
-        error: serde_json::Error,
+        error: String,
     },
+    #[error(transparent)]
+    Keys(#[from] roster_vault::VaultError),
 }
 
 impl From<sqlx::Error> for ReadError {
@@ -187,20 +219,26 @@ pub struct EventRepo {
     pool: PgPool,
     snapshots: Arc<PostgresEventRepository>,
     writer: Writer,
+    vault: Arc<Vault>,
 }
 
 impl EventRepo {
     /// Starts the group-commit writer on `pool` (needs a Tokio runtime).
-    pub fn new(pool: PgPool) -> Self {
+    pub fn new(pool: PgPool, vault: Arc<Vault>) -> Self {
         Self {
             snapshots: Arc::new(PostgresEventRepository::new(pool.clone())),
             writer: Writer::start(pool.clone()),
             pool,
+            vault,
         }
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    pub fn vault(&self) -> &Vault {
+        &self.vault
     }
 
     /// Appends `events` to `stream` at `expected_version`, with the
@@ -218,8 +256,11 @@ impl EventRepo {
         append_in_transaction(&self.pool, &append).await
     }
 
-    /// The stream's events after `sequence`, upcast and typed, with their
-    /// sequences.
+    /// The stream's events after `sequence`, upcast, opened and typed, with
+    /// their sequences. An event whose owner is erased comes with its
+    /// personal values `null`, or not at all when it cannot be typed so (a
+    /// user's events before its `UserErased`, which folds to the same
+    /// state whatever came before).
     pub async fn events_after<A: Aggregate>(&self, id: Uuid, sequence: u64) -> Result<Vec<(u64, A::Event)>, ReadError> {
         let rows: Vec<(i64, String, String, String)> = sqlx::query_as(
             "SELECT sequence, event_type, event_version, payload::text FROM events
@@ -231,25 +272,51 @@ impl EventRepo {
         .bind(sequence as i64)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|(sequence, event_type, version, payload)| {
-                let (_, payload) = roster_events::upcast::upcast_text(A::TYPE, &event_type, &version, payload);
-                serde_json::from_str(&payload)
-                    .map(|event| (sequence as u64, event))
-                    .map_err(|error| ReadError::Unreadable {
-                        aggregate_id: id,
-                        sequence: sequence as u64,
-                        error,
-                    })
-            })
-            .collect()
+        let stream = id.to_string();
+        let mut keys: HashMap<Uuid, Option<roster_vault::DataKey>> = HashMap::new();
+        let mut events = Vec::with_capacity(rows.len());
+        for (sequence, event_type, version, payload) in rows {
+            let unreadable = |error: String| ReadError::Unreadable {
+                aggregate_id: id,
+                sequence: sequence as u64,
+                error,
+            };
+            let (_, payload) = roster_events::upcast::upcast_text(A::TYPE, &event_type, &version, payload);
+            let (payload, erased) =
+                match Pending::parse(A::TYPE, &stream, &event_type, &payload).map_err(|e| unreadable(e.to_string()))? {
+                    None => (payload, false),
+                    Some(pending) => {
+                        let key = match pending.owner() {
+                            Some(owner) => match keys.get(&owner) {
+                                Some(key) => key.clone(),
+                                None => {
+                                    let key = self.vault.key(&self.pool, owner).await?;
+                                    keys.insert(owner, key.clone());
+                                    key
+                                }
+                            },
+                            None => None,
+                        };
+                        let opened = pending.open(key.as_ref()).map_err(|e| unreadable(e.to_string()))?;
+                        (opened.payload, opened.erased)
+                    }
+                };
+            match serde_json::from_str(&payload) {
+                Ok(event) => events.push((sequence as u64, event)),
+                Err(_) if erased => {}
+                Err(e) => return Err(unreadable(e.to_string())),
+            }
+        }
+        Ok(events)
     }
 
     /// The aggregate's latest snapshot, if it has one this code can read.
     /// Snapshots only shorten loads: one written by an older shape of the
     /// aggregate, or one that cannot be read now, is ignored (the stream is
     /// read instead, and reports a real outage).
-    pub async fn snapshot<A: Aggregate>(&self, id: Uuid) -> Option<(A, u64)> {
+    /// A snapshot sealed under the aggregate's own data key (`sealed`)
+    /// opens only while that key exists.
+    pub async fn snapshot<A: Aggregate>(&self, id: Uuid, sealed: bool) -> Option<(A, u64)> {
         let snapshot = match self.snapshots.get_snapshot::<A>(&id.to_string()).await {
             Ok(s) => s?,
             Err(e) => {
@@ -257,7 +324,19 @@ impl EventRepo {
                 return None;
             }
         };
-        match serde_json::from_value::<A>(snapshot.aggregate) {
+        let state = if sealed {
+            let key = self.vault.key(&self.pool, id).await.ok().flatten()?;
+            match roster_vault::seal::open_value(&snapshot.aggregate, &key) {
+                Ok(state) => state,
+                Err(e) => {
+                    tracing::warn!(aggregate_id = %id, error = %e, "sealed snapshot ignored");
+                    return None;
+                }
+            }
+        } else {
+            snapshot.aggregate
+        };
+        match serde_json::from_value::<A>(state) {
             Ok(a) => Some((a, snapshot.current_snapshot as u64)),
             Err(e) => {
                 tracing::warn!(aggregate_id = %id, error = %e, "unreadable snapshot ignored");
@@ -269,7 +348,20 @@ impl EventRepo {
     /// Replaces the aggregate's snapshot with one at `sequence` (unless a
     /// newer one is there). Whichever a racing writer leaves, the events
     /// after it are read on top.
-    pub async fn save_snapshot(&self, stream: Stream, sequence: u64, payload: &Value) -> sqlx::Result<()> {
+    pub async fn save_snapshot(
+        &self,
+        stream: Stream,
+        sequence: u64,
+        payload: &Value,
+        sealed: bool,
+    ) -> Result<(), ReadError> {
+        let payload = match sealed {
+            true => match self.vault.key(&self.pool, stream.id).await? {
+                Some(key) => roster_vault::seal::seal_value(payload, &key),
+                None => return Ok(()),
+            },
+            false => payload.clone(),
+        };
         sqlx::query(
             "WITH older AS (
                  DELETE FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2 AND last_sequence < $3
@@ -297,9 +389,8 @@ impl EventRepo {
 /// write rather than after it.
 async fn append_in_transaction(pool: &PgPool, append: &Append) -> Result<Appended, AppendError> {
     let mut tx = pool.begin().await?;
-    let (company, owner) = (append.company_id.as_str(), append.stream.id);
-    for step in steps(&mut tx, company, owner, &append.constraints).await? {
-        apply(&mut tx, company, owner, step).await?;
+    for step in steps(&mut tx, append).await? {
+        apply(&mut tx, append, step).await?;
     }
     // The events and the idempotency outcome: the group-commit statement,
     // without the constraints the steps above applied.
@@ -342,12 +433,8 @@ impl Step<'_> {
 
 /// The constraints as ordered steps. A release by kind is resolved to the
 /// owner's current value (only the owner's own appends change it).
-async fn steps<'a>(
-    tx: &mut Transaction<'_, Postgres>,
-    company: &str,
-    owner: Uuid,
-    constraints: &'a [Constraint],
-) -> Result<Vec<Step<'a>>, AppendError> {
+async fn steps<'a>(tx: &mut Transaction<'_, Postgres>, append: &'a Append) -> Result<Vec<Step<'a>>, AppendError> {
+    let (company, owner, constraints) = (&append.company_id, append.stream.id, &append.constraints);
     let mut steps = Vec::with_capacity(constraints.len() + 1);
     let released: Vec<&'static str> = constraints
         .iter()
@@ -375,18 +462,19 @@ async fn steps<'a>(
         match c {
             Constraint::Release(_) => {}
             Constraint::ReleaseValue(claim) => {
-                let (kind, value) = claim.key();
+                let (kind, value) = claim.key(&append.claim_key);
                 steps.push(Step::Release { kind, value });
             }
             Constraint::Claim(claim) => {
-                let (kind, value) = claim.key();
+                let (kind, value) = claim.key(&append.claim_key);
                 steps.push(Step::Claim {
                     kind,
                     value,
                     taken: claim.taken(),
                 });
             }
-            c @ Constraint::LinkParent(_) => {
+            // Erasing unlinks the user's children; a new child waits for it.
+            c @ (Constraint::LinkParent(_) | Constraint::Register { parent: Some(_) } | Constraint::Erase { .. }) => {
                 steps.push(Step::ParentLock);
                 steps.push(Step::Then(c));
             }
@@ -420,12 +508,8 @@ async fn steps<'a>(
     Ok(ordered)
 }
 
-async fn apply(
-    tx: &mut Transaction<'_, Postgres>,
-    company: &str,
-    owner: Uuid,
-    step: Step<'_>,
-) -> Result<(), AppendError> {
+async fn apply(tx: &mut Transaction<'_, Postgres>, append: &Append, step: Step<'_>) -> Result<(), AppendError> {
+    let (company, owner) = (append.company_id.as_str(), append.stream.id);
     match step {
         Step::ParentLock => {
             // Serialises every parent link of the company.
@@ -465,16 +549,21 @@ async fn apply(
             .await?;
         }
         Step::Then(Constraint::AccountOwnedBy { account_id, user_id }) => {
-            let owned: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM unique_claims
-                                 WHERE company_id = $1 AND kind = 'account' AND value = $2 AND owner_id = $3)",
+            // Locked, so that erasing the owner (which deletes the claim)
+            // waits for this append or this append for the erasure.
+            let (kind, value) = Claim::Account(account_id.clone()).key(&append.claim_key);
+            let owned: Option<i32> = sqlx::query_scalar(
+                "SELECT 1 FROM unique_claims
+                  WHERE company_id = $1 AND kind = $2 AND value = $3 AND owner_id = $4
+                    FOR SHARE",
             )
             .bind(company)
-            .bind(account_id)
+            .bind(kind)
+            .bind(value)
             .bind(user_id)
-            .fetch_one(&mut **tx)
+            .fetch_optional(&mut **tx)
             .await?;
-            if !owned {
+            if owned.is_none() {
                 return Err(Violation::AccountNotOwned.into());
             }
         }
@@ -515,6 +604,7 @@ async fn apply(
                 .execute(&mut **tx)
                 .await?;
         }
+        Step::Then(Constraint::Erase { at }) => erase(tx, append, *at).await?,
         Step::Then(c @ (Constraint::Claim(_) | Constraint::Release(_) | Constraint::ReleaseValue(_))) => {
             unreachable!("claims and releases become their own steps: {c:?}")
         }
@@ -522,13 +612,130 @@ async fn apply(
     Ok(())
 }
 
-/// Whether the user exists in the company (for parent links).
-async fn user_in_company(tx: &mut Transaction<'_, Postgres>, company: &str, user: Uuid) -> sqlx::Result<bool> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM user_registry WHERE company_id = $1 AND user_id = $2)")
-        .bind(company)
+/// The rest of an erasure, in the transaction of the user's `UserErased`
+/// (CONTRACT §3 "Erasure"): its children unlinked (a `ParentUnlinked` on
+/// each), its claims released, its accounts out of their households (a
+/// `HouseholdMemberRemoved` on each, the account not named: it was the
+/// user's personal data), its data key destroyed, its snapshots and the
+/// idempotency records of its requests deleted. The registry keeps the id,
+/// marked erased. Appends racing this one on a child's or a household's
+/// stream conflict on its sequence and are retried.
+async fn erase(tx: &mut Transaction<'_, Postgres>, append: &Append, at: Timestamp) -> Result<(), AppendError> {
+    let (company, user) = (append.company_id.as_str(), append.stream.id);
+    let children: Vec<Uuid> =
+        sqlx::query_scalar("UPDATE user_registry SET parent_id = NULL WHERE parent_id = $1 RETURNING user_id")
+            .bind(user)
+            .fetch_all(&mut **tx)
+            .await?;
+    for child in children {
+        let unlinked = UserEvent::ParentUnlinked(ParentUnlinked {
+            previous_parent_user_id: user,
+            at,
+        });
+        append_next(tx, append, "user", child, NewEvent::sealed("user", &unlinked, None)).await?;
+    }
+    // Account claims and their households' claims hash the same value.
+    let released: Vec<Option<String>> = sqlx::query_scalar(
+        "DELETE FROM unique_claims WHERE company_id = $1 AND owner_id = $2 RETURNING CASE WHEN kind = 'account' THEN value END",
+    )
+    .bind(company)
+    .bind(user)
+    .fetch_all(&mut **tx)
+    .await?;
+    let accounts: Vec<String> = released.into_iter().flatten().collect();
+    let mut households: Vec<Uuid> = sqlx::query_scalar(
+        "DELETE FROM unique_claims WHERE company_id = $1 AND kind = 'household_account' AND value = ANY($2)
+         RETURNING owner_id",
+    )
+    .bind(company)
+    .bind(&accounts)
+    .fetch_all(&mut **tx)
+    .await?;
+    households.sort();
+    households.dedup();
+    for household in households {
+        let removed = HouseholdEvent::HouseholdMemberRemoved(Member {
+            user_id: user,
+            account_id: None,
+            at,
+        });
+        append_next(
+            tx,
+            append,
+            "household",
+            household,
+            NewEvent::sealed("household", &removed, None),
+        )
+        .await?;
+    }
+    sqlx::query("UPDATE user_registry SET erased_at = $2, parent_id = NULL WHERE user_id = $1")
         .bind(user)
-        .fetch_one(&mut **tx)
-        .await
+        .bind(at.as_datetime())
+        .execute(&mut **tx)
+        .await?;
+    // After this commits, the publisher hands over nothing sealed under it.
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(roster_vault::ERASURE_LOCK)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM data_keys WHERE owner_id = $1")
+        .bind(user)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM snapshots WHERE aggregate_type = 'user' AND aggregate_id = $1")
+        .bind(user.to_string())
+        .execute(&mut **tx)
+        .await?;
+    // Every stored response that names the user, but this request's own.
+    let (client, key) = append.request.clone().unwrap_or_default();
+    sqlx::query(
+        "DELETE FROM idempotency_keys
+          WHERE ((committed_type = 'user' AND committed_id = $1)
+                 OR position(convert_to($1, 'UTF8') IN coalesce(body, ''::bytea)) > 0)
+            AND NOT (client_id = $2 AND key = $3)",
+    )
+    .bind(user.to_string())
+    .bind(client)
+    .bind(key)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// `event` appended to another stream than the append's, after its last
+/// event, with the append's metadata.
+async fn append_next(
+    tx: &mut Transaction<'_, Postgres>,
+    append: &Append,
+    aggregate_type: &str,
+    id: Uuid,
+    event: NewEvent,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         SELECT $1, $2, coalesce(max(sequence), 0) + 1, $3, $4, $5::json, $6::json
+           FROM events WHERE aggregate_type = $1 AND aggregate_id = $2",
+    )
+    .bind(aggregate_type)
+    .bind(id.to_string())
+    .bind(&event.event_type)
+    .bind(&event.event_version)
+    .bind(&event.payload)
+    .bind(&append.metadata)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Whether the user exists, not erased, in the company (for parent links).
+async fn user_in_company(tx: &mut Transaction<'_, Postgres>, company: &str, user: Uuid) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM user_registry WHERE company_id = $1 AND user_id = $2 AND erased_at IS NULL)",
+    )
+    .bind(company)
+    .bind(user)
+    .fetch_one(&mut **tx)
+    .await
 }
 
 async fn set_parent(tx: &mut Transaction<'_, Postgres>, user: Uuid, parent: Option<Uuid>) -> sqlx::Result<()> {
@@ -541,8 +748,10 @@ async fn set_parent(tx: &mut Transaction<'_, Postgres>, user: Uuid, parent: Opti
 }
 
 impl Claim {
-    pub(crate) fn key(&self) -> (&'static str, String) {
-        (self.kind().as_str(), self.value())
+    /// The claim's row: its kind and the keyed hash of its value.
+    pub(crate) fn key(&self, claim_key: &ClaimKey) -> (&'static str, String) {
+        let kind = self.kind().as_str();
+        (kind, claim_key.hash(&self.value()))
     }
 }
 

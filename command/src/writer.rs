@@ -153,6 +153,11 @@ struct Columns<'a> {
     // new parentless users
     users: Vec<Uuid>,
     user_companies: Vec<&'a str>,
+    // new data keys
+    key_owners: Vec<Uuid>,
+    key_companies: Vec<&'a str>,
+    key_wrapped: Vec<&'a [u8]>,
+    key_masters: Vec<&'a str>,
     // idempotency outcomes
     clients: Vec<&'a str>,
     keys: Vec<&'a str>,
@@ -173,6 +178,12 @@ impl<'a> Columns<'a> {
             self.payloads.push(&e.payload);
             self.metas.push(&a.metadata);
         }
+        for k in &a.keys {
+            self.key_owners.push(k.owner);
+            self.key_companies.push(&k.company_id);
+            self.key_wrapped.push(&k.wrapped);
+            self.key_masters.push(&k.master_id);
+        }
     }
 
     /// The rows of `appends`; their constraints too unless `constraints` is
@@ -189,7 +200,7 @@ impl<'a> Columns<'a> {
             for constraint in own {
                 match constraint {
                     Constraint::Claim(claim) => {
-                        let (kind, value) = claim.key();
+                        let (kind, value) = claim.key(&a.claim_key);
                         claims.push((&a.company_id, kind, value, a.stream.id));
                     }
                     Constraint::Register { parent: None } => {
@@ -271,6 +282,9 @@ async fn insert_rows<'e>(
              RETURNING company_id, kind, value, owner_id
          ), registered AS (
              INSERT INTO user_registry (user_id, company_id) SELECT * FROM UNNEST($12::uuid[], $13::text[])
+         ), keyed AS (
+             INSERT INTO data_keys (owner_id, company_id, wrapped, master_id)
+             SELECT * FROM UNNEST($20::uuid[], $21::text[], $22::bytea[], $23::text[])
          ), remembered AS (
              UPDATE idempotency_keys k
                 SET committed_type = r.t, committed_id = r.i, committed_from = r.f, committed_to = r.l
@@ -303,6 +317,10 @@ async fn insert_rows<'e>(
     .bind(&c.committed_ids)
     .bind(&c.froms)
     .bind(&c.tos)
+    .bind(&c.key_owners)
+    .bind(&c.key_companies)
+    .bind(&c.key_wrapped)
+    .bind(&c.key_masters)
     .fetch_all(executor)
     .await?;
     let positions: HashMap<(String, String), i64> = rows.into_iter().map(|(t, i, p)| ((t, i), p)).collect();

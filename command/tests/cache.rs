@@ -8,7 +8,9 @@ use roster_command::user::{EnrollUser, UpdateUser, UserAction, UserCommand, User
 use roster_command::{CommandError, Commands, Meta};
 use roster_events::user::{Profile, UserStatus};
 use roster_events::Timestamp;
+use roster_vault::Vault;
 use sqlx::PgPool;
+use std::sync::Arc;
 use uuid::Uuid;
 
 fn meta() -> Meta {
@@ -60,8 +62,12 @@ fn rename(last_name: &str) -> UserAction {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_cached_aggregate_catches_up_with_other_processes(pool: PgPool) {
+    let vault = Arc::new(Vault::ephemeral());
     // Two processes: each its own `Commands` and cache.
-    let (a, b) = (Commands::new(pool.clone()), Commands::new(pool.clone()));
+    let (a, b) = (
+        Commands::new(pool.clone(), vault.clone()),
+        Commands::new(pool.clone(), vault.clone()),
+    );
     let id = Uuid::now_v7();
     a.user(id, command(None, enroll(id, "cache@example.com")), meta(), Load::Fresh)
         .await
@@ -93,7 +99,8 @@ async fn a_cached_aggregate_catches_up_with_other_processes(pool: PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_cold_load_starts_from_a_snapshot_and_ignores_an_unreadable_one(pool: PgPool) {
-    let a = Commands::new(pool.clone());
+    let vault = Arc::new(Vault::ephemeral());
+    let a = Commands::new(pool.clone(), vault.clone());
     let id = Uuid::now_v7();
     a.user(id, command(None, enroll(id, "snap@example.com")), meta(), Load::Fresh)
         .await
@@ -104,7 +111,7 @@ async fn a_cold_load_starts_from_a_snapshot_and_ignores_an_unreadable_one(pool: 
             .expect("updated");
     }
     // A fresh process reads the whole stream once, and leaves a snapshot.
-    let cold = Commands::new(pool.clone());
+    let cold = Commands::new(pool.clone(), vault.clone());
     let r = cold
         .user(id, command(Some(150), rename("Cold")), meta(), Load::Existing)
         .await
@@ -124,7 +131,7 @@ async fn a_cold_load_starts_from_a_snapshot_and_ignores_an_unreadable_one(pool: 
     }
     assert_eq!(snapshot, Some(150), "a snapshot at the sequence the load reached");
     // The next fresh process starts from it and applies the event after it.
-    let r = Commands::new(pool.clone())
+    let r = Commands::new(pool.clone(), vault.clone())
         .user(id, command(Some(151), rename("Warm")), meta(), Load::Existing)
         .await
         .expect("update from the snapshot");
@@ -135,7 +142,7 @@ async fn a_cold_load_starts_from_a_snapshot_and_ignores_an_unreadable_one(pool: 
         .execute(&pool)
         .await
         .expect("snapshot spoiled");
-    let r = Commands::new(pool.clone())
+    let r = Commands::new(pool.clone(), vault.clone())
         .user(id, command(Some(152), rename("Again")), meta(), Load::Existing)
         .await
         .expect("update from the stream");
@@ -150,7 +157,11 @@ async fn a_cold_load_starts_from_a_snapshot_and_ignores_an_unreadable_one(pool: 
 /// stream as stored.
 #[sqlx::test(migrations = "../migrations")]
 async fn a_no_op_on_a_stale_aggregate_is_decided_again_on_the_store(pool: PgPool) {
-    let (a, b) = (Commands::new(pool.clone()), Commands::new(pool.clone()));
+    let vault = Arc::new(Vault::ephemeral());
+    let (a, b) = (
+        Commands::new(pool.clone(), vault.clone()),
+        Commands::new(pool.clone(), vault.clone()),
+    );
     let id = Uuid::now_v7();
     a.user(id, command(None, enroll(id, "noop@example.com")), meta(), Load::Fresh)
         .await

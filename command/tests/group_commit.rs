@@ -10,7 +10,9 @@ use roster_command::writer::write_batch;
 use roster_command::{Meta, Violation};
 use roster_events::user::{Profile, UserEnrolled, UserEvent, UserStatus};
 use roster_events::Timestamp;
+use roster_vault::{ClaimKey, MasterKey};
 use sqlx::PgPool;
+use std::sync::OnceLock;
 use uuid::Uuid;
 
 fn meta() -> Meta {
@@ -49,8 +51,9 @@ fn enroll(id: Uuid, email: &str) -> Append {
     Append::new(
         stream,
         0,
-        vec![NewEvent::of(&event)],
+        vec![NewEvent::sealed("user", &event, None)],
         User::constraints(&event),
+        claim_key().clone(),
         &meta(),
     )
 }
@@ -63,9 +66,15 @@ async fn stored(pool: &PgPool, id: Uuid) -> Vec<(i64, String)> {
         .expect("events")
 }
 
+/// The company's claim key (these tests write appends directly).
+fn claim_key() -> &'static ClaimKey {
+    static KEY: OnceLock<ClaimKey> = OnceLock::new();
+    KEY.get_or_init(|| ClaimKey::generate("acme", &MasterKey::generate().0).0)
+}
+
 async fn claim_owner(pool: &PgPool, email: &str) -> Option<Uuid> {
     sqlx::query_scalar("SELECT owner_id FROM unique_claims WHERE company_id = 'acme' AND kind = 'email' AND value = $1")
-        .bind(email)
+        .bind(claim_key().hash(email))
         .fetch_optional(pool)
         .await
         .expect("claim")

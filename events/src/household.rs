@@ -38,10 +38,13 @@ pub struct MemberRef {
     pub account_id: String,
 }
 
+/// A membership change: one account of one user. The account is not named
+/// (`None`) once its user is erased: an erasure removes all of the user's
+/// accounts, and the earlier events' account ids no longer open.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Member {
     pub user_id: Uuid,
-    pub account_id: String,
+    pub account_id: Option<String>,
     pub at: Timestamp,
 }
 
@@ -76,11 +79,18 @@ impl HouseholdDoc {
         };
         match event {
             HouseholdEvent::HouseholdCreated(_) => unreachable!("handled above"),
-            HouseholdEvent::HouseholdMemberAdded(m) => d.members.push(MemberRef {
-                user_id: m.user_id,
-                account_id: m.account_id.clone(),
-            }),
-            HouseholdEvent::HouseholdMemberRemoved(m) => d.members.retain(|x| x.account_id != m.account_id),
+            HouseholdEvent::HouseholdMemberAdded(m) => {
+                if let Some(account_id) = &m.account_id {
+                    d.members.push(MemberRef {
+                        user_id: m.user_id,
+                        account_id: account_id.clone(),
+                    })
+                }
+            }
+            HouseholdEvent::HouseholdMemberRemoved(m) => match &m.account_id {
+                Some(account_id) => d.members.retain(|x| x.account_id != *account_id),
+                None => d.members.retain(|x| x.user_id != m.user_id),
+            },
         }
         d.version += 1;
         Some(d)

@@ -9,6 +9,7 @@
 pub mod card;
 pub mod compact;
 pub mod household;
+pub mod personal;
 pub mod time;
 pub mod upcast;
 pub mod user;

@@ -31,6 +31,9 @@ pub enum UserEvent {
     AccountAdded(AccountAdded),
     CardOrdered(CardOrdered),
     CardTerminated(CardTerminated),
+    /// The user is forgotten (CONTRACT §3 "Erasure"): its data key is
+    /// destroyed, so its earlier events' personal values no longer open.
+    UserErased(UserErased),
 }
 
 impl UserEvent {
@@ -50,6 +53,7 @@ impl UserEvent {
             UserEvent::AccountAdded(_) => "AccountAdded",
             UserEvent::CardOrdered(_) => "CardOrdered",
             UserEvent::CardTerminated(_) => "CardTerminated",
+            UserEvent::UserErased(_) => "UserErased",
         }
     }
 
@@ -70,6 +74,7 @@ impl UserEvent {
             UserEvent::AccountAdded(e) => e.at,
             UserEvent::CardOrdered(e) => e.at,
             UserEvent::CardTerminated(e) => e.at,
+            UserEvent::UserErased(e) => e.erased_at,
         }
     }
 }
@@ -84,6 +89,13 @@ pub struct UserUpdated {
     /// Changed profile fields (names as in the user resource) → new value.
     pub changes: Box<ProfileChanges>,
     pub at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserErased {
+    pub user_id: Uuid,
+    pub company_id: String,
+    pub erased_at: Timestamp,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -407,7 +419,8 @@ impl UserDoc {
     }
 
     /// Folds one event into the document: `None` before enrollment (an
-    /// event other than enrollment on no document leaves none).
+    /// event other than enrollment on no document leaves none) and after
+    /// erasure.
     pub fn fold(doc: Option<UserDoc>, event: &UserEvent) -> Option<UserDoc> {
         if let UserEvent::UserEnrolled(e) = event {
             return Some(Self::enrolled(e));
@@ -451,6 +464,7 @@ impl UserDoc {
             }),
             // Cards are their own resource (`/v1/users/{id}/cards`).
             UserEvent::CardOrdered(_) | UserEvent::CardTerminated(_) => {}
+            UserEvent::UserErased(_) => return None,
         }
         d.version += 1;
         d.updated_at = event.at();

@@ -1,6 +1,7 @@
 //! The `card_view` read model: one row per card, from the card events of
 //! user streams. Each row keeps the owner's sequence of the last card event
-//! applied to it, so re-applying an event changes nothing.
+//! applied to it, so re-applying an event changes nothing. An erased
+//! user's card events are skipped and its `UserErased` deletes its cards.
 
 use crate::engine::{Projector, Reads, StoredEvent};
 use anyhow::Context;
@@ -24,8 +25,39 @@ impl Projector for CardView {
     async fn apply(&self, tx: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()> {
         let cards: Vec<&StoredEvent> = events
             .iter()
-            .filter(|e| e.aggregate_type == "user" && matches!(e.event_type.as_str(), "CardOrdered" | "CardTerminated"))
+            .filter(|e| e.aggregate_type == "user" && !e.erased)
+            .filter(|e| matches!(e.event_type.as_str(), "CardOrdered" | "CardTerminated"))
             .collect();
+        let erased: Vec<Uuid> = events
+            .iter()
+            .filter(|e| e.aggregate_type == "user" && e.event_type == "UserErased")
+            .map(|e| e.aggregate_id.parse())
+            .collect::<Result<_, _>>()
+            .context("user id is not a uuid")?;
+        self.write(&mut *tx, cards).await?;
+        if !erased.is_empty() {
+            sqlx::query("DELETE FROM card_view WHERE owner_id = ANY($1)")
+                .bind(&erased)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["card_view"]
+    }
+
+    fn reads(&self) -> Reads {
+        Reads {
+            aggregate_types: Some(&["user"]),
+            event_types: Some(&["CardOrdered", "CardTerminated", "UserErased"]),
+        }
+    }
+}
+
+impl CardView {
+    async fn write(&self, tx: &mut PgConnection, cards: Vec<&StoredEvent>) -> anyhow::Result<()> {
         if cards.is_empty() {
             return Ok(());
         }
@@ -90,16 +122,5 @@ impl Projector for CardView {
         .execute(tx)
         .await?;
         Ok(())
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["card_view"]
-    }
-
-    fn reads(&self) -> Reads {
-        Reads {
-            aggregate_types: Some(&["user"]),
-            event_types: Some(&["CardOrdered", "CardTerminated"]),
-        }
     }
 }

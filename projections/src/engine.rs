@@ -5,8 +5,14 @@
 //! engine pages by `(transaction_id, global_position)` and only reads
 //! transactions older than the oldest one still running
 //! (`pg_snapshot_xmin`), so everything it has passed is final.
+//!
+//! Every subscriber sees events opened: personal values unsealed with the
+//! owners' keys as they are at the read (`roster-vault`), and events of an
+//! erased user marked [`StoredEvent::erased`], their personal values `null`.
 
 use chrono::{DateTime, Utc};
+use roster_vault::seal::Pending;
+use roster_vault::Vault;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use std::future::Future;
 use std::sync::Arc;
@@ -46,6 +52,10 @@ pub struct StoredEvent {
     pub metadata: Metadata,
     pub event_id: Uuid,
     pub recorded_at: DateTime<Utc>,
+    /// Its user is erased: its personal values are `null`, and its data is
+    /// shown to no one (the audit trail and Kafka show `null`). Never set on
+    /// the `UserErased` event itself.
+    pub erased: bool,
 }
 
 /// What subscribers read of an event's metadata ([`roster_events::meta`]).
@@ -93,13 +103,24 @@ pub struct Page {
 
 /// Every event after `after`, in commit order, up to `limit`, never past
 /// the watermark.
-pub async fn read_after(conn: &mut PgConnection, after: Position, limit: i64) -> sqlx::Result<Vec<StoredEvent>> {
-    Ok(read_page(conn, after, limit, Reads::ALL).await?.events)
+pub async fn read_after(
+    conn: &mut PgConnection,
+    vault: &Vault,
+    after: Position,
+    limit: i64,
+) -> anyhow::Result<Vec<StoredEvent>> {
+    Ok(read_page(conn, vault, after, limit, Reads::ALL).await?.events)
 }
 
 /// The next `limit` events after `after`, in commit order, never past the
 /// watermark; of those, the ones `reads` names come with their data.
-pub async fn read_page(conn: &mut PgConnection, after: Position, limit: i64, reads: Reads) -> sqlx::Result<Page> {
+pub async fn read_page(
+    conn: &mut PgConnection,
+    vault: &Vault,
+    after: Position,
+    limit: i64,
+    reads: Reads,
+) -> anyhow::Result<Page> {
     let rows = sqlx::query(
         "SELECT transaction_id::text::bigint AS xid, global_position, wanted, aggregate_type, aggregate_id,
                 sequence, event_type, event_version,
@@ -118,7 +139,7 @@ pub async fn read_page(conn: &mut PgConnection, after: Position, limit: i64, rea
     .bind(limit)
     .bind(reads.aggregate_types)
     .bind(reads.event_types)
-    .fetch_all(conn)
+    .fetch_all(&mut *conn)
     .await?;
     let mut page = Page {
         events: Vec::with_capacity(rows.len()),
@@ -151,9 +172,52 @@ pub async fn read_page(conn: &mut PgConnection, after: Position, limit: i64, rea
             metadata: serde_json::from_str(r.try_get("metadata")?).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
             event_id: r.try_get("event_id")?,
             recorded_at: r.try_get("recorded_at")?,
+            erased: false,
         });
     }
+    open(conn, vault, &mut page.events).await?;
     Ok(page)
+}
+
+/// Opens the events' personal values with their owners' keys, read in one
+/// query; marks the events of users whose key is gone as erased.
+async fn open(conn: &mut PgConnection, vault: &Vault, events: &mut [StoredEvent]) -> anyhow::Result<()> {
+    let mut pending = Vec::new();
+    let mut owners = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        let p = Pending::parse(&e.aggregate_type, &e.aggregate_id, &e.event_type, &e.payload)?;
+        // Every user event's owner is looked up, sealed values or not: an
+        // erased user's events all show nothing.
+        let owner = match (&p, e.aggregate_type.as_str()) {
+            (Some(p), _) => p.owner(),
+            (None, "user") if e.event_type != "UserErased" => e.aggregate_id.parse().ok(),
+            (None, _) => None,
+        };
+        owners.extend(owner);
+        pending.push((i, owner, p));
+    }
+    if owners.is_empty() {
+        return Ok(());
+    }
+    owners.sort();
+    owners.dedup();
+    let keys = vault.keyring(&mut *conn, &owners).await?;
+    for (i, owner, p) in pending {
+        let Some(owner) = owner else { continue };
+        let key = keys.get(owner);
+        let e = &mut events[i];
+        match p {
+            Some(p) => {
+                let opened = p.open(key).map_err(|err| {
+                    anyhow::anyhow!("event {} of {} {}: {err}", e.sequence, e.aggregate_type, e.aggregate_id)
+                })?;
+                e.payload = opened.payload;
+                e.erased = opened.erased;
+            }
+            None => e.erased = keys.is_erased(owner),
+        }
+    }
+    Ok(())
 }
 
 /// A subscriber's checkpoint; `lock` holds its row until the transaction
@@ -244,18 +308,28 @@ pub trait Projector: Send + Sync + 'static {
 
 /// Applies one batch and advances the checkpoint, atomically. Returns the
 /// number of events it went through (a full page means more may wait).
-pub async fn run_batch<P: Projector>(conn: &mut PgConnection, projector: &P, limit: i64) -> anyhow::Result<usize> {
-    let result = try_batch(conn, projector, limit).await;
+pub async fn run_batch<P: Projector>(
+    conn: &mut PgConnection,
+    vault: &Vault,
+    projector: &P,
+    limit: i64,
+) -> anyhow::Result<usize> {
+    let result = try_batch(conn, vault, projector, limit).await;
     if result.is_err() {
         projector.forget();
     }
     result
 }
 
-async fn try_batch<P: Projector>(conn: &mut PgConnection, projector: &P, limit: i64) -> anyhow::Result<usize> {
+async fn try_batch<P: Projector>(
+    conn: &mut PgConnection,
+    vault: &Vault,
+    projector: &P,
+    limit: i64,
+) -> anyhow::Result<usize> {
     let mut tx = conn.begin().await?;
     let at = checkpoint(&mut tx, projector.name(), true).await?;
-    let page = read_page(&mut tx, at, limit, projector.reads()).await?;
+    let page = read_page(&mut tx, vault, at, limit, projector.reads()).await?;
     let Some(end) = page.end else {
         tx.commit().await?;
         return Ok(0);
@@ -284,6 +358,7 @@ async fn try_batch<P: Projector>(conn: &mut PgConnection, projector: &P, limit: 
 /// Calls `progress` with the size of each batch.
 pub async fn replay<P: Projector>(
     pool: &PgPool,
+    vault: &std::sync::Arc<Vault>,
     projector: &P,
     batch: i64,
     mut progress: impl FnMut(usize),
@@ -332,13 +407,14 @@ pub async fn replay<P: Projector>(
 
     // The next page is read (on a connection of its own) while the current
     // one is applied: reading and decoding overlap the inserts.
-    let (pages, mut next) = tokio::sync::mpsc::channel::<sqlx::Result<Page>>(2);
+    let (pages, mut next) = tokio::sync::mpsc::channel::<anyhow::Result<Page>>(2);
     let mut reader = PgConnection::connect_with(&pool.connect_options()).await?;
     let reads = projector.reads();
+    let reader_vault = vault.clone();
     let read_ahead = tokio::spawn(async move {
         let mut after = Position::default();
         loop {
-            let page = read_page(&mut reader, after, batch, reads).await;
+            let page = read_page(&mut reader, &reader_vault, after, batch, reads).await;
             let end = page.as_ref().ok().and_then(|p| p.end);
             if pages.send(page).await.is_err() {
                 return;
@@ -369,7 +445,7 @@ pub async fn replay<P: Projector>(
     let mut tx = conn.begin().await?;
     checkpoint(&mut tx, projector.name(), true).await?;
     loop {
-        let n = apply_rebuild(&mut tx, projector, &rebuild, &mut at, batch).await?;
+        let n = apply_rebuild(&mut tx, vault, projector, &rebuild, &mut at, batch).await?;
         if n == 0 {
             break;
         }
@@ -399,12 +475,13 @@ pub async fn replay<P: Projector>(
 /// Applies the next batch after `at` to the tables being rebuilt.
 async fn apply_rebuild<P: Projector>(
     tx: &mut PgConnection,
+    vault: &Vault,
     projector: &P,
     schema: &str,
     at: &mut Position,
     batch: i64,
 ) -> anyhow::Result<usize> {
-    let page = read_page(tx, *at, batch, projector.reads()).await?;
+    let page = read_page(tx, vault, *at, batch, projector.reads()).await?;
     let Some(end) = page.end else {
         return Ok(0);
     };
@@ -524,6 +601,7 @@ pub async fn lead(pool: &PgPool, name: &str) -> sqlx::Result<Option<PgConnection
 /// every process, batches of `batch` events.
 pub async fn run<P: Projector>(
     pool: PgPool,
+    vault: Arc<Vault>,
     projector: Arc<P>,
     mut wake: Wake,
     batch: i64,
@@ -545,7 +623,7 @@ pub async fn run<P: Projector>(
         projector.forget();
         loop {
             let started = tokio::time::Instant::now();
-            match run_batch(&mut conn, &*projector, batch).await {
+            match run_batch(&mut conn, &vault, &*projector, batch).await {
                 Ok(n) if n as i64 >= batch => continue,
                 Ok(_) => {
                     if !idle(&mut wake, &shutdown, started).await {

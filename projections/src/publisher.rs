@@ -4,6 +4,13 @@
 //! (consumers drop repeats by `ce_id`); nothing is lost or reordered within
 //! an aggregate, since all its events share a key and so a partition.
 //! While the broker is down it retries; commands never wait for it.
+//!
+//! Erasure: an erased user's events are published with the value `null`
+//! (as the audit trail shows them), and its `UserErased` is followed by a
+//! tombstone on its key. Keys are read and messages handed to the producer
+//! under a shared lock that erasure takes exclusively
+//! ([`roster_vault::ERASURE_LOCK`]): no message holding personal data is
+//! handed over once the erasure has committed.
 
 use crate::engine::{self, StoredEvent, Wake};
 use anyhow::Context;
@@ -13,11 +20,17 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use roster_vault::Vault;
 use sqlx::{Connection, PgConnection, PgPool};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub const NAME: &str = "kafka_publisher";
+
+/// A batch handed to the producer: its last position, its event count, and
+/// the deliveries to wait for.
+type Handed = (engine::Position, usize, Vec<rdkafka::producer::DeliveryFuture>);
 const PARTITIONS: i32 = 3;
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -43,14 +56,16 @@ pub struct Publisher {
     config: KafkaConfig,
     producer: FutureProducer,
     topic_ready: bool,
+    vault: Arc<Vault>,
 }
 
 impl Publisher {
-    pub fn new(config: KafkaConfig) -> anyhow::Result<Self> {
+    pub fn new(config: KafkaConfig, vault: Arc<Vault>) -> anyhow::Result<Self> {
         Ok(Self {
             producer: producer(&config)?,
             config,
             topic_ready: false,
+            vault,
         })
     }
 
@@ -92,22 +107,18 @@ impl Publisher {
             self.ensure_topic().await?;
         }
         let at = engine::checkpoint(conn, NAME, false).await?;
-        let events = engine::read_after(conn, at, limit).await?;
-        let Some(last) = events.last().map(|e| e.position) else {
+        sqlx::query("SELECT pg_advisory_lock_shared($1)")
+            .bind(roster_vault::ERASURE_LOCK)
+            .execute(&mut *conn)
+            .await?;
+        let handed = self.hand_over(conn, at, limit).await;
+        sqlx::query("SELECT pg_advisory_unlock_shared($1)")
+            .bind(roster_vault::ERASURE_LOCK)
+            .execute(&mut *conn)
+            .await?;
+        let Some((last, count, deliveries)) = handed? else {
             return Ok(0);
         };
-        let mut deliveries = Vec::with_capacity(events.len());
-        for event in &events {
-            let message = Message::of(event);
-            let record = FutureRecord::to(&self.config.topic)
-                .key(&event.aggregate_id)
-                .payload(&message.value)
-                .headers(message.headers);
-            match self.producer.send_result(record) {
-                Ok(delivery) => deliveries.push(delivery),
-                Err((e, _)) => return Err(e.into()),
-            }
-        }
         for delivery in deliveries {
             let failure = match delivery.await {
                 Ok(Ok(_)) => continue,
@@ -118,7 +129,42 @@ impl Publisher {
             return Err(failure);
         }
         engine::save_checkpoint(conn, NAME, last).await?;
-        Ok(events.len())
+        Ok(count)
+    }
+
+    /// Reads the next batch and hands every message to the producer: the
+    /// position of the last event, the count, and the deliveries to await.
+    async fn hand_over(
+        &mut self,
+        conn: &mut PgConnection,
+        at: engine::Position,
+        limit: i64,
+    ) -> anyhow::Result<Option<Handed>> {
+        let events = engine::read_after(conn, &self.vault, at, limit).await?;
+        let Some(last) = events.last().map(|e| e.position) else {
+            return Ok(None);
+        };
+        let mut deliveries = Vec::with_capacity(events.len() + 1);
+        for event in &events {
+            let message = Message::of(event);
+            let record = FutureRecord::to(&self.config.topic)
+                .key(&event.aggregate_id)
+                .payload(&message.value)
+                .headers(message.headers);
+            match self.producer.send_result(record) {
+                Ok(delivery) => deliveries.push(delivery),
+                Err((e, _)) => return Err(e.into()),
+            }
+            if event.aggregate_type == "user" && event.event_type == "UserErased" {
+                // The tombstone: compacted topics drop the user's messages.
+                let record = FutureRecord::<String, [u8]>::to(&self.config.topic).key(&event.aggregate_id);
+                match self.producer.send_result(record) {
+                    Ok(delivery) => deliveries.push(delivery),
+                    Err((e, _)) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(Some((last, events.len(), deliveries)))
     }
 
     /// Waits until every message handed to the producer is delivered.
@@ -138,8 +184,12 @@ pub struct Message {
 
 impl Message {
     pub fn of(e: &StoredEvent) -> Self {
-        let payload: serde_json::Value = serde_json::from_str(&e.payload).unwrap_or_default();
-        let value = serde_json::to_vec(&roster_events::public_data(&payload)).unwrap_or_default();
+        let value = if e.erased {
+            b"null".to_vec()
+        } else {
+            let payload: serde_json::Value = serde_json::from_str(&e.payload).unwrap_or_default();
+            serde_json::to_vec(&roster_events::public_data(&payload)).unwrap_or_default()
+        };
         let company = &e.metadata.company_id;
         let time = e
             .metadata
@@ -176,8 +226,15 @@ pub const DRAIN: Duration = Duration::from_secs(5);
 /// Runs the publisher until shutdown, as the single leader across processes.
 /// On shutdown the leader publishes what is left (the API has stopped
 /// writing by then) for up to [`DRAIN`], then flushes the producer.
-pub async fn run(pool: PgPool, config: KafkaConfig, mut wake: Wake, batch: i64, shutdown: CancellationToken) {
-    let mut publisher = match Publisher::new(config) {
+pub async fn run(
+    pool: PgPool,
+    vault: Arc<Vault>,
+    config: KafkaConfig,
+    mut wake: Wake,
+    batch: i64,
+    shutdown: CancellationToken,
+) {
+    let mut publisher = match Publisher::new(config, vault) {
         Ok(p) => p,
         Err(e) => {
             tracing::error!(error = %e, "publisher disabled");

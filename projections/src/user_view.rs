@@ -1,6 +1,7 @@
 //! The `user_view` read model: one row per user holding the user resource
 //! as the API returns it, folded with the same [`UserDoc::fold`] as the
-//! aggregate uses.
+//! aggregate uses. An erased user's events are skipped and its
+//! `UserErased` deletes its rows, so a replay never shows it either.
 
 use crate::engine::{Projector, StoredEvent};
 use anyhow::Context;
@@ -111,7 +112,16 @@ impl Projector for UserView {
         // Whose households to read back: users whose memberships changed,
         // and users that gained an account (the fold adds it without one).
         let mut refresh: Vec<Uuid> = memberships.users.clone();
+        let mut erased = Vec::new();
         for (id, e) in users {
+            if e.erased {
+                continue;
+            }
+            if e.event_type == "UserErased" {
+                docs.remove(&id);
+                erased.push(id);
+                continue;
+            }
             let current = docs.remove(&id);
             if current.as_ref().is_some_and(|d| d.version >= e.sequence as u64) {
                 // Already applied (a batch replayed after a crash).
@@ -133,6 +143,15 @@ impl Projector for UserView {
         households_into(tx, &mut docs, &refresh).await?;
         upsert(tx, docs.values()).await?;
         self.keep(docs);
+        if !erased.is_empty() {
+            sqlx::query(
+                "WITH m AS (DELETE FROM user_view_memberships WHERE user_id = ANY($1))
+                 DELETE FROM user_view WHERE id = ANY($1)",
+            )
+            .bind(&erased)
+            .execute(&mut *tx)
+            .await?;
+        }
         Ok(())
     }
 
@@ -171,9 +190,12 @@ impl Memberships {
             HouseholdEvent::HouseholdMemberRemoved(m) => (m, false),
             HouseholdEvent::HouseholdCreated(_) => return Ok(()),
         };
+        // An account not named is an erased user's: its `UserErased`
+        // deletes all of its memberships.
+        let Some(account_id) = m.account_id else { return Ok(()) };
         self.households
             .push(e.aggregate_id.parse().context("household id is not a uuid")?);
-        self.accounts.push(m.account_id);
+        self.accounts.push(account_id);
         self.companies.push(e.metadata.company_id.clone());
         self.users.push(m.user_id);
         self.versions.push(e.sequence);

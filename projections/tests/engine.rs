@@ -4,6 +4,14 @@
 use roster_projections::engine::{self, Projector, StoredEvent};
 use sqlx::{PgConnection, PgPool};
 
+/// One vault per test process: what the commands seal, the projections open.
+fn vault() -> std::sync::Arc<roster_vault::Vault> {
+    static VAULT: std::sync::OnceLock<std::sync::Arc<roster_vault::Vault>> = std::sync::OnceLock::new();
+    VAULT
+        .get_or_init(|| std::sync::Arc::new(roster_vault::Vault::ephemeral()))
+        .clone()
+}
+
 /// Records the global position of every event it sees, in order.
 struct Recorder;
 
@@ -74,7 +82,7 @@ async fn seen(pool: &PgPool) -> Vec<i64> {
 
 async fn batch(pool: &PgPool, p: &impl Projector) -> anyhow::Result<usize> {
     let mut conn = pool.acquire().await?;
-    engine::run_batch(&mut conn, p, 100).await
+    engine::run_batch(&mut conn, &vault(), p, 100).await
 }
 
 /// The watermark is cluster-wide: a write transaction open in another
@@ -149,7 +157,7 @@ async fn batches_resume_from_the_checkpoint_and_replay_rebuilds(pool: PgPool) {
     assert_eq!(seen(&pool).await, positions);
 
     let mut progressed = 0;
-    let replayed = engine::replay(&pool, &Recorder, 64, |n| progressed += n)
+    let replayed = engine::replay(&pool, &vault(), &Recorder, 64, |n| progressed += n)
         .await
         .expect("replay");
     assert_eq!((replayed, progressed), (250, 250));

@@ -67,7 +67,9 @@ async fn catch_up(pool: &PgPool) {
 async fn catch_up_with(pool: &PgPool, runner: &UserView) {
     let mut conn = pool.acquire().await.expect("conn");
     for _ in 0..200 {
-        engine::run_batch(&mut conn, runner, 500).await.expect("batch");
+        engine::run_batch(&mut conn, &vault(), runner, 500)
+            .await
+            .expect("batch");
         if engine::lag(pool, "user_view", 10).await.expect("lag") == 0 {
             return;
         }
@@ -78,7 +80,7 @@ async fn catch_up_with(pool: &PgPool, runner: &UserView) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn projected_rows_equal_the_write_side_documents_and_survive_replay(pool: PgPool) {
-    let commands = Commands::new(pool.clone());
+    let commands = Commands::new(pool.clone(), vault());
     let mut written = Vec::new();
     for i in 0..30 {
         written.push(enroll(&commands, i).await);
@@ -111,7 +113,7 @@ async fn projected_rows_equal_the_write_side_documents_and_survive_replay(pool: 
         .expect("indexes")
     };
     let before = schema().await;
-    engine::replay(&pool, &UserView::default(), 7, |_| {})
+    engine::replay(&pool, &vault(), &UserView::default(), 7, |_| {})
         .await
         .expect("replay");
     assert_eq!(rows(&pool).await, incremental, "replay equals the incremental build");
@@ -134,6 +136,14 @@ use roster_events::user::{Account, AccountAdded, UserEnrolled, UserEvent};
 use roster_projections::card_view::CardView;
 use roster_projections::household_view::HouseholdView;
 use sqlx::{Connection, PgConnection};
+
+/// One vault per test process: what the commands seal, the projections open.
+fn vault() -> std::sync::Arc<roster_vault::Vault> {
+    static VAULT: std::sync::OnceLock<std::sync::Arc<roster_vault::Vault>> = std::sync::OnceLock::new();
+    VAULT
+        .get_or_init(|| std::sync::Arc::new(roster_vault::Vault::ephemeral()))
+        .clone()
+}
 
 const COMPANY: &str = "acme";
 
@@ -220,7 +230,7 @@ fn created(household: Uuid) -> HouseholdEvent {
 fn member(user: Uuid, account_id: &str) -> Member {
     Member {
         user_id: user,
-        account_id: account_id.into(),
+        account_id: Some(account_id.into()),
         at: Timestamp::now(),
     }
 }
@@ -250,7 +260,11 @@ async fn households_of(pool: &PgPool, user: Uuid) -> Vec<(String, Option<Uuid>)>
 async fn run_until_caught_up<P: Projector>(pool: &PgPool, projector: &P, batch: i64) {
     let mut conn = pool.acquire().await.expect("conn");
     for _ in 0..400 {
-        while engine::run_batch(&mut conn, projector, batch).await.expect("batch") > 0 {}
+        while engine::run_batch(&mut conn, &vault(), projector, batch)
+            .await
+            .expect("batch")
+            > 0
+        {}
         if engine::lag(pool, projector.name(), 10).await.expect("lag") == 0 {
             return;
         }
@@ -334,7 +348,7 @@ async fn household_membership_does_not_depend_on_the_order_events_arrive_in(pool
     assert_eq!(households_of(&pool, u).await, expected);
 
     // A replay, in any batch size, builds the same.
-    engine::replay(&pool, &UserView::default(), 2, |_| {})
+    engine::replay(&pool, &vault(), &UserView::default(), 2, |_| {})
         .await
         .expect("replay");
     assert_eq!(households_of(&pool, u).await, expected);
@@ -415,7 +429,7 @@ async fn applying_events_again_changes_no_read_model(pool: PgPool) {
     );
 
     // And one batch applied twice directly.
-    let events = engine::read_after(&mut conn, engine::Position::default(), 100)
+    let events = engine::read_after(&mut conn, &vault(), engine::Position::default(), 100)
         .await
         .expect("events");
     for _ in 0..2 {
@@ -434,7 +448,7 @@ async fn applying_events_again_changes_no_read_model(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn kept_documents_give_way_to_what_another_runner_wrote(pool: PgPool) {
     use roster_command::user::UpdateUser;
-    let commands = Commands::new(pool.clone());
+    let commands = Commands::new(pool.clone(), vault());
     let user = enroll(&commands, 0).await;
     let rename = |last_name: &str, version: u64| {
         let mut fields = serde_json::Map::new();

@@ -1,10 +1,13 @@
 //! The audit trail of a user: every event of its stream, read from the event
-//! log itself (the source of truth), public data only.
+//! log itself (the source of truth), public data only. An erased user's
+//! trail keeps every entry, each before its `UserErased` with `data: null`
+//! and `erased: true`.
 
 use crate::{Page, QueryError};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use roster_events::{meta, public_data, Timestamp};
+use roster_vault::{DataKey, Vault};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -26,9 +29,11 @@ pub struct AuditEntry {
     pub occurred_at: Timestamp,
     pub actor: Actor,
     pub request_id: Option<String>,
-    /// The event's public data: what Kafka carries.
+    /// The event's public data: what Kafka carries (`null` once erased).
     #[schema(value_type = Object)]
     pub data: Value,
+    /// The user was erased: this entry's data is gone.
+    pub erased: bool,
 }
 
 fn encode(sequence: i64) -> String {
@@ -43,9 +48,16 @@ fn decode(cursor: &str) -> Result<i64, QueryError> {
 
 type Row = (i64, Uuid, String, String, Value, Value, chrono::DateTime<chrono::Utc>);
 
+/// The payload with its personal values opened.
+fn open(id: &str, event_type: &str, payload: Value, key: Option<&DataKey>) -> Result<Value, QueryError> {
+    let opened = roster_vault::seal::open_text("user", id, event_type, payload.to_string(), key)?;
+    Ok(serde_json::from_str(&opened.payload)?)
+}
+
 /// `None` when the user does not exist for the company.
 pub async fn user_events(
     pool: &PgPool,
+    vault: &Vault,
     company_id: &str,
     user_id: Uuid,
     limit: usize,
@@ -53,15 +65,25 @@ pub async fn user_events(
 ) -> Result<Option<Page<AuditEntry>>, QueryError> {
     let after = after.map(decode).transpose()?.unwrap_or(0);
     let id = user_id.to_string();
-    let owner: Option<String> = sqlx::query_scalar(
-        "SELECT metadata ->> 'company_id' FROM events WHERE aggregate_type = 'user' AND aggregate_id = $1 AND sequence = 1",
+    let enrolled: Option<(Option<String>, bool)> = sqlx::query_as(
+        "SELECT e.metadata ->> 'company_id', coalesce(r.erased_at IS NOT NULL, false)
+           FROM events e LEFT JOIN user_registry r ON r.user_id = $2
+          WHERE e.aggregate_type = 'user' AND e.aggregate_id = $1 AND e.sequence = 1",
     )
     .bind(&id)
+    .bind(user_id)
     .fetch_optional(pool)
     .await?;
+    let Some((owner, erased)) = enrolled else {
+        return Ok(None);
+    };
     if owner.as_deref() != Some(company_id) {
         return Ok(None);
     }
+    let keys = match erased {
+        true => Default::default(),
+        false => vault.keyring(pool, &[user_id]).await?,
+    };
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT sequence, event_id, event_type, event_version, payload, metadata, recorded_at FROM events
           WHERE aggregate_type = 'user' AND aggregate_id = $1 AND sequence > $2
@@ -79,7 +101,12 @@ pub async fn user_events(
                 let text = |k: &str| metadata.get(k).and_then(Value::as_str).map(str::to_string);
                 let (event_version, payload) =
                     roster_events::upcast::upcast("user", &event_type, &event_version, payload);
-                AuditEntry {
+                let gone = erased && event_type != "UserErased";
+                let data = match gone {
+                    true => Value::Null,
+                    false => public_data(&open(&id, &event_type, payload, keys.get(user_id))?),
+                };
+                Ok(AuditEntry {
                     sequence,
                     event_id,
                     event_type,
@@ -95,11 +122,12 @@ pub async fn user_events(
                         client_id: text(meta::CLIENT_ID),
                     },
                     request_id: text(meta::REQUEST_ID),
-                    data: public_data(&payload),
-                }
+                    data,
+                    erased: gone,
+                })
             },
         )
-        .collect();
+        .collect::<Result<_, QueryError>>()?;
     Ok(Some(Page::from_rows(entries, limit, |e: &AuditEntry| {
         encode(e.sequence)
     })))

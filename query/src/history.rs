@@ -10,6 +10,7 @@ use crate::QueryError;
 use roster_events::household::HouseholdEvent;
 use roster_events::user::{UserDoc, UserEvent};
 use roster_events::Timestamp;
+use roster_vault::{DataKey, Vault};
 use sqlx::PgPool;
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -37,7 +38,26 @@ pub enum Past {
 
 type EventRow = (i64, String, String, String, Option<String>);
 
-pub async fn user_at(pool: &PgPool, company_id: &str, user_id: Uuid, at: At) -> Result<Past, QueryError> {
+/// An erased user has no past either: [`Past::NotFound`].
+pub async fn user_at(
+    pool: &PgPool,
+    vault: &Vault,
+    company_id: &str,
+    user_id: Uuid,
+    at: At,
+) -> Result<Past, QueryError> {
+    let erased: Option<bool> =
+        sqlx::query_scalar("SELECT erased_at IS NOT NULL FROM user_registry WHERE user_id = $1 AND company_id = $2")
+            .bind(user_id)
+            .bind(company_id)
+            .fetch_optional(pool)
+            .await?;
+    if erased == Some(true) {
+        return Ok(Past::NotFound);
+    }
+    let keys = vault.keyring(pool, &[user_id]).await?;
+    let key = keys.get(user_id);
+    let id = user_id.to_string();
     let last = match at {
         At::Version(n) => n as i64,
         At::Instant(_) => i64::MAX,
@@ -64,6 +84,7 @@ pub async fn user_at(pool: &PgPool, company_id: &str, user_id: Uuid, at: At) -> 
     let mut doc: Option<UserDoc> = None;
     for (_, event_type, version, payload, _) in rows {
         let (_, payload) = roster_events::upcast::upcast_text("user", &event_type, &version, payload);
+        let payload = roster_vault::seal::open_text("user", &id, &event_type, payload, key)?.payload;
         let event: UserEvent = serde_json::from_str(&payload)?;
         if matches!(at, At::Instant(t) if event.at() > t) {
             break;
@@ -75,14 +96,19 @@ pub async fn user_at(pool: &PgPool, company_id: &str, user_id: Uuid, at: At) -> 
         At::Version(_) => doc.updated_at,
         At::Instant(t) => t,
     };
-    households_at(pool, &mut doc, instant).await?;
+    households_at(pool, key, &mut doc, instant).await?;
     Ok(Past::Found(Box::new(doc)))
 }
 
 type MemberRow = (String, i64, String, String, String);
 
 /// Sets each account's household as of `instant`.
-async fn households_at(pool: &PgPool, doc: &mut UserDoc, instant: Timestamp) -> Result<(), QueryError> {
+async fn households_at(
+    pool: &PgPool,
+    key: Option<&DataKey>,
+    doc: &mut UserDoc,
+    instant: Timestamp,
+) -> Result<(), QueryError> {
     for a in &mut doc.accounts {
         a.household_id = None;
     }
@@ -107,15 +133,17 @@ async fn households_at(pool: &PgPool, doc: &mut UserDoc, instant: Timestamp) -> 
             .parse()
             .map_err(|_| QueryError::Corrupt(serde::de::Error::custom("household id is not a uuid")))?;
         let (_, payload) = roster_events::upcast::upcast_text("household", &event_type, &version, payload);
+        // The member's personal values are this user's: its key opens them.
+        let payload = roster_vault::seal::open_text("household", "", &event_type, payload, key)?.payload;
         let (m, added) = match serde_json::from_str::<HouseholdEvent>(&payload)? {
             HouseholdEvent::HouseholdMemberAdded(m) => (m, true),
             HouseholdEvent::HouseholdMemberRemoved(m) => (m, false),
             HouseholdEvent::HouseholdCreated(_) => continue,
         };
-        if m.at > instant {
+        let Some(account_id) = m.account_id.filter(|_| m.at <= instant) else {
             continue;
-        }
-        members.insert((household, m.account_id), added.then_some(m.at));
+        };
+        members.insert((household, account_id), added.then_some(m.at));
     }
     // The household whose membership was added last, of those it is in.
     for a in &mut doc.accounts {

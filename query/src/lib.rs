@@ -43,4 +43,8 @@ pub enum QueryError {
     Database(#[from] sqlx::Error),
     #[error("corrupt read model row: {0}")]
     Corrupt(#[from] serde_json::Error),
+    #[error(transparent)]
+    Keys(#[from] roster_vault::VaultError),
+    #[error(transparent)]
+    Sealed(#[from] roster_vault::seal::OpenError),
 }

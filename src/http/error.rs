@@ -29,6 +29,8 @@ pub enum ApiError {
         attempts_remaining: u32,
     },
     Locked,
+    /// The user was erased (CONTRACT §3 "Erasure").
+    Gone,
     Unavailable,
     NotYetConsistent,
     Internal,
@@ -116,6 +118,11 @@ impl IntoResponse for ApiError {
                 code,
                 format!("Verification failed; {attempts_remaining} attempts remaining."),
             ),
+            Gone => (
+                StatusCode::GONE,
+                "USER_ERASED",
+                "The user was erased; nothing of it is kept.".into(),
+            ),
             Locked => (
                 StatusCode::LOCKED,
                 "VERIFICATION_LOCKED",
@@ -195,6 +202,11 @@ impl From<CommandError> for ApiError {
                     ApiError::Conflict("CARD_ALREADY_TERMINATED", "The card is already terminated.")
                 }
                 UserError::AccountTaken => ApiError::Conflict("ACCOUNT_TAKEN", "The user already has this account id."),
+                UserError::Erased => ApiError::Gone,
+                UserError::CardsNotTerminated => ApiError::Conflict(
+                    "CARDS_NOT_TERMINATED",
+                    "Every card of the user must be terminated before it is erased.",
+                ),
             },
             CommandError::Household(h) => match h {
                 HouseholdError::NotFound => ApiError::household_not_found(),
@@ -252,6 +264,9 @@ impl From<QueryError> for ApiError {
             QueryError::InvalidCursor => ApiError::field("after", "is not a cursor this API returned"),
             QueryError::Database(e) => e.into(),
             QueryError::Corrupt(e) => ApiError::internal(e),
+            QueryError::Keys(roster_vault::VaultError::Db(e)) => e.into(),
+            QueryError::Keys(e) => ApiError::internal(e),
+            QueryError::Sealed(e) => ApiError::internal(e),
         }
     }
 }

@@ -33,6 +33,11 @@ impl Required for CardsWrite {
     const SCOPE: Scope = Scope::CardsWrite;
 }
 
+pub struct UsersErase;
+impl Required for UsersErase {
+    const SCOPE: Scope = Scope::UsersErase;
+}
+
 pub struct Admin;
 impl Required for Admin {
     const SCOPE: Scope = Scope::Admin;

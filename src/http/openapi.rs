@@ -25,7 +25,7 @@ use utoipa::{IntoParams, Modify, OpenApi, ToResponse, ToSchema};
         super::households::create, super::households::retrieve, super::households::add_member,
         super::households::remove_member, super::cards::create_product, super::cards::list_products,
         super::cards::order_card, super::cards::list_cards, super::cards::terminate_card, super::users::search,
-        super::users::relationships, super::users::audit_trail, search_alias
+        super::users::relationships, super::users::audit_trail, super::users::erase, search_alias
     ),
     components(schemas(
         Problem, FieldErrorDoc, UserPage, UserDoc, Profile, UserStatus, ExternalRef, Address, CommunicationPreferences,
@@ -39,9 +39,9 @@ use utoipa::{IntoParams, Modify, OpenApi, ToResponse, ToSchema};
         Shipping, Termination, CardProductPage, CardPage, super::users::SearchRequest, AuditPage,
         roster_query::audit::AuditEntry, roster_query::audit::Actor, roster_query::relationships::Relationships,
         roster_query::relationships::Related, roster_query::relationships::Ancestor,
-        roster_query::relationships::Descendant
+        roster_query::relationships::Descendant, super::users::Erased
     ),
-    responses(BadRequest, Unauthenticated, Forbidden, NotFound, Conflict, PreconditionFailed, Unprocessable, Locked, Unavailable)),
+    responses(BadRequest, Unauthenticated, Forbidden, NotFound, Conflict, Gone, PreconditionFailed, Unprocessable, Locked, Unavailable)),
     modifiers(&Security)
 )]
 pub struct ApiDoc;
@@ -148,6 +148,7 @@ problem_response!(
 problem_response!(Unprocessable, "PARENT_NOT_FOUND, RELATIONSHIP_CYCLE, ...");
 problem_response!(PreconditionFailed, "PRECONDITION_FAILED: If-Match is stale");
 problem_response!(Locked, "VERIFICATION_LOCKED");
+problem_response!(Gone, "USER_ERASED: the user was erased");
 problem_response!(Unavailable, "UNAVAILABLE or NOT_YET_CONSISTENT, with Retry-After");
 
 /// `Idempotency-Key` header of write routes.

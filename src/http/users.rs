@@ -2,7 +2,7 @@
 
 use super::consistency::{ReadAfter, Token};
 use super::error::ApiError;
-use super::extract::{Auth, Body, Paging, RequestInfo, UsersRead, UsersWrite, Valid, Validate};
+use super::extract::{Auth, Body, Paging, RequestInfo, UsersErase, UsersRead, UsersWrite, Valid, Validate};
 use super::AppState;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -28,7 +28,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/users", get(list).post(enroll))
         .route("/v1/users:search", post(search))
         .route("/v1/users/search", post(search))
-        .route("/v1/users/{id}", get(retrieve).patch(update).put(update))
+        .route("/v1/users/{id}", get(retrieve).patch(update).put(update).delete(erase))
         .route("/v1/users/{id}/relationships", get(relationships))
         .route("/v1/users/{id}/events", get(audit_trail))
         .route("/v1/users/{id}/parent", put(link_parent).delete(unlink_parent))
@@ -146,9 +146,9 @@ pub async fn retrieve(
     let Auth(caller, ..) = auth;
     let id: Uuid = id.parse().map_err(|_| ApiError::user_not_found())?;
     if let Some(at) = point_in_time(query.0.as_deref())? {
-        let doc = match history::user_at(&state.pool, &caller.company_id, id, at).await? {
+        let doc = match history::user_at(&state.pool, state.commands.vault(), &caller.company_id, id, at).await? {
             history::Past::Found(doc) => doc,
-            history::Past::NotFound => return Err(ApiError::user_not_found()),
+            history::Past::NotFound => return Err(missing_user(&state, &caller.company_id, id).await),
             history::Past::AfterCurrent { current } => {
                 return Err(ApiError::field(
                     "version",
@@ -159,9 +159,9 @@ pub async fn retrieve(
         return Ok(([(header::ETAG, etag(doc.version))], Json(doc)).into_response());
     }
     read_after.wait(&state.pool, PROJECTION).await?;
-    let doc = users::get(&state.pool, &caller.company_id, id)
-        .await?
-        .ok_or_else(ApiError::user_not_found)?;
+    let Some(doc) = users::get(&state.pool, &caller.company_id, id).await? else {
+        return Err(missing_user(&state, &caller.company_id, id).await);
+    };
     Ok(([(header::ETAG, etag(doc.version))], Json(doc)).into_response())
 }
 
@@ -272,6 +272,56 @@ async fn run(
 
 fn user_response(status: StatusCode, doc: UserDoc) -> Response {
     (status, user_headers(&doc), Json(doc)).into_response()
+}
+
+/// 410 for a user of the caller's company that was erased, else 404.
+pub(crate) async fn missing_user(state: &AppState, company_id: &str, id: Uuid) -> ApiError {
+    match state.commands.user_exists(company_id, id).await {
+        Err(e) => e.into(),
+        Ok(_) => ApiError::user_not_found(),
+    }
+}
+
+/// What an erasure answers.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Erased {
+    pub id: Uuid,
+    #[schema(value_type = String, format = DateTime)]
+    pub erased_at: Timestamp,
+}
+
+/// Erase a user (the right to be forgotten): its personal data becomes
+/// unreadable everywhere Roster keeps it; its id answers 410 from then on.
+#[utoipa::path(delete, path = "/v1/users/{id}", tag = "users",
+    params(("id" = String, Path, description = "User id"), super::openapi::IdempotencyKey, super::openapi::IfMatch),
+    responses((status = 200, description = "Erased", body = Erased, headers(("Roster-Consistency-Token" = String))),
+        (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated),
+        (status = 403, response = super::openapi::Forbidden), (status = 404, response = super::openapi::NotFound),
+        (status = 409, response = super::openapi::Conflict), (status = 410, response = super::openapi::Gone),
+        (status = 412, response = super::openapi::PreconditionFailed), (status = 503, response = super::openapi::Unavailable)),
+    security(("bearer" = [], "app_id" = [])))]
+pub async fn erase(
+    State(state): State<AppState>,
+    Auth(caller, ..): Auth<UsersErase>,
+    info: RequestInfo,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = user_id(&id)?;
+    let meta = info.meta(&caller);
+    let command = UserCommand {
+        company_id: caller.company_id.clone(),
+        at: meta.at,
+        expected_version: if_match(&headers)?,
+        action: UserAction::Erase,
+    };
+    let c = state.commands.erase_user(id, command, meta).await?;
+    let token = Token::new("user", id, c.version).header_value();
+    let body = Erased {
+        id,
+        erased_at: c.doc.erased_at,
+    };
+    Ok(([(super::consistency::HEADER, token)], Json(body)).into_response())
 }
 
 /// Update a user: a JSON merge patch of its profile fields, plus `password`
@@ -705,9 +755,11 @@ pub async fn relationships(
         },
     };
     read_after.wait(&state.pool, PROJECTION).await?;
-    let r = rel::get(&state.pool, &caller.company_id, id, depth)
-        .await?
-        .ok_or_else(ApiError::user_not_found)?;
+    // Erased is final and known at once; the view may not have caught up.
+    state.commands.user_exists(&caller.company_id, id).await?;
+    let Some(r) = rel::get(&state.pool, &caller.company_id, id, depth).await? else {
+        return Err(missing_user(&state, &caller.company_id, id).await);
+    };
     Ok(Json(r).into_response())
 }
 
@@ -728,6 +780,7 @@ pub async fn audit_trail(
     let id = user_id(&id)?;
     let page = audit::user_events(
         &state.pool,
+        state.commands.vault(),
         &caller.company_id,
         id,
         paging.limit,

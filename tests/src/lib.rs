@@ -20,6 +20,16 @@ pub fn pg_server() -> String {
     std::env::var("ROSTER_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
+/// The master key of every app the tests start, in process or not: any of
+/// them can read what another wrote.
+pub const TEST_MASTER_KEY: &str = "cm9zdGVyLXRlc3RzLW1hc3Rlci1rZXktMzItYnl0ZXM=";
+
+/// A vault with [`TEST_MASTER_KEY`].
+pub fn test_vault() -> std::sync::Arc<roster_vault::Vault> {
+    let master = roster_vault::MasterKey::from_base64(TEST_MASTER_KEY).expect("a valid key");
+    std::sync::Arc::new(roster_vault::Vault::new(master, None))
+}
+
 pub fn brokers() -> String {
     std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
@@ -86,6 +96,7 @@ pub async fn spawn_app_on(server: &str, brokers: Option<String>) -> TestApp {
             brokers,
             topic: topic.clone(),
         }),
+        vault: test_vault(),
     };
     let app = App::start(pool.clone(), settings, Some(listener))
         .await
@@ -212,6 +223,8 @@ impl TestApp {
 pub struct Record {
     pub key: String,
     pub value: Value,
+    /// No value at all (a tombstone), not even `null`.
+    pub tombstone: bool,
     pub headers: HashMap<String, String>,
     pub partition: i32,
     pub offset: i64,
@@ -260,6 +273,7 @@ pub async fn consume_until(
                 out.push(Record {
                     key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
                     value: serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or(Value::Null),
+                    tombstone: m.payload().is_none(),
                     headers,
                     partition: m.partition(),
                     offset: m.offset(),
@@ -427,6 +441,7 @@ impl Server {
             ("KAFKA_TOPIC", topic.to_string()),
             ("ROSTER_LOG_FORMAT", "json".to_string()),
             ("RUST_LOG", filter.to_string()),
+            ("ROSTER_MASTER_KEY", TEST_MASTER_KEY.to_string()),
         ];
         let mut server = Server {
             addr: env[1].1.clone(),

@@ -16,8 +16,8 @@ use roster_events::card::{
 };
 use roster_events::user::{
     Account, AccountAdded, At, Kyc, KycUpdated, ParentLinked, ParentUnlinked, PasswordChanged, Profile, QuestionHash,
-    StatusChanged, UserDoc, UserEnrolled, UserEvent, UserStatus, UserUpdated, VerificationAttempt, VerificationFailed,
-    VerificationQuestionsSet,
+    StatusChanged, UserDoc, UserEnrolled, UserErased, UserEvent, UserStatus, UserUpdated, VerificationAttempt,
+    VerificationFailed, VerificationQuestionsSet,
 };
 use roster_events::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -58,6 +58,8 @@ pub enum UserAction {
     AddAccount(Account),
     OrderCard(Box<OrderCard>),
     TerminateCard(TerminateCard),
+    /// Forget the user (CONTRACT §3 "Erasure").
+    Erase,
 }
 
 /// A card order: the product's details, and the last four digits of a PAN
@@ -94,6 +96,7 @@ impl UserAction {
             UserAction::AddAccount(_) => "AddAccount",
             UserAction::OrderCard(_) => "OrderCard",
             UserAction::TerminateCard(_) => "TerminateCard",
+            UserAction::Erase => "EraseUser",
         }
     }
 }
@@ -154,6 +157,10 @@ pub enum UserError {
     /// The user already has an account with this id.
     #[error("the user already has this account")]
     AccountTaken,
+    #[error("the user was erased")]
+    Erased,
+    #[error("the user has cards that are not terminated")]
+    CardsNotTerminated,
 }
 
 /// Checks a secret against its hash, off the async executor.
@@ -195,6 +202,9 @@ pub struct User {
     doc: Option<UserDoc>,
     secrets: Secrets,
     cards: Vec<CardDoc>,
+    /// The company of a user that was erased: nothing else is left.
+    #[serde(default)]
+    erased: Option<String>,
 }
 
 impl User {
@@ -207,9 +217,18 @@ impl User {
         self.cards.iter().find(|c| c.id == id)
     }
 
+    /// The company of the user, if it was erased.
+    pub fn erased(&self) -> Option<&str> {
+        self.erased.as_deref()
+    }
+
     /// The caller's user, if it exists for the caller's company and the
-    /// caller's `If-Match` (if any) is current.
+    /// caller's `If-Match` (if any) is current. An erased user is gone for
+    /// its company (410) and never existed for the others (404).
     fn existing(&self, cmd: &UserCommand) -> Result<&UserDoc, UserError> {
+        if self.erased.as_deref() == Some(cmd.company_id.as_str()) {
+            return Err(UserError::Erased);
+        }
         let doc = self
             .doc
             .as_ref()
@@ -296,12 +315,22 @@ impl User {
             }
             UserAction::OrderCard(o) => events.push(self.order_card(doc, *o, at)?),
             UserAction::TerminateCard(t) => events.push(self.terminate_card(t, at)?),
+            UserAction::Erase => {
+                if self.cards.iter().any(|c| c.state != CardState::Terminated) {
+                    return Err(UserError::CardsNotTerminated);
+                }
+                events.push(UserEvent::UserErased(UserErased {
+                    user_id: doc.id,
+                    company_id: doc.company_id.clone(),
+                    erased_at: at,
+                }));
+            }
         }
         Ok(events)
     }
 
     fn enroll(&self, company_id: String, at: Timestamp, e: EnrollUser) -> Result<Vec<UserEvent>, UserError> {
-        if self.doc.is_some() {
+        if self.doc.is_some() || self.erased.is_some() {
             return Err(UserError::AlreadyEnrolled);
         }
         if e.parent_user_id == Some(e.user_id) {
@@ -495,6 +524,13 @@ impl Aggregate for User {
                 if let Some(card) = self.cards.iter_mut().find(|c| c.id == e.card_id) {
                     card.terminate(e);
                 }
+            }
+            UserEvent::UserErased(e) => {
+                *self = User {
+                    erased: Some(e.company_id.clone()),
+                    ..User::default()
+                };
+                return;
             }
             _ => {}
         }

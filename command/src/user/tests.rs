@@ -499,4 +499,69 @@ mod cards {
             .when(cmd(terminate("1234", Issuer::Marqeta)))
             .then_expect_error(UserError::CardAlreadyTerminated);
     }
+
+    fn erased() -> UserEvent {
+        UserEvent::UserErased(UserErased {
+            user_id: id(),
+            company_id: "acme".into(),
+            erased_at: at(),
+        })
+    }
+
+    #[test]
+    fn erasure_waits_for_every_card_to_be_terminated() {
+        let history = vec![enrolled(), active(), ordered(1, CardType::Virtual, "1234")];
+        given(history.clone())
+            .when(cmd(UserAction::Erase))
+            .then_expect_error(UserError::CardsNotTerminated);
+        let mut done = history;
+        done.push(terminated(1, "1234"));
+        given(done)
+            .when(cmd(UserAction::Erase))
+            .then_expect_events(vec![erased()]);
+        given(vec![enrolled()])
+            .when(cmd(UserAction::Erase))
+            .then_expect_events(vec![erased()]);
+    }
+
+    #[test]
+    fn an_erased_user_is_gone_for_its_company_and_unknown_to_others() {
+        let history = vec![enrolled(), active(), erased()];
+        for action in [
+            UserAction::Erase,
+            update(json!({"first_name": "Jo"})),
+            UserAction::SetParent(None),
+            UserAction::ChangeStatus {
+                status: UserStatus::Active,
+                reason: None,
+            },
+            order(1, CardType::Virtual, "1234"),
+        ] {
+            given(history.clone())
+                .when(cmd(action.clone()))
+                .then_expect_error(UserError::Erased);
+            let mut other = cmd(action);
+            other.company_id = "globex".into();
+            given(history.clone())
+                .when(other)
+                .then_expect_error(UserError::NotFound);
+        }
+        given(history.clone())
+            .when(cmd(UserAction::Enroll(Box::new(enroll()))))
+            .then_expect_error(UserError::AlreadyEnrolled);
+        let mut user = User::default();
+        for e in history {
+            user.apply(e);
+        }
+        assert!(user.doc().is_none(), "no document is left");
+        assert_eq!(user.erased(), Some("acme"));
+        assert_eq!(
+            user,
+            User {
+                erased: Some("acme".into()),
+                ..User::default()
+            },
+            "no secret is left"
+        );
+    }
 }

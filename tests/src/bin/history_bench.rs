@@ -72,7 +72,7 @@ async fn main() -> anyhow::Result<()> {
     let mut samples: Vec<Duration> = Vec::new();
     for i in 0..300 {
         let t = Instant::now();
-        let past = history::user_at(&pool, "bench", user, At::Version(500)).await?;
+        let past = history::user_at(&pool, &roster_tests::test_vault(), "bench", user, At::Version(500)).await?;
         let elapsed = t.elapsed();
         let Past::Found(doc) = past else {
             anyhow::bail!("version 500 not found")

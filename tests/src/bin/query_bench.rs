@@ -94,7 +94,7 @@ async fn main() -> anyhow::Result<()> {
 
     eprintln!("replaying user_view...");
     let t = Instant::now();
-    let replayed = engine::replay(&pool, &UserView::default(), 5000, |_| {}).await?;
+    let replayed = engine::replay(&pool, &roster_tests::test_vault(), &UserView::default(), 5000, |_| {}).await?;
     let replay_secs = t.elapsed().as_secs_f64();
     sqlx::query("VACUUM ANALYZE user_view").execute(&pool).await?;
 

@@ -86,7 +86,8 @@ async fn main() -> anyhow::Result<()> {
         .execute(&admin)
         .await?;
     let pool = roster::db::prepare(&format!("{server}/roster_stream_bench"), 4).await?;
-    let commands = Commands::new(pool.clone());
+    let vault = roster_tests::test_vault();
+    let commands = Commands::new(pool.clone(), vault.clone());
     let short = user(&commands, 10).await?;
     let long = user(&commands, 3000).await?;
     let mut n = 10_000;
@@ -98,7 +99,7 @@ async fn main() -> anyhow::Result<()> {
             commands.user(id, update(n), meta(), Load::Existing).await?;
             warm[i].push(t.elapsed());
             if round % 8 == 0 {
-                let fresh = Commands::new(pool.clone());
+                let fresh = Commands::new(pool.clone(), roster_tests::test_vault());
                 n += 1;
                 let t = Instant::now();
                 fresh.user(id, update(n), meta(), Load::Existing).await?;

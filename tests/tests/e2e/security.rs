@@ -57,6 +57,7 @@ fn operations(ids: &Ids) -> Vec<Op> {
             Some(json!({"parent_user_id": ids.own_user})),
         ),
         op(Method::DELETE, "/v1/users/{id}/parent", w, None),
+        op(Method::DELETE, "/v1/users/{id}", "users:erase", None),
         op(
             Method::PUT,
             "/v1/users/{id}/verification-questions",
@@ -231,7 +232,7 @@ async fn every_route_needs_credentials_its_scope_and_hides_other_companies() {
             "{name}"
         );
         // Every scope but the one needed.
-        let others: Vec<&str> = ["users:read", "users:write", "cards:write", "admin"]
+        let others: Vec<&str> = ["users:read", "users:write", "cards:write", "users:erase", "admin"]
             .into_iter()
             .filter(|s| *s != op.scope)
             .collect();
@@ -280,7 +281,7 @@ async fn expired_forged_and_tampered_tokens_are_rejected() {
     let claims = |company: &str, iat: i64, exp: i64| Claims {
         sub: c.client_id.clone(),
         company: company.to_string(),
-        scope: "users:read users:write cards:write admin".into(),
+        scope: "users:read users:write cards:write users:erase admin".into(),
         iat,
         exp,
     };

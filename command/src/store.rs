@@ -668,6 +668,8 @@ async fn erase(tx: &mut Transaction<'_, Postgres>, append: &Append, at: Timestam
         )
         .await?;
     }
+    // Tests hold the erasure here, its locks taken, to race it.
+    fail::fail_point!("store::erasing");
     sqlx::query("UPDATE user_registry SET erased_at = $2, parent_id = NULL WHERE user_id = $1")
         .bind(user)
         .bind(at.as_datetime())

@@ -490,3 +490,152 @@ async fn an_erased_user_leaves_no_personal_value_anywhere() {
     drop(server);
     app.cleanup().await;
 }
+
+/// Holds every erasure at the failpoint `store::erasing` (its locks taken,
+/// its claims deleted, not committed) until the returned sender is dropped
+/// or sent to; `reached` hears when one gets there.
+fn hold_erasures() -> (std::sync::mpsc::Sender<()>, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let held = std::sync::Mutex::new(held);
+    let (arrived, reached) = tokio::sync::mpsc::unbounded_channel();
+    fail::cfg_callback("store::erasing", move || {
+        let _ = arrived.send(());
+        if let Ok(held) = held.lock() {
+            let _ = held.recv();
+        }
+    })
+    .expect("failpoint");
+    (release, reached)
+}
+
+/// Backends of this database waiting for a lock.
+async fn waiting(app: &TestApp) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+          WHERE NOT l.granted AND a.datname = current_database()",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("locks")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_link_and_a_membership_racing_an_erasure_wait_for_it_and_are_refused() {
+    let app = roster_tests::spawn_app().await;
+    let c = app.creds("acme", None).await;
+    let account = json!({"account_id": "ACC-RACE", "account_id_type": "T", "status": "S", "product_code": "P",
+                         "program_identifier": "G"});
+    let user = app
+        .enroll(&c, json!({"email": "racer@example.com", "account": account}))
+        .await;
+    let child = app.enroll(&c, json!({"email": "child@example.com"})).await;
+    let h = app.post(&c, "/v1/households", &json!({})).await;
+    let household = h.body["id"].as_str().expect("id").to_string();
+
+    let (release, mut reached) = hold_erasures();
+    let erase = tokio::spawn(TestApp::send(app.request(
+        Some(&c),
+        Method::DELETE,
+        &format!("/v1/users/{user}"),
+    )));
+    reached.recv().await.expect("the erasure is held");
+    // Both start while the erasure holds its locks, and must wait for it.
+    let link = tokio::spawn(TestApp::send(
+        app.request(Some(&c), Method::PUT, &format!("/v1/users/{child}/parent"))
+            .json(&json!({"parent_user_id": user})),
+    ));
+    let join = tokio::spawn(TestApp::send(
+        app.request(Some(&c), Method::POST, &format!("/v1/households/{household}/members"))
+            .json(&json!({"user_id": user, "account_id": "ACC-RACE"})),
+    ));
+    let mut blocked = 0;
+    for _ in 0..200 {
+        blocked = waiting(&app).await;
+        if blocked >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        blocked >= 2,
+        "the link and the membership wait for the erasure ({blocked} waiting)"
+    );
+    assert!(!link.is_finished() && !join.is_finished());
+    release.send(()).expect("released");
+    fail::remove("store::erasing");
+
+    let erased = erase.await.expect("erase");
+    ok(&erased, StatusCode::OK);
+    let link = link.await.expect("link");
+    assert_eq!(
+        (link.status, link.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "PARENT_NOT_FOUND"),
+        "{}",
+        link.body
+    );
+    let join = join.await.expect("join");
+    assert_eq!(
+        (join.status, join.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "ACCOUNT_NOT_OWNED"),
+        "{}",
+        join.body
+    );
+    let kid = app.get(&c, &format!("/v1/users/{child}")).await;
+    assert_eq!(kid.body["parent_user_id"], Value::Null);
+    let hh = app.get(&c, &format!("/v1/households/{household}")).await;
+    assert_eq!(hh.body["members"], json!([]));
+    app.cleanup().await;
+}
+
+/// The erasure's other appends share its transaction.
+#[tokio::test]
+async fn the_erasure_and_its_unlinks_and_removals_are_one_transaction() {
+    let app = roster_tests::spawn_app().await;
+    let c = app.creds("acme", None).await;
+    let account = json!({"account_id": "ACC-TX", "account_id_type": "T", "status": "S", "product_code": "P",
+                         "program_identifier": "G"});
+    let user = app
+        .enroll(&c, json!({"email": "tx@example.com", "account": account}))
+        .await;
+    for i in 0..3 {
+        app.enroll(
+            &c,
+            json!({"email": format!("kid{i}@example.com"), "parent_user_id": user}),
+        )
+        .await;
+    }
+    let h = app.post(&c, "/v1/households", &json!({})).await;
+    let household = h.body["id"].as_str().expect("id").to_string();
+    let r = app
+        .post(
+            &c,
+            &format!("/v1/households/{household}/members"),
+            &json!({"user_id": user, "account_id": "ACC-TX"}),
+        )
+        .await;
+    ok(&r, StatusCode::OK);
+    ok(
+        &app.call(&c, Method::DELETE, &format!("/v1/users/{user}"), None).await,
+        StatusCode::OK,
+    );
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT event_type, transaction_id::text FROM events
+          WHERE event_type IN ('UserErased', 'ParentUnlinked', 'HouseholdMemberRemoved') ORDER BY global_position",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("events");
+    let types: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "ParentUnlinked",
+            "ParentUnlinked",
+            "ParentUnlinked",
+            "HouseholdMemberRemoved",
+            "UserErased"
+        ]
+    );
+    assert!(rows.iter().all(|r| r.1 == rows[0].1), "one transaction: {rows:?}");
+    app.cleanup().await;
+}

@@ -195,6 +195,16 @@ impl<A: Constrained + Clone> Side<A> {
         }
     }
 
+    /// Why `owner` has no key: it was erased (410), or is no user at all
+    /// (a household member's: its account cannot be the user's).
+    async fn keyless(&self, owner: Uuid) -> CommandError {
+        match self.store.vault().keyring(self.store.pool(), &[owner]).await {
+            Ok(ring) if ring.is_erased(owner) => CommandError::User(UserError::Erased),
+            Ok(_) => CommandError::Violation(Violation::AccountNotOwned),
+            Err(e) => e.into(),
+        }
+    }
+
     /// The events as stored: each one's personal values sealed under its
     /// owner's data key. A new user's first events get a new key, stored
     /// with them; a key that is gone means its owner was erased.
@@ -221,10 +231,10 @@ impl<A: Constrained + Clone> Side<A> {
                         created = Some((key.clone(), new));
                         key
                     } else {
-                        vault
-                            .key(self.store.pool(), owner)
-                            .await?
-                            .ok_or(CommandError::User(UserError::Erased))?
+                        match vault.key(self.store.pool(), owner).await? {
+                            Some(key) => key,
+                            None => return Err(self.keyless(owner).await),
+                        }
                     };
                     keys.insert(owner, key.clone());
                     Some(key)

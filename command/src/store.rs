@@ -36,7 +36,6 @@ use roster_events::household::{HouseholdEvent, Member};
 use roster_events::meta;
 use roster_events::user::{ParentUnlinked, UserEvent};
 use roster_events::Timestamp;
-use roster_vault::seal::Pending;
 use roster_vault::{ClaimKey, NewKey, Vault};
 use serde_json::Value;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -282,25 +281,26 @@ impl EventRepo {
                 error,
             };
             let (_, payload) = roster_events::upcast::upcast_text(A::TYPE, &event_type, &version, payload);
-            let (payload, erased) =
-                match Pending::parse(A::TYPE, &stream, &event_type, &payload).map_err(|e| unreadable(e.to_string()))? {
-                    None => (payload, false),
-                    Some(pending) => {
-                        let key = match pending.owner() {
-                            Some(owner) => match keys.get(&owner) {
-                                Some(key) => key.clone(),
-                                None => {
-                                    let key = self.vault.key(&self.pool, owner).await?;
-                                    keys.insert(owner, key.clone());
-                                    key
-                                }
-                            },
-                            None => None,
-                        };
-                        let opened = pending.open(key.as_ref()).map_err(|e| unreadable(e.to_string()))?;
-                        (opened.payload, opened.erased)
-                    }
+            let (payload, erased) = if roster_vault::seal::is_sealed(&payload) {
+                let owner =
+                    roster_vault::seal::owner_of(A::TYPE, &stream, &payload).map_err(|e| unreadable(e.to_string()))?;
+                let key = match owner {
+                    Some(owner) => match keys.get(&owner) {
+                        Some(key) => key.clone(),
+                        None => {
+                            let key = self.vault.key(&self.pool, owner).await?;
+                            keys.insert(owner, key.clone());
+                            key
+                        }
+                    },
+                    None => None,
                 };
+                let opened =
+                    roster_vault::seal::open_text(payload, key.as_ref()).map_err(|e| unreadable(e.to_string()))?;
+                (opened.payload, opened.erased)
+            } else {
+                (payload, false)
+            };
             match serde_json::from_str(&payload) {
                 Ok(event) => events.push((sequence as u64, event)),
                 Err(_) if erased => {}

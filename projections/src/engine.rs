@@ -11,7 +11,7 @@
 //! erased user marked [`StoredEvent::erased`], their personal values `null`.
 
 use chrono::{DateTime, Utc};
-use roster_vault::seal::Pending;
+use roster_vault::seal;
 use roster_vault::Vault;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use std::future::Future;
@@ -47,7 +47,8 @@ pub struct StoredEvent {
     pub event_version: String,
     /// The stored payload as JSON text (`{"UserEnrolled": {...}}`), at its
     /// current version. Kept as text: most readers decode it straight into
-    /// their typed event ([`StoredEvent::decode`]).
+    /// their typed event ([`StoredEvent::decode`]). Personal values in it
+    /// are opened (see `open`).
     pub payload: String,
     pub metadata: Metadata,
     pub event_id: Uuid,
@@ -109,7 +110,21 @@ pub async fn read_after(
     after: Position,
     limit: i64,
 ) -> anyhow::Result<Vec<StoredEvent>> {
-    Ok(read_page(conn, vault, after, limit, Reads::ALL).await?.events)
+    Ok(read_page(conn, vault, Keys::Fresh, after, limit, Reads::ALL)
+        .await?
+        .events)
+}
+
+/// Where a reader takes the owners' keys from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keys {
+    /// As stored now: what leaves the service (Kafka) after an erasure
+    /// must not be opened with a key kept from before it.
+    Fresh,
+    /// The process's key cache first. A projector may: should it open an
+    /// event of a user erased meanwhile, that user's `UserErased`, later in
+    /// its order, deletes what it wrote.
+    Kept,
 }
 
 /// The next `limit` events after `after`, in commit order, never past the
@@ -117,6 +132,7 @@ pub async fn read_after(
 pub async fn read_page(
     conn: &mut PgConnection,
     vault: &Vault,
+    keys: Keys,
     after: Position,
     limit: i64,
     reads: Reads,
@@ -175,47 +191,47 @@ pub async fn read_page(
             erased: false,
         });
     }
-    open(conn, vault, &mut page.events).await?;
+    open(conn, vault, keys, &mut page.events).await?;
     Ok(page)
 }
 
 /// Opens the events' personal values with their owners' keys, read in one
 /// query; marks the events of users whose key is gone as erased.
-async fn open(conn: &mut PgConnection, vault: &Vault, events: &mut [StoredEvent]) -> anyhow::Result<()> {
-    let mut pending = Vec::new();
-    let mut owners = Vec::new();
-    for (i, e) in events.iter().enumerate() {
-        let p = Pending::parse(&e.aggregate_type, &e.aggregate_id, &e.event_type, &e.payload)?;
+async fn open(conn: &mut PgConnection, vault: &Vault, from: Keys, events: &mut [StoredEvent]) -> anyhow::Result<()> {
+    let mut owned = Vec::with_capacity(events.len());
+    for e in events.iter() {
+        let sealed = seal::is_sealed(&e.payload);
         // Every user event's owner is looked up, sealed values or not: an
         // erased user's events all show nothing.
-        let owner = match (&p, e.aggregate_type.as_str()) {
-            (Some(p), _) => p.owner(),
-            (None, "user") if e.event_type != "UserErased" => e.aggregate_id.parse().ok(),
-            (None, _) => None,
+        let owner = match e.aggregate_type.as_str() {
+            "user" if e.event_type == "UserErased" => None,
+            _ if sealed || e.aggregate_type == "user" => {
+                seal::owner_of(&e.aggregate_type, &e.aggregate_id, &e.payload)?
+            }
+            _ => None,
         };
-        owners.extend(owner);
-        pending.push((i, owner, p));
+        owned.push((owner, sealed));
     }
+    let mut owners: Vec<Uuid> = owned.iter().filter_map(|(o, _)| *o).collect();
     if owners.is_empty() {
         return Ok(());
     }
     owners.sort();
     owners.dedup();
-    let keys = vault.keyring(&mut *conn, &owners).await?;
-    for (i, owner, p) in pending {
+    let keys = match from {
+        Keys::Fresh => vault.keyring(&mut *conn, &owners).await?,
+        Keys::Kept => vault.kept_keyring(&mut *conn, &owners).await?,
+    };
+    for (e, (owner, sealed)) in events.iter_mut().zip(owned) {
         let Some(owner) = owner else { continue };
-        let key = keys.get(owner);
-        let e = &mut events[i];
-        match p {
-            Some(p) => {
-                let opened = p.open(key).map_err(|err| {
-                    anyhow::anyhow!("event {} of {} {}: {err}", e.sequence, e.aggregate_type, e.aggregate_id)
-                })?;
-                e.payload = opened.payload;
-                e.erased = opened.erased;
-            }
-            None => e.erased = keys.is_erased(owner),
+        if !sealed {
+            e.erased = keys.is_erased(owner);
+            continue;
         }
+        let opened = seal::open_text(std::mem::take(&mut e.payload), keys.get(owner))
+            .map_err(|err| anyhow::anyhow!("event {} of {} {}: {err}", e.sequence, e.aggregate_type, e.aggregate_id))?;
+        e.payload = opened.payload;
+        e.erased = opened.erased;
     }
     Ok(())
 }
@@ -329,7 +345,7 @@ async fn try_batch<P: Projector>(
 ) -> anyhow::Result<usize> {
     let mut tx = conn.begin().await?;
     let at = checkpoint(&mut tx, projector.name(), true).await?;
-    let page = read_page(&mut tx, vault, at, limit, projector.reads()).await?;
+    let page = read_page(&mut tx, vault, Keys::Kept, at, limit, projector.reads()).await?;
     let Some(end) = page.end else {
         tx.commit().await?;
         return Ok(0);
@@ -414,7 +430,7 @@ pub async fn replay<P: Projector>(
     let read_ahead = tokio::spawn(async move {
         let mut after = Position::default();
         loop {
-            let page = read_page(&mut reader, &reader_vault, after, batch, reads).await;
+            let page = read_page(&mut reader, &reader_vault, Keys::Kept, after, batch, reads).await;
             let end = page.as_ref().ok().and_then(|p| p.end);
             if pages.send(page).await.is_err() {
                 return;
@@ -481,7 +497,7 @@ async fn apply_rebuild<P: Projector>(
     at: &mut Position,
     batch: i64,
 ) -> anyhow::Result<usize> {
-    let page = read_page(tx, vault, *at, batch, projector.reads()).await?;
+    let page = read_page(tx, vault, Keys::Kept, *at, batch, projector.reads()).await?;
     let Some(end) = page.end else {
         return Ok(0);
     };

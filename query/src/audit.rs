@@ -49,8 +49,8 @@ fn decode(cursor: &str) -> Result<i64, QueryError> {
 type Row = (i64, Uuid, String, String, Value, Value, chrono::DateTime<chrono::Utc>);
 
 /// The payload with its personal values opened.
-fn open(id: &str, event_type: &str, payload: Value, key: Option<&DataKey>) -> Result<Value, QueryError> {
-    let opened = roster_vault::seal::open_text("user", id, event_type, payload.to_string(), key)?;
+fn open(payload: Value, key: Option<&DataKey>) -> Result<Value, QueryError> {
+    let opened = roster_vault::seal::open_text(payload.to_string(), key)?;
     Ok(serde_json::from_str(&opened.payload)?)
 }
 
@@ -104,7 +104,7 @@ pub async fn user_events(
                 let gone = erased && event_type != "UserErased";
                 let data = match gone {
                     true => Value::Null,
-                    false => public_data(&open(&id, &event_type, payload, keys.get(user_id))?),
+                    false => public_data(&open(payload, keys.get(user_id))?),
                 };
                 Ok(AuditEntry {
                     sequence,

@@ -57,7 +57,6 @@ pub async fn user_at(
     }
     let keys = vault.keyring(pool, &[user_id]).await?;
     let key = keys.get(user_id);
-    let id = user_id.to_string();
     let last = match at {
         At::Version(n) => n as i64,
         At::Instant(_) => i64::MAX,
@@ -84,7 +83,7 @@ pub async fn user_at(
     let mut doc: Option<UserDoc> = None;
     for (_, event_type, version, payload, _) in rows {
         let (_, payload) = roster_events::upcast::upcast_text("user", &event_type, &version, payload);
-        let payload = roster_vault::seal::open_text("user", &id, &event_type, payload, key)?.payload;
+        let payload = roster_vault::seal::open_text(payload, key)?.payload;
         let event: UserEvent = serde_json::from_str(&payload)?;
         if matches!(at, At::Instant(t) if event.at() > t) {
             break;
@@ -134,7 +133,7 @@ async fn households_at(
             .map_err(|_| QueryError::Corrupt(serde::de::Error::custom("household id is not a uuid")))?;
         let (_, payload) = roster_events::upcast::upcast_text("household", &event_type, &version, payload);
         // The member's personal values are this user's: its key opens them.
-        let payload = roster_vault::seal::open_text("household", "", &event_type, payload, key)?.payload;
+        let payload = roster_vault::seal::open_text(payload, key)?.payload;
         let (m, added) = match serde_json::from_str::<HouseholdEvent>(&payload)? {
             HouseholdEvent::HouseholdMemberAdded(m) => (m, true),
             HouseholdEvent::HouseholdMemberRemoved(m) => (m, false),

@@ -260,6 +260,34 @@ impl Vault {
         Ok(ring)
     }
 
+    /// [`Vault::keyring`] for a projector: keys this process keeps are
+    /// taken as they are, only the others are read (and kept).
+    pub async fn kept_keyring<'e>(
+        &self,
+        executor: impl PgExecutor<'e>,
+        owners: &[Uuid],
+    ) -> Result<Keyring, VaultError> {
+        let mut kept = HashMap::new();
+        let mut missing = Vec::new();
+        {
+            let mut keys = self.keys.lock().ok();
+            for owner in owners {
+                match keys.as_mut().and_then(|k| k.get(owner)) {
+                    Some(key) => {
+                        kept.insert(*owner, key.clone());
+                    }
+                    None => missing.push(*owner),
+                }
+            }
+        }
+        let mut ring = self.keyring(executor, &missing).await?;
+        for key in ring.keys.values() {
+            self.remember(key.clone());
+        }
+        ring.keys.extend(kept);
+        Ok(ring)
+    }
+
     /// The company's claim key, created on first use.
     pub async fn claim_key(&self, pool: &PgPool, company_id: &str) -> Result<ClaimKey, VaultError> {
         if let Some(key) = self.companies.lock().ok().and_then(|c| c.get(company_id).cloned()) {

@@ -249,7 +249,14 @@ async fn main() -> anyhow::Result<()> {
     sqlx::query("DROP DATABASE IF EXISTS roster_loadbench WITH (FORCE)")
         .execute(&admin)
         .await?;
-    let pool = roster::db::prepare(&url, 48).await?;
+    // The binary under test migrates its database (`ROSTER_BIN` may name
+    // another build than this one, to compare two versions in one session).
+    let migrated = std::process::Command::new(roster_tests::roster_bin())
+        .arg("migrate")
+        .env("DATABASE_URL", &url)
+        .status()?;
+    anyhow::ensure!(migrated.success(), "roster migrate failed");
+    let pool = roster::db::connect(&url, 48).await?;
 
     let pg_tps = if args.no_pgbench {
         None

@@ -76,6 +76,20 @@ async fn households_group_accounts_and_users_follow() {
         (r.status, r.code()),
         (StatusCode::UNPROCESSABLE_ENTITY, "ACCOUNT_NOT_OWNED")
     );
+    // A user id that names no user: no account of it can be added.
+    let nobody = uuid::Uuid::now_v7().to_string();
+    let r = app
+        .call(
+            &c,
+            Method::POST,
+            &members,
+            Some(json!({"user_id": nobody, "account_id": "ACC-1"})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "ACCOUNT_NOT_OWNED")
+    );
     let r = app
         .call(
             &other,

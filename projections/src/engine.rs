@@ -119,12 +119,40 @@ pub async fn read_after(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Keys {
     /// As stored now: what leaves the service (Kafka) after an erasure
-    /// must not be opened with a key kept from before it.
+    /// must not be opened with a key kept from before it. The page's query
+    /// reads each owner's erasure mark from `user_registry`; the keys of
+    /// owners not erased come from the process's cache (a key does not
+    /// change while its owner lives), the others are read. Its caller
+    /// holds erasure off (the shared [`roster_vault::ERASURE_LOCK`]) from
+    /// before the read until it has handed the events over.
     Fresh,
     /// The process's key cache first. A projector may: should it open an
     /// event of a user erased meanwhile, that user's `UserErased`, later in
     /// its order, deletes what it wrote.
     Kept,
+}
+
+/// The page query, with an `erased` column and the join that fills it
+/// (two texts, so that projectors' pages are planned as cheaply as before).
+macro_rules! page_query {
+    ($erased:literal, $join:literal) => {
+        concat!(
+            "SELECT transaction_id::text::bigint AS xid, global_position, wanted, aggregate_type, aggregate_id,
+                    sequence, event_type, event_version,
+                    CASE WHEN wanted THEN payload::text END AS payload,
+                    CASE WHEN wanted THEN metadata::text END AS metadata, event_id, recorded_at, ",
+            $erased,
+            " AS erased
+               FROM events
+                    CROSS JOIN LATERAL (SELECT ($4::text[] IS NULL OR aggregate_type = ANY($4))
+                                           AND ($5::text[] IS NULL OR event_type = ANY($5)) AS wanted) w ",
+            $join,
+            " WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
+                AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+              ORDER BY transaction_id, global_position
+              LIMIT $3"
+        )
+    };
 }
 
 /// The next `limit` events after `after`, in commit order, never past the
@@ -137,26 +165,28 @@ pub async fn read_page(
     limit: i64,
     reads: Reads,
 ) -> anyhow::Result<Page> {
-    let rows = sqlx::query(
-        "SELECT transaction_id::text::bigint AS xid, global_position, wanted, aggregate_type, aggregate_id,
-                sequence, event_type, event_version,
-                CASE WHEN wanted THEN payload::text END AS payload,
-                CASE WHEN wanted THEN metadata::text END AS metadata, event_id, recorded_at
-           FROM events,
-                LATERAL (SELECT ($4::text[] IS NULL OR aggregate_type = ANY($4))
-                            AND ($5::text[] IS NULL OR event_type = ANY($5)) AS wanted) w
-          WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
-            AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-          ORDER BY transaction_id, global_position
-          LIMIT $3",
-    )
-    .bind(after.xid.to_string())
-    .bind(after.pos)
-    .bind(limit)
-    .bind(reads.aggregate_types)
-    .bind(reads.event_types)
-    .fetch_all(&mut *conn)
-    .await?;
+    let sql = match keys {
+        Keys::Fresh => page_query!(
+            "x.erased",
+            // Whether the event's owner is erased: a probe of a partial
+            // index that holds only erased users.
+            "LEFT JOIN LATERAL (
+                 SELECT true AS erased FROM user_registry r
+                  WHERE wanted AND event_type <> 'UserErased' AND r.erased_at IS NOT NULL
+                    AND r.user_id = CASE aggregate_type
+                          WHEN 'user' THEN aggregate_id::uuid
+                          WHEN 'household' THEN (payload -> event_type ->> 'user_id')::uuid END) x ON true"
+        ),
+        Keys::Kept => page_query!("NULL::bool", ""),
+    };
+    let rows = sqlx::query(sql)
+        .bind(after.xid.to_string())
+        .bind(after.pos)
+        .bind(limit)
+        .bind(reads.aggregate_types)
+        .bind(reads.event_types)
+        .fetch_all(&mut *conn)
+        .await?;
     let mut page = Page {
         events: Vec::with_capacity(rows.len()),
         end: None,
@@ -188,16 +218,18 @@ pub async fn read_page(
             metadata: serde_json::from_str(r.try_get("metadata")?).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
             event_id: r.try_get("event_id")?,
             recorded_at: r.try_get("recorded_at")?,
-            erased: false,
+            erased: r.try_get::<Option<bool>, _>("erased")?.unwrap_or(false),
         });
     }
-    open(conn, vault, keys, &mut page.events).await?;
+    open(conn, vault, &mut page.events).await?;
     Ok(page)
 }
 
-/// Opens the events' personal values with their owners' keys, read in one
-/// query; marks the events of users whose key is gone as erased.
-async fn open(conn: &mut PgConnection, vault: &Vault, from: Keys, events: &mut [StoredEvent]) -> anyhow::Result<()> {
+/// Opens the events' personal values with their owners' keys (those not
+/// kept read in one query); marks the events of users whose key is gone as
+/// erased. An event already marked erased (by the page's query) is not
+/// opened, whatever key is kept.
+async fn open(conn: &mut PgConnection, vault: &Vault, events: &mut [StoredEvent]) -> anyhow::Result<()> {
     let mut owned = Vec::with_capacity(events.len());
     for e in events.iter() {
         let sealed = seal::is_sealed(&e.payload);
@@ -218,20 +250,18 @@ async fn open(conn: &mut PgConnection, vault: &Vault, from: Keys, events: &mut [
     }
     owners.sort();
     owners.dedup();
-    let keys = match from {
-        Keys::Fresh => vault.keyring(&mut *conn, &owners).await?,
-        Keys::Kept => vault.kept_keyring(&mut *conn, &owners).await?,
-    };
+    let keys = vault.kept_keyring(&mut *conn, &owners).await?;
     for (e, (owner, sealed)) in events.iter_mut().zip(owned) {
         let Some(owner) = owner else { continue };
+        e.erased |= keys.is_erased(owner);
         if !sealed {
-            e.erased = keys.is_erased(owner);
             continue;
         }
-        let opened = seal::open_text(std::mem::take(&mut e.payload), keys.get(owner))
+        let key = keys.get(owner).filter(|_| !e.erased);
+        let opened = seal::open_text(std::mem::take(&mut e.payload), key)
             .map_err(|err| anyhow::anyhow!("event {} of {} {}: {err}", e.sequence, e.aggregate_type, e.aggregate_id))?;
         e.payload = opened.payload;
-        e.erased = opened.erased;
+        e.erased |= opened.erased;
     }
     Ok(())
 }
@@ -454,9 +484,7 @@ pub async fn replay<P: Projector>(
         progress(page.scanned);
     }
     read_ahead.await?;
-    for index in &deferred_indexes {
-        sqlx::raw_sql(index).execute(&mut conn).await?;
-    }
+    build_indexes(pool, deferred_indexes).await?;
 
     let mut tx = conn.begin().await?;
     checkpoint(&mut tx, projector.name(), true).await?;
@@ -486,6 +514,41 @@ pub async fn replay<P: Projector>(
         .execute(&mut conn)
         .await?;
     Ok(total)
+}
+
+/// Connections that build a rebuild's deferred indexes side by side (each
+/// index is built by one backend, its sort mostly on one core).
+const INDEX_BUILDERS: usize = 2;
+
+/// Builds `indexes`, [`INDEX_BUILDERS`] at a time, the slowest kind (GIN)
+/// first, each connection with room to sort in memory.
+async fn build_indexes(pool: &PgPool, mut indexes: Vec<String>) -> anyhow::Result<()> {
+    // Taken from the end: GIN last in the queue.
+    indexes.sort_by_key(|def| def.contains(" USING gin "));
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(indexes));
+    let mut builders = tokio::task::JoinSet::new();
+    for _ in 0..INDEX_BUILDERS {
+        builders.spawn(build_from(pool.clone(), queue.clone()));
+    }
+    while let Some(built) = builders.join_next().await {
+        built??;
+    }
+    Ok(())
+}
+
+/// One index builder: the next index of `queue` until none is left.
+async fn build_from(pool: PgPool, queue: std::sync::Arc<std::sync::Mutex<Vec<String>>>) -> anyhow::Result<()> {
+    let mut conn = PgConnection::connect_with(&pool.connect_options()).await?;
+    // `query`, not `raw_sql`: a spawned future's borrow of the connection
+    // must satisfy `Executor` for every lifetime.
+    sqlx::query("SET maintenance_work_mem = '256MB'")
+        .execute(&mut conn)
+        .await?;
+    loop {
+        let next = queue.lock().map_err(|_| anyhow::anyhow!("index queue poisoned"))?.pop();
+        let Some(index) = next else { return Ok(()) };
+        sqlx::query(&index).persistent(false).execute(&mut conn).await?;
+    }
 }
 
 /// Applies the next batch after `at` to the tables being rebuilt.

@@ -7,10 +7,10 @@
 //!
 //! Erasure: an erased user's events are published with the value `null`
 //! (as the audit trail shows them), and its `UserErased` is followed by a
-//! tombstone on its key. Keys are read and messages handed to the producer
-//! under a shared lock that erasure takes exclusively
-//! ([`roster_vault::ERASURE_LOCK`]): no message holding personal data is
-//! handed over once the erasure has committed.
+//! tombstone on its key. Owners' erasure marks are read (with the page)
+//! and messages handed to the producer under a shared lock that erasure
+//! takes exclusively ([`roster_vault::ERASURE_LOCK`]): no message holding
+//! personal data is handed over once the erasure has committed.
 
 use crate::engine::{self, StoredEvent, Wake};
 use anyhow::Context;

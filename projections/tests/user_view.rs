@@ -495,3 +495,66 @@ async fn kept_documents_give_way_to_what_another_runner_wrote(pool: PgPool) {
         "the first runner read the table's version 2, not its kept version 1"
     );
 }
+
+/// What leaves the service (`Keys::Fresh`, the publisher's read) is opened
+/// only for owners not erased *as the store says now*: here another
+/// process erased the user (its key row deleted, its registry row marked),
+/// and this process still keeps the key it sealed the events with.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_read_for_the_outside_does_not_open_an_erased_users_events_with_a_kept_key(pool: PgPool) {
+    let commands = Commands::new(pool.clone(), vault());
+    let user = enroll(&commands, 0).await;
+    let mut conn = connect(&pool).await;
+    let household = Uuid::now_v7();
+    household_event(&mut conn, household, 1, created(household)).await;
+    household_event(
+        &mut conn,
+        household,
+        2,
+        HouseholdEvent::HouseholdMemberAdded(member(user.id, "A")),
+    )
+    .await;
+    let opened = |events: &[engine::StoredEvent]| {
+        events
+            .iter()
+            .map(|e| (e.event_type.clone(), e.erased, e.payload.contains("u0@example.com")))
+            .collect::<Vec<_>>()
+    };
+    let before = engine::read_after(&mut conn, &vault(), engine::Position::default(), 100)
+        .await
+        .expect("events");
+    assert_eq!(
+        opened(&before),
+        [
+            ("UserEnrolled".to_string(), false, true),
+            ("HouseholdCreated".to_string(), false, false),
+            ("HouseholdMemberAdded".to_string(), false, false)
+        ]
+    );
+    // The erasure as another process commits it.
+    sqlx::query("UPDATE user_registry SET erased_at = now() WHERE user_id = $1")
+        .bind(user.id)
+        .execute(&pool)
+        .await
+        .expect("mark");
+    sqlx::query("DELETE FROM data_keys WHERE owner_id = $1")
+        .bind(user.id)
+        .execute(&pool)
+        .await
+        .expect("shred");
+    assert!(
+        matches!(vault().key(&pool, user.id).await, Ok(Some(_))),
+        "this process still keeps the key"
+    );
+    let after = engine::read_after(&mut conn, &vault(), engine::Position::default(), 100)
+        .await
+        .expect("events");
+    assert_eq!(
+        opened(&after),
+        [
+            ("UserEnrolled".to_string(), true, false),
+            ("HouseholdCreated".to_string(), false, false),
+            ("HouseholdMemberAdded".to_string(), true, false)
+        ]
+    );
+}

@@ -44,8 +44,10 @@ impl Cipher {
     }
 
     fn seal(&self, aad: &[u8], plain: &[u8]) -> Vec<u8> {
+        // `ThreadRng` is a CSPRNG seeded (and reseeded) from the OS: a
+        // random nonce without a system call per value.
         let mut nonce = [0u8; NONCE_LEN];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        rand::thread_rng().fill_bytes(&mut nonce);
         let sealed = self
             .0
             .encrypt(&Nonce::from(nonce), Payload { msg: plain, aad })

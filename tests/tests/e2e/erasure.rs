@@ -639,3 +639,111 @@ async fn the_erasure_and_its_unlinks_and_removals_are_one_transaction() {
     assert!(rows.iter().all(|r| r.1 == rows[0].1), "one transaction: {rows:?}");
     app.cleanup().await;
 }
+
+/// CONTRACT §3 "Erasure": appends racing the erasure on a child's or a
+/// household's stream (the erasure appends a `ParentUnlinked` and a
+/// `HouseholdMemberRemoved` there) conflict on its sequence once it
+/// commits, and are retried after it: nothing is lost and nothing is
+/// decided on the stream as it was before the erasure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_racing_an_erasure_on_its_childs_and_households_streams_follow_it() {
+    let app = roster_tests::spawn_app().await;
+    let c = app.creds("acme", None).await;
+    let account = |id: &str| json!({"account_id": id, "account_id_type": "T", "status": "S", "product_code": "P", "program_identifier": "G"});
+    let user = app
+        .enroll(&c, json!({"email": "parent@example.com", "account": account("ACC-P")}))
+        .await;
+    let other = app
+        .enroll(&c, json!({"email": "other@example.com", "account": account("ACC-O")}))
+        .await;
+    let child = app
+        .enroll(&c, json!({"email": "kid@example.com", "parent_user_id": user}))
+        .await;
+    let h = app.post(&c, "/v1/households", &json!({})).await;
+    let household = h.body["id"].as_str().expect("id").to_string();
+    let members = format!("/v1/households/{household}/members");
+    ok(
+        &app.post(&c, &members, &json!({"user_id": user, "account_id": "ACC-P"}))
+            .await,
+        StatusCode::OK,
+    );
+
+    let (release, mut reached) = hold_erasures();
+    let erase = tokio::spawn(TestApp::send(app.request(
+        Some(&c),
+        Method::DELETE,
+        &format!("/v1/users/{user}"),
+    )));
+    reached.recv().await.expect("the erasure is held");
+    // The erasure has appended to both streams, uncommitted; these append
+    // after the same events.
+    let patch = tokio::spawn(TestApp::send(
+        app.request(Some(&c), Method::PATCH, &format!("/v1/users/{child}"))
+            .json(&json!({"first_name": "Kiddo"})),
+    ));
+    let join = tokio::spawn(TestApp::send(
+        app.request(Some(&c), Method::POST, &members)
+            .json(&json!({"user_id": other, "account_id": "ACC-O"})),
+    ));
+    let mut blocked = 0;
+    for _ in 0..200 {
+        blocked = waiting(&app).await;
+        if blocked >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        blocked >= 2,
+        "the patch and the membership wait for the erasure ({blocked} waiting)"
+    );
+    assert!(!patch.is_finished() && !join.is_finished());
+    release.send(()).expect("released");
+    fail::remove("store::erasing");
+
+    ok(&erase.await.expect("erase"), StatusCode::OK);
+    let patched = patch.await.expect("patch");
+    ok(&patched, StatusCode::OK);
+    let joined = join.await.expect("join");
+    ok(&joined, StatusCode::OK);
+    let order = |aggregate_id: String| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT event_type FROM events WHERE aggregate_id = $1 ORDER BY sequence")
+                .bind(aggregate_id)
+                .fetch_all(&pool)
+                .await
+                .expect("events")
+        }
+    };
+    assert_eq!(
+        order(child.clone()).await,
+        ["UserEnrolled", "ParentUnlinked", "UserUpdated"]
+    );
+    assert_eq!(
+        order(household.clone()).await,
+        [
+            "HouseholdCreated",
+            "HouseholdMemberAdded",
+            "HouseholdMemberRemoved",
+            "HouseholdMemberAdded"
+        ]
+    );
+    let token = |r: &roster_tests::Res| r.header("roster-consistency-token").expect("token").to_string();
+    let kid = app.get_after(&c, &format!("/v1/users/{child}"), &token(&patched)).await;
+    assert_eq!(
+        (&kid.body["parent_user_id"], &kid.body["first_name"]),
+        (&Value::Null, &json!("Kiddo"))
+    );
+    let hh = app
+        .get_after(&c, &format!("/v1/households/{household}"), &token(&joined))
+        .await;
+    let ids: Vec<&Value> = hh.body["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| &m["user_id"])
+        .collect();
+    assert_eq!(ids, [&json!(other)]);
+    app.cleanup().await;
+}

@@ -144,6 +144,8 @@ impl Publisher {
         let Some(last) = events.last().map(|e| e.position) else {
             return Ok(None);
         };
+        // Tests hold a batch here, read and not handed over, to race it.
+        fail::fail_point!("publisher::handing_over");
         let mut deliveries = Vec::with_capacity(events.len() + 1);
         for event in &events {
             let message = Message::of(event);

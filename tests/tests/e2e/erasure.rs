@@ -747,3 +747,102 @@ async fn appends_racing_an_erasure_on_its_childs_and_households_streams_follow_i
     assert_eq!(ids, [&json!(other)]);
     app.cleanup().await;
 }
+
+/// The publisher's side of erasure's order (CONTRACT §3 "Erasure"): an
+/// erasure waits for a batch being handed over (read with the user's values
+/// opened, not yet given to the producer), so that once the erasure has
+/// committed nothing opened before it is handed over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_erasure_waits_for_a_publisher_batch_being_handed_over() {
+    let app = roster_tests::spawn_app().await;
+    let c = app.creds("acme", None).await;
+    let user = app
+        .enroll(&c, json!({"email": "pub@example.com", "first_name": "Publio"}))
+        .await;
+    // The publisher has caught up: the next batch it reads is the PATCH's.
+    for _ in 0..400 {
+        let behind: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM events e, subscriber_checkpoints c
+                             WHERE c.name = 'kafka_publisher'
+                               AND (e.transaction_id, e.global_position) > (c.last_xid, c.last_pos))
+                 OR NOT EXISTS (SELECT 1 FROM subscriber_checkpoints WHERE name = 'kafka_publisher')",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .expect("checkpoint");
+        if !behind {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let held = std::sync::Mutex::new(held);
+    let (arrived, mut reached) = tokio::sync::mpsc::unbounded_channel();
+    fail::cfg_callback("publisher::handing_over", move || {
+        let _ = arrived.send(());
+        if let Ok(held) = held.lock() {
+            let _ = held.recv();
+        }
+    })
+    .expect("failpoint");
+    ok(
+        &app.call(
+            &c,
+            Method::PATCH,
+            &format!("/v1/users/{user}"),
+            Some(json!({"first_name": "Publius"})),
+        )
+        .await,
+        StatusCode::OK,
+    );
+    reached.recv().await.expect("the publisher holds the PATCH's batch");
+    let erase = tokio::spawn(TestApp::send(app.request(
+        Some(&c),
+        Method::DELETE,
+        &format!("/v1/users/{user}"),
+    )));
+    let mut blocked = 0;
+    for _ in 0..200 {
+        blocked = waiting(&app).await;
+        if blocked >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(blocked >= 1, "the erasure waits for the hand-over");
+    assert!(!erase.is_finished());
+    release.send(()).expect("released");
+    fail::remove("publisher::handing_over");
+    // A batch that reached the point meanwhile goes on too.
+    drop(release);
+    ok(&erase.await.expect("erase"), StatusCode::OK);
+
+    let records = consume_until(&brokers(), &app.topic, Duration::from_secs(30), |rs| {
+        rs.iter().any(|r| r.tombstone && r.key == user)
+    })
+    .await;
+    let mine: Vec<(&str, &Value)> = records
+        .iter()
+        .filter(|r| r.key == user && !r.tombstone)
+        .map(|r| {
+            (
+                r.headers.get("ce_type").map(String::as_str).unwrap_or_default(),
+                &r.value,
+            )
+        })
+        .collect();
+    let types: Vec<&str> = mine.iter().map(|m| m.0).collect();
+    assert_eq!(
+        types,
+        [
+            "roster.user.enrolled.v1",
+            "roster.user.updated.v1",
+            "roster.user.erased.v1"
+        ]
+    );
+    // The update was opened before the erasure and handed over before it
+    // committed: published as read.
+    assert!(mine[1].1.to_string().contains("Publius"), "{}", mine[1].1);
+    assert!(records.last().is_some_and(|r| r.tombstone && r.key == user));
+    app.cleanup().await;
+}

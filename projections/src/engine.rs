@@ -394,9 +394,11 @@ async fn try_batch<P: Projector>(
 ///    own, with their primary and unique keys only.
 /// 2. Every event is applied to them, a batch per short transaction, with
 ///    `search_path` pointing there (the projector's SQL names its tables
-///    unqualified). The API keeps reading the live tables meanwhile.
+///    unqualified), commits not waiting for the WAL flush (a crash loses
+///    only the rebuild, which starts over). The API keeps reading the live
+///    tables meanwhile.
 /// 3. The other indexes are built once, over the full tables (much cheaper
-///    than maintaining them row by row).
+///    than maintaining them row by row), several side by side.
 /// 4. One short transaction locks the live checkpoint (the live runner
 ///    waits), applies the events appended since, swaps the tables and moves
 ///    the checkpoint.
@@ -410,6 +412,7 @@ pub async fn replay<P: Projector>(
     mut progress: impl FnMut(usize),
 ) -> anyhow::Result<u64> {
     let mut conn = PgConnection::connect_with(&pool.connect_options()).await?;
+    sqlx::query("SET synchronous_commit = off").execute(&mut conn).await?;
     let tables = projector.tables();
     // Where the new tables are built, and where the replaced ones go until dropped.
     let rebuild = format!("roster_rebuild_{}", projector.name());
@@ -486,6 +489,8 @@ pub async fn replay<P: Projector>(
     read_ahead.await?;
     build_indexes(pool, deferred_indexes).await?;
 
+    // The swap is acknowledged only once it is durable.
+    sqlx::query("SET synchronous_commit = on").execute(&mut conn).await?;
     let mut tx = conn.begin().await?;
     checkpoint(&mut tx, projector.name(), true).await?;
     loop {

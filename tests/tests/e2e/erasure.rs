@@ -491,14 +491,15 @@ async fn an_erased_user_leaves_no_personal_value_anywhere() {
     app.cleanup().await;
 }
 
-/// Holds every erasure at the failpoint `store::erasing` (its locks taken,
-/// its claims deleted, not committed) until the returned sender is dropped
-/// or sent to; `reached` hears when one gets there.
-fn hold_erasures() -> (std::sync::mpsc::Sender<()>, tokio::sync::mpsc::UnboundedReceiver<()>) {
+/// Holds whatever reaches the failpoint `name` (`store::erasing`: an
+/// erasure with its locks taken, its claims deleted, not committed) until
+/// the returned sender is dropped or sent to; `reached` hears when one gets
+/// there.
+fn hold_at(name: &str) -> (std::sync::mpsc::Sender<()>, tokio::sync::mpsc::UnboundedReceiver<()>) {
     let (release, held) = std::sync::mpsc::channel::<()>();
     let held = std::sync::Mutex::new(held);
     let (arrived, reached) = tokio::sync::mpsc::unbounded_channel();
-    fail::cfg_callback("store::erasing", move || {
+    fail::cfg_callback(name, move || {
         let _ = arrived.send(());
         if let Ok(held) = held.lock() {
             let _ = held.recv();
@@ -506,6 +507,20 @@ fn hold_erasures() -> (std::sync::mpsc::Sender<()>, tokio::sync::mpsc::Unbounded
     })
     .expect("failpoint");
     (release, reached)
+}
+
+/// Backends of this database waiting for a lock, once `n` wait (or after
+/// 5 s, however many wait then).
+async fn waiting_for(app: &TestApp, n: i64) -> i64 {
+    let mut blocked = 0;
+    for _ in 0..200 {
+        blocked = waiting(app).await;
+        if blocked >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    blocked
 }
 
 /// Backends of this database waiting for a lock.
@@ -532,7 +547,7 @@ async fn a_link_and_a_membership_racing_an_erasure_wait_for_it_and_are_refused()
     let h = app.post(&c, "/v1/households", &json!({})).await;
     let household = h.body["id"].as_str().expect("id").to_string();
 
-    let (release, mut reached) = hold_erasures();
+    let (release, mut reached) = hold_at("store::erasing");
     let erase = tokio::spawn(TestApp::send(app.request(
         Some(&c),
         Method::DELETE,
@@ -548,14 +563,7 @@ async fn a_link_and_a_membership_racing_an_erasure_wait_for_it_and_are_refused()
         app.request(Some(&c), Method::POST, &format!("/v1/households/{household}/members"))
             .json(&json!({"user_id": user, "account_id": "ACC-RACE"})),
     ));
-    let mut blocked = 0;
-    for _ in 0..200 {
-        blocked = waiting(&app).await;
-        if blocked >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let blocked = waiting_for(&app, 2).await;
     assert!(
         blocked >= 2,
         "the link and the membership wait for the erasure ({blocked} waiting)"
@@ -668,7 +676,7 @@ async fn appends_racing_an_erasure_on_its_childs_and_households_streams_follow_i
         StatusCode::OK,
     );
 
-    let (release, mut reached) = hold_erasures();
+    let (release, mut reached) = hold_at("store::erasing");
     let erase = tokio::spawn(TestApp::send(app.request(
         Some(&c),
         Method::DELETE,
@@ -685,14 +693,7 @@ async fn appends_racing_an_erasure_on_its_childs_and_households_streams_follow_i
         app.request(Some(&c), Method::POST, &members)
             .json(&json!({"user_id": other, "account_id": "ACC-O"})),
     ));
-    let mut blocked = 0;
-    for _ in 0..200 {
-        blocked = waiting(&app).await;
-        if blocked >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let blocked = waiting_for(&app, 2).await;
     assert!(
         blocked >= 2,
         "the patch and the membership wait for the erasure ({blocked} waiting)"
@@ -775,16 +776,7 @@ async fn an_erasure_waits_for_a_publisher_batch_being_handed_over() {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let (release, held) = std::sync::mpsc::channel::<()>();
-    let held = std::sync::Mutex::new(held);
-    let (arrived, mut reached) = tokio::sync::mpsc::unbounded_channel();
-    fail::cfg_callback("publisher::handing_over", move || {
-        let _ = arrived.send(());
-        if let Ok(held) = held.lock() {
-            let _ = held.recv();
-        }
-    })
-    .expect("failpoint");
+    let (release, mut reached) = hold_at("publisher::handing_over");
     ok(
         &app.call(
             &c,
@@ -801,14 +793,7 @@ async fn an_erasure_waits_for_a_publisher_batch_being_handed_over() {
         Method::DELETE,
         &format!("/v1/users/{user}"),
     )));
-    let mut blocked = 0;
-    for _ in 0..200 {
-        blocked = waiting(&app).await;
-        if blocked >= 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let blocked = waiting_for(&app, 1).await;
     assert!(blocked >= 1, "the erasure waits for the hand-over");
     assert!(!erase.is_finished());
     release.send(()).expect("released");

@@ -6,6 +6,7 @@ use roster::config::{Cli, ClientCommand, Command, KeysCommand, ProjectionName, R
 use roster::{auth, db, keys, telemetry};
 use roster_projections::publisher::KafkaConfig;
 use roster_projections::{card_view::CardView, engine, household_view::HouseholdView, user_view::UserView};
+use std::sync::Arc;
 
 /// glibc's malloc took a tenth of the service's CPU under load.
 #[global_allocator]
@@ -131,15 +132,18 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         let n = match name {
             ProjectionName::UserView => {
                 bar.set_message("user_view");
-                engine::replay(&pool, &vault, &UserView::default(), 5000, |n| bar.inc(n as u64)).await?
+                engine::replay(&pool, &vault, &Arc::new(UserView::default()), 5000, |n| {
+                    bar.inc(n as u64)
+                })
+                .await?
             }
             ProjectionName::CardView => {
                 bar.set_message("card_view");
-                engine::replay(&pool, &vault, &CardView, 5000, |n| bar.inc(n as u64)).await?
+                engine::replay(&pool, &vault, &Arc::new(CardView), 5000, |n| bar.inc(n as u64)).await?
             }
             ProjectionName::HouseholdView => {
                 bar.set_message("household_view");
-                engine::replay(&pool, &vault, &HouseholdView, 5000, |n| bar.inc(n as u64)).await?
+                engine::replay(&pool, &vault, &Arc::new(HouseholdView), 5000, |n| bar.inc(n as u64)).await?
             }
         };
         bar.finish();

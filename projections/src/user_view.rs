@@ -164,6 +164,25 @@ impl Projector for UserView {
             kept.clear();
         }
     }
+
+    /// The user's: a document depends only on its user's events and on the
+    /// memberships naming that user.
+    fn lane(&self, e: &StoredEvent) -> u64 {
+        let user = match e.aggregate_type.as_str() {
+            "user" => e.aggregate_id.parse::<Uuid>().ok(),
+            "household" => match e.decode::<HouseholdEvent>() {
+                Ok(HouseholdEvent::HouseholdMemberAdded(m) | HouseholdEvent::HouseholdMemberRemoved(m)) => {
+                    Some(m.user_id)
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        user.map_or(0, |u| {
+            let (high, low) = u.as_u64_pair();
+            high ^ low
+        })
+    }
 }
 
 /// The membership events of a batch, as rows of `user_view_memberships`.

@@ -157,7 +157,7 @@ async fn batches_resume_from_the_checkpoint_and_replay_rebuilds(pool: PgPool) {
     assert_eq!(seen(&pool).await, positions);
 
     let mut progressed = 0;
-    let replayed = engine::replay(&pool, &vault(), &Recorder, 64, |n| progressed += n)
+    let replayed = engine::replay(&pool, &vault(), &std::sync::Arc::new(Recorder), 64, |n| progressed += n)
         .await
         .expect("replay");
     assert_eq!((replayed, progressed), (250, 250));

@@ -113,7 +113,7 @@ async fn projected_rows_equal_the_write_side_documents_and_survive_replay(pool: 
         .expect("indexes")
     };
     let before = schema().await;
-    engine::replay(&pool, &vault(), &UserView::default(), 7, |_| {})
+    engine::replay(&pool, &vault(), &std::sync::Arc::new(UserView::default()), 7, |_| {})
         .await
         .expect("replay");
     assert_eq!(rows(&pool).await, incremental, "replay equals the incremental build");
@@ -348,7 +348,7 @@ async fn household_membership_does_not_depend_on_the_order_events_arrive_in(pool
     assert_eq!(households_of(&pool, u).await, expected);
 
     // A replay, in any batch size, builds the same.
-    engine::replay(&pool, &vault(), &UserView::default(), 2, |_| {})
+    engine::replay(&pool, &vault(), &std::sync::Arc::new(UserView::default()), 2, |_| {})
         .await
         .expect("replay");
     assert_eq!(households_of(&pool, u).await, expected);

@@ -69,6 +69,7 @@ async fn seed(pool: &PgPool, users: i64) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
     let args: Vec<String> = std::env::args().collect();
     let users: i64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
     let queries: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(2_000);
@@ -94,7 +95,14 @@ async fn main() -> anyhow::Result<()> {
 
     eprintln!("replaying user_view...");
     let t = Instant::now();
-    let replayed = engine::replay(&pool, &roster_tests::test_vault(), &UserView::default(), 5000, |_| {}).await?;
+    let replayed = engine::replay(
+        &pool,
+        &roster_tests::test_vault(),
+        &std::sync::Arc::new(UserView::default()),
+        5000,
+        |_| {},
+    )
+    .await?;
     let replay_secs = t.elapsed().as_secs_f64();
     sqlx::query("VACUUM ANALYZE user_view").execute(&pool).await?;
 

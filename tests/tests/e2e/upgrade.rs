@@ -179,7 +179,7 @@ async fn an_old_store_is_sealed_in_place_resumably() {
     assert_eq!(keys, USERS);
 
     // The same users read back, through a replay and through the write side.
-    engine::replay(&pool, &vault, &UserView::default(), 5000, |_| {})
+    engine::replay(&pool, &vault, &std::sync::Arc::new(UserView::default()), 5000, |_| {})
         .await
         .expect("replayed");
     let (first, last): (String, String) = sqlx::query_as(

@@ -351,6 +351,11 @@ pub trait Projector: Send + Sync + 'static {
     /// meanwhile).
     fn forget(&self) {}
 
+    /// [`replay`] made empty copies of the tables and applies to them:
+    /// until the swap only this projector writes them, so a row it has not
+    /// written is not there. [`Projector::forget`] ends it.
+    fn rebuilding(&self) {}
+
     /// The lane [`replay`] applies `e` on. Lanes apply their events side by
     /// side, each in its own order and transactions, so events whose rows
     /// depend on one another must share a lane (`user_view`: everything
@@ -419,6 +424,18 @@ pub async fn replay<P: Projector>(
     vault: &Arc<Vault>,
     projector: &Arc<P>,
     batch: i64,
+    progress: impl FnMut(usize),
+) -> anyhow::Result<u64> {
+    let replayed = rebuild(pool, vault, projector, batch, progress).await;
+    projector.forget();
+    replayed
+}
+
+async fn rebuild<P: Projector>(
+    pool: &PgPool,
+    vault: &Arc<Vault>,
+    projector: &Arc<P>,
+    batch: i64,
     mut progress: impl FnMut(usize),
 ) -> anyhow::Result<u64> {
     let mut conn = PgConnection::connect_with(&pool.connect_options()).await?;
@@ -463,6 +480,8 @@ pub async fn replay<P: Projector>(
         let on_rebuild = format!(" ON {rebuild}.{table} ");
         deferred_indexes.extend(indexes.into_iter().map(|def| def.replacen(&on_live, &on_rebuild, 1)));
     }
+
+    projector.rebuilding();
 
     // The next page is read (on a connection of its own) while the current
     // one is applied: reading and decoding overlap the inserts.

@@ -9,7 +9,7 @@ use lru::LruCache;
 use roster_events::household::HouseholdEvent;
 use roster_events::user::{UserDoc, UserEvent};
 use sqlx::PgConnection;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
 use uuid::Uuid;
@@ -24,6 +24,10 @@ const CACHED_DOCS: usize = 20_000;
 /// it kept is what the table holds) and the documents it does not have.
 pub struct UserView {
     docs: Mutex<LruCache<Uuid, UserDoc>>,
+    /// During a replay, the users its batches have named so far: any other
+    /// has no row in the rebuilt table, so it is neither looked up nor
+    /// upserted but copied in.
+    rebuilt: Mutex<Option<HashSet<Uuid>>>,
 }
 
 impl Default for UserView {
@@ -32,6 +36,7 @@ impl Default for UserView {
             docs: Mutex::new(LruCache::new(
                 NonZeroUsize::new(CACHED_DOCS).expect("a positive capacity"),
             )),
+            rebuilt: Mutex::new(None),
         }
     }
 }
@@ -71,6 +76,20 @@ impl UserView {
         Ok(docs)
     }
 
+    /// Of `ids`, those that certainly have no row (a replay that has not
+    /// named them yet); all of them count as named from now on, before
+    /// anything is written.
+    fn absent(&self, ids: &[Uuid]) -> anyhow::Result<HashSet<Uuid>> {
+        let mut rebuilt = self
+            .rebuilt
+            .lock()
+            .map_err(|_| anyhow::anyhow!("user_view rebuild set poisoned"))?;
+        let Some(named) = rebuilt.as_mut() else {
+            return Ok(HashSet::new());
+        };
+        Ok(ids.iter().copied().filter(|id| named.insert(*id)).collect())
+    }
+
     fn keep(&self, docs: HashMap<Uuid, UserDoc>) {
         if let Ok(mut kept) = self.docs.lock() {
             for (id, doc) in docs {
@@ -108,6 +127,8 @@ impl Projector for UserView {
         ids.extend(&memberships.users);
         ids.sort_unstable();
         ids.dedup();
+        let absent = self.absent(&ids)?;
+        ids.retain(|id| !absent.contains(id));
         let mut docs = self.current(tx, &ids).await?;
         // Whose households to read back: users whose memberships changed,
         // and users that gained an account (the fold adds it without one).
@@ -141,7 +162,7 @@ impl Projector for UserView {
             docs.insert(id, doc);
         }
         households_into(tx, &mut docs, &refresh).await?;
-        upsert(tx, docs.values()).await?;
+        write(tx, docs.values(), &absent).await?;
         self.keep(docs);
         if !erased.is_empty() {
             sqlx::query(
@@ -162,6 +183,16 @@ impl Projector for UserView {
     fn forget(&self) {
         if let Ok(mut kept) = self.docs.lock() {
             kept.clear();
+        }
+        if let Ok(mut rebuilt) = self.rebuilt.lock() {
+            *rebuilt = None;
+        }
+    }
+
+    fn rebuilding(&self) {
+        self.forget();
+        if let Ok(mut rebuilt) = self.rebuilt.lock() {
+            *rebuilt = Some(HashSet::new());
         }
     }
 
@@ -297,13 +328,23 @@ async fn households_into(
     Ok(())
 }
 
-/// One statement for the whole batch.
-async fn upsert<'a>(tx: &mut PgConnection, docs: impl Iterator<Item = &'a UserDoc>) -> anyhow::Result<()> {
-    let mut rows = Rows::default();
+/// One statement for the whole batch: the documents of `absent` users
+/// (see [`UserView::absent`]) copied in, the others upserted.
+async fn write<'a>(
+    tx: &mut PgConnection,
+    docs: impl Iterator<Item = &'a UserDoc>,
+    absent: &HashSet<Uuid>,
+) -> anyhow::Result<()> {
+    let (mut new, mut rows) = (Rows::default(), Rows::default());
     for d in docs {
-        rows.push(d)?;
+        if absent.contains(&d.id) {
+            new.push(d)?;
+        } else {
+            rows.push(d)?;
+        }
     }
-    rows.write(tx).await
+    rows.write(tx).await?;
+    new.copy_in(tx).await
 }
 
 /// `user_view` rows as column arrays, for one `INSERT … SELECT FROM UNNEST`.
@@ -343,6 +384,9 @@ impl<'a> Rows<'a> {
     }
 
     pub(crate) async fn write(&self, tx: &mut PgConnection) -> anyhow::Result<()> {
+        if self.ids.is_empty() {
+            return Ok(());
+        }
         sqlx::query(
             "INSERT INTO user_view (id, company_id, version, status, parent_user_id, search_name, email_lower, mobile, doc)
              SELECT i, c, v, s, p, n, e, m, d::json
@@ -365,5 +409,85 @@ impl<'a> Rows<'a> {
         .execute(tx)
         .await?;
         Ok(())
+    }
+
+    /// Inserts rows known to be absent as one `COPY` (text format): a third
+    /// cheaper for Postgres than the upsert's arrays, casts and conflict
+    /// checks.
+    async fn copy_in(&self, tx: &mut PgConnection) -> anyhow::Result<()> {
+        if self.ids.is_empty() {
+            return Ok(());
+        }
+        let mut data = Vec::with_capacity(self.bodies.iter().map(|b| b.len() + 200).sum());
+        let mut uuid = Uuid::encode_buffer();
+        for i in 0..self.ids.len() {
+            let version = self.versions[i].to_string();
+            let parent = self.parents[i].map(|p| p.hyphenated().to_string());
+            let fields = [
+                Some(&*self.ids[i].hyphenated().encode_lower(&mut uuid)),
+                Some(self.companies[i]),
+                Some(version.as_str()),
+                Some(self.statuses[i]),
+                parent.as_deref(),
+                Some(self.names[i].as_str()),
+                self.emails[i].as_deref(),
+                self.mobiles[i],
+                Some(self.bodies[i].as_str()),
+            ];
+            for (n, field) in fields.into_iter().enumerate() {
+                if n > 0 {
+                    data.push(b'\t');
+                }
+                copy_field(&mut data, field);
+            }
+            data.push(b'\n');
+        }
+        let mut copy = tx
+            .copy_in_raw(
+                "COPY user_view (id, company_id, version, status, parent_user_id, search_name, email_lower, mobile, doc)
+                 FROM STDIN",
+            )
+            .await?;
+        copy.send(data).await?;
+        copy.finish().await?;
+        Ok(())
+    }
+}
+
+/// Appends `value` as a field of `COPY`'s text format: `\N` for none,
+/// backslash, tab, newline and carriage return escaped.
+fn copy_field(data: &mut Vec<u8>, value: Option<&str>) {
+    let Some(value) = value else {
+        data.extend_from_slice(b"\\N");
+        return;
+    };
+    let bytes = value.as_bytes();
+    let mut from = 0;
+    for (at, byte) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match byte {
+            b'\\' => b"\\\\",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            _ => continue,
+        };
+        data.extend_from_slice(&bytes[from..at]);
+        data.extend_from_slice(escaped);
+        from = at + 1;
+    }
+    data.extend_from_slice(&bytes[from..]);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn copy_fields_escape_what_the_text_format_reads_as_syntax() {
+        let mut data = Vec::new();
+        super::copy_field(&mut data, Some("a\\b\tc\nd\re \"f\""));
+        data.push(b'|');
+        super::copy_field(&mut data, None);
+        data.push(b'|');
+        super::copy_field(&mut data, Some(""));
+        assert_eq!(String::from_utf8(data).expect("utf-8"), r#"a\\b\tc\nd\re "f"|\N|"#);
     }
 }

@@ -30,6 +30,8 @@ async fn enroll(commands: &Commands, i: usize) -> UserDoc {
             user_id: id,
             profile: Profile {
                 email: Some(format!("u{i}@example.com")),
+                // What `COPY`'s text format would read as syntax.
+                first_name: (i % 10 == 3).then(|| "Back\\slash \"Quote\"\tTab\nLine\rReturn".to_string()),
                 ..Profile::default()
             },
             status: UserStatus::Active,
@@ -56,6 +58,17 @@ async fn rows(pool: &PgPool) -> Vec<(Uuid, i64, String, Json<UserDoc>)> {
         .fetch_all(pool)
         .await
         .expect("rows")
+}
+
+/// The columns beside the document, as text.
+async fn columns(pool: &PgPool) -> Vec<(Uuid, String)> {
+    sqlx::query_as(
+        "SELECT id, concat_ws('|', company_id, status, parent_user_id, search_name, email_lower, mobile)
+           FROM user_view ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("columns")
 }
 
 async fn catch_up(pool: &PgPool) {
@@ -113,10 +126,15 @@ async fn projected_rows_equal_the_write_side_documents_and_survive_replay(pool: 
         .expect("indexes")
     };
     let before = schema().await;
+    let incremental_columns = columns(&pool).await;
+    assert!(incremental_columns[3]
+        .1
+        .contains("back\\slash \"quote\"\ttab\nline\rreturn"));
     engine::replay(&pool, &vault(), &std::sync::Arc::new(UserView::default()), 7, |_| {})
         .await
         .expect("replay");
     assert_eq!(rows(&pool).await, incremental, "replay equals the incremental build");
+    assert_eq!(columns(&pool).await, incremental_columns);
     assert_eq!(
         schema().await,
         before,

@@ -20,7 +20,7 @@ impl Timestamp {
     }
 
     /// The text, written digit by digit: chrono's `format` parses its
-    /// pattern on every call, which was a tenth of a replay's client CPU.
+    /// pattern on every call, which was 7 % of a replay's client CPU.
     /// `None` for what the fixed width cannot hold (years outside
     /// 0000–9999, a leap second), which takes chrono's path.
     fn text(&self) -> Option<[u8; 27]> {

@@ -373,6 +373,65 @@ async fn household_membership_does_not_depend_on_the_order_events_arrive_in(pool
     assert_eq!(households_of(&pool, v).await, vec![("B".to_string(), Some(h2))]);
 }
 
+/// An account passed from one member to another (U removed, V added with
+/// the same account id): a replay applies U's and V's events on different
+/// lanes, in either order. Here the later membership event (V's) is
+/// projected first: its transaction takes its id before the removal's.
+#[sqlx::test(migrations = "../migrations")]
+async fn an_account_passed_between_members_ends_with_the_later_one_in_either_order(pool: PgPool) {
+    let (u, v, h) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let mut setup = connect(&pool).await;
+    user_event(&mut setup, u, 1, enrolled(u, Some("X"))).await;
+    user_event(&mut setup, v, 1, enrolled(v, Some("X"))).await;
+    household_event(&mut setup, h, 1, created(h)).await;
+    household_event(&mut setup, h, 2, HouseholdEvent::HouseholdMemberAdded(member(u, "X"))).await;
+    project(&pool, 100).await;
+
+    let mut later = connect(&pool).await;
+    let mut earlier = connect(&pool).await;
+    sqlx::query("BEGIN").execute(&mut later).await.expect("begin");
+    household_event(&mut later, h, 4, HouseholdEvent::HouseholdMemberAdded(member(v, "X"))).await;
+    sqlx::query("BEGIN").execute(&mut earlier).await.expect("begin");
+    household_event(
+        &mut earlier,
+        h,
+        3,
+        HouseholdEvent::HouseholdMemberRemoved(member(u, "X")),
+    )
+    .await;
+    sqlx::query("COMMIT").execute(&mut earlier).await.expect("commit");
+    sqlx::query("COMMIT").execute(&mut later).await.expect("commit");
+    let order: Vec<i64> = sqlx::query_scalar(
+        "SELECT sequence FROM events WHERE aggregate_id = $1 ORDER BY transaction_id, global_position",
+    )
+    .bind(h.to_string())
+    .fetch_all(&pool)
+    .await
+    .expect("order");
+    assert_eq!(order, vec![1, 2, 4, 3], "the projection order is the bad one");
+    // V then gains an account: its document's households are read back
+    // from the membership rows the two events left.
+    let added = UserEvent::AccountAdded(AccountAdded {
+        account: account("Y"),
+        at: Timestamp::now(),
+    });
+    user_event(&mut setup, v, 2, added).await;
+
+    let expected = |pool: PgPool| async move {
+        assert_eq!(households_of(&pool, u).await, vec![("X".to_string(), None)]);
+        assert_eq!(
+            households_of(&pool, v).await,
+            vec![("X".to_string(), Some(h)), ("Y".to_string(), None)]
+        );
+    };
+    project(&pool, 1).await;
+    expected(pool.clone()).await;
+    engine::replay(&pool, &vault(), &std::sync::Arc::new(UserView::default()), 1, |_| {})
+        .await
+        .expect("replay");
+    expected(pool.clone()).await;
+}
+
 async fn dump(pool: &PgPool) -> Vec<String> {
     sqlx::query_scalar(
         "SELECT t FROM (

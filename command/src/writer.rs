@@ -1,7 +1,7 @@
 //! Group commit: concurrent commands' one-statement appends share a
 //! statement, hence a transaction and a round trip.
 //!
-//! Commands put their appends in one queue; a few writer tasks each take
+//! Commands put their appends in one queue; one writer task takes
 //! whatever is queued (up to [`MAX_BATCH`]) while the previous batch
 //! commits, so a lone request waits for nothing and a busy service writes
 //! many appends per commit. A batch is one `INSERT … UNNEST` statement of
@@ -16,34 +16,42 @@ use crate::constraints::Constraint;
 use crate::store::{is_unavailable, Append, AppendError, Appended};
 use sqlx::{PgExecutor, PgPool, Postgres, Transaction};
 use std::collections::HashMap;
-use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use std::sync::{Arc, LazyLock};
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 /// Appends per statement at most.
 pub const MAX_BATCH: usize = 128;
-/// Statements in flight at once.
-const WRITERS: usize = 2;
 
 struct Job {
     append: Append,
     reply: oneshot::Sender<Result<Appended, AppendError>>,
 }
 
-/// The queue in front of the writer tasks.
+/// The queue in front of the writer task.
 #[derive(Clone)]
 pub struct Writer {
     jobs: mpsc::UnboundedSender<Job>,
 }
 
 impl Writer {
-    /// Starts the writer tasks; they end when the last `Writer` is dropped.
+    /// Starts the writer task; it ends when the last `Writer` is dropped.
+    ///
+    /// One writer, not several: a second one would take half of what is
+    /// queued while the first writes, so twice the statements for the same
+    /// appends (13 % more of Postgres' CPU, docs/benchmarks.md). It writes
+    /// through a connection of its own, made like `pool`'s: a statement on
+    /// one of the big pool's connections, which are handed out in turn,
+    /// finds that backend's caches cold.
     pub fn start(pool: PgPool) -> Self {
+        let own = pool
+            .options()
+            .clone()
+            .min_connections(0)
+            .max_connections(1)
+            .connect_lazy_with((*pool.connect_options()).clone());
         let (jobs, queue) = mpsc::unbounded_channel();
-        let queue = Arc::new(Mutex::new(queue));
-        for _ in 0..WRITERS {
-            tokio::spawn(run(pool.clone(), queue.clone()));
-        }
+        tokio::spawn(run(own, pool, queue));
         Writer { jobs }
     }
 
@@ -57,51 +65,49 @@ impl Writer {
     }
 }
 
-async fn run(pool: PgPool, queue: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>) {
-    loop {
-        let batch = {
-            let mut queue = queue.lock().await;
-            let Some(first) = queue.recv().await else { return };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
+async fn run(own: PgPool, pool: PgPool, mut queue: mpsc::UnboundedReceiver<Job>) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
             }
-            batch
-        };
+        }
         // In a task of its own: should a batch ever panic, its commands get
-        // an answer (503) and this writer goes on.
-        let pool = pool.clone();
-        if let Err(e) = tokio::spawn(async move { write(&pool, batch).await }).await {
+        // an answer (503) and the writer goes on.
+        let (own, pool) = (own.clone(), pool.clone());
+        if let Err(e) = tokio::spawn(async move { write(&own, &pool, batch).await }).await {
             tracing::error!(error = %e, "a batch of appends failed");
         }
     }
 }
 
-async fn write(pool: &PgPool, batch: Vec<Job>) {
+async fn write(own: &PgPool, pool: &PgPool, batch: Vec<Job>) {
     let (appends, replies): (Vec<Append>, Vec<_>) = batch.into_iter().map(|j| (j.append, j.reply)).unzip();
-    for (reply, result) in replies.into_iter().zip(write_batch(pool, &appends).await) {
+    for (reply, result) in replies.into_iter().zip(write_batch(own, pool, &appends).await) {
         let _ = reply.send(result);
     }
 }
 
 /// Writes `appends` as one batch (the writer tasks' step, public so tests
-/// can force a batch): one statement for all; should it fail for another
-/// reason than an outage, each append alone. Outcomes in order.
-pub async fn write_batch(pool: &PgPool, appends: &[Append]) -> Vec<Result<Appended, AppendError>> {
+/// can force a batch): one statement for all on `own`; should it fail for
+/// another reason than an outage, each append alone, side by side on
+/// `pool`. Outcomes in order.
+pub async fn write_batch(own: &PgPool, pool: &PgPool, appends: &[Append]) -> Vec<Result<Appended, AppendError>> {
     metrics::histogram!("roster_append_batch_size").record(appends.len() as f64);
     let all: Vec<&Append> = appends.iter().collect();
-    if all.len() > 1 {
-        match insert(pool, &all).await {
-            Ok(done) => return done.into_iter().map(Ok).collect(),
-            Err(e) if is_unavailable(&e) => {
-                let e = Arc::new(e);
-                return all.iter().map(|_| Err(AppendError::Unavailable(e.clone()))).collect();
-            }
-            Err(e) => tracing::debug!(error = %e, size = all.len(), "batch refused; appending one by one"),
+    let written = insert(own, &all).await;
+    if let [only] = all[..] {
+        return vec![written.map(|mut done| done.remove(0)).map_err(|e| alone(only, e))];
+    }
+    match written {
+        Ok(done) => return done.into_iter().map(Ok).collect(),
+        Err(e) if is_unavailable(&e) => {
+            let e = Arc::new(e);
+            return all.iter().map(|_| Err(AppendError::Unavailable(e.clone()))).collect();
         }
+        Err(e) => tracing::debug!(error = %e, size = all.len(), "batch refused; appending one by one"),
     }
     let alone = all.iter().map(|a| async move {
         insert(pool, &[a])
@@ -255,6 +261,82 @@ pub(crate) async fn insert_stepped(tx: &mut Transaction<'_, Postgres>, a: &Appen
     Ok(done.first().map(|d| d.position).unwrap_or_default())
 }
 
+/// The statement for `c`'s rows: only the parts that have rows (an
+/// update's batch is the events alone), since every part costs Postgres
+/// its planning and executor set-up even when empty. Every variant binds
+/// the same parameters; each is prepared once per connection.
+fn statement(c: &Columns<'_>) -> &'static str {
+    static VARIANTS: LazyLock<Vec<String>> = LazyLock::new(|| (0..16).map(variant).collect());
+    let bit = |present: bool, b: usize| if present { b } else { 0 };
+    &VARIANTS[bit(!c.claim_values.is_empty(), 1)
+        | bit(!c.users.is_empty(), 2)
+        | bit(!c.key_owners.is_empty(), 4)
+        | bit(!c.clients.is_empty(), 8)]
+}
+
+/// The statement with the parts named by `parts` (bits: claims, new
+/// users, data keys, idempotency outcomes) besides the events.
+fn variant(parts: usize) -> String {
+    let mut sql = String::from(
+        "WITH appended AS (
+             INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+             SELECT a, i, s, t, v, p::json, m::json
+               FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])
+                    AS e(a, i, s, t, v, p, m)
+             RETURNING aggregate_type, aggregate_id, global_position
+         )",
+    );
+    if parts & 1 != 0 {
+        sql.push_str(
+            ", wanted AS (
+             SELECT * FROM UNNEST($8::text[], $9::text[], $10::text[], $11::uuid[]) AS w(company_id, kind, value, owner_id)
+         ), claimed AS (
+             INSERT INTO unique_claims (company_id, kind, value, owner_id)
+             SELECT company_id, kind, value, owner_id FROM wanted
+             ON CONFLICT (company_id, kind, value) DO UPDATE SET owner_id = unique_claims.owner_id
+             RETURNING company_id, kind, value, owner_id
+         ), taken AS (
+             SELECT count(roster_claim_taken(c.kind)) AS n
+               FROM claimed c JOIN wanted w USING (company_id, kind, value)
+              WHERE c.owner_id <> w.owner_id
+         )",
+        );
+    }
+    if parts & 2 != 0 {
+        sql.push_str(
+            ", registered AS (
+             INSERT INTO user_registry (user_id, company_id) SELECT * FROM UNNEST($12::uuid[], $13::text[])
+         )",
+        );
+    }
+    if parts & 4 != 0 {
+        sql.push_str(
+            ", keyed AS (
+             INSERT INTO data_keys (owner_id, company_id, wrapped, master_id)
+             SELECT * FROM UNNEST($20::uuid[], $21::text[], $22::bytea[], $23::text[])
+         )",
+        );
+    }
+    if parts & 8 != 0 {
+        sql.push_str(
+            ", remembered AS (
+             UPDATE idempotency_keys k
+                SET committed_type = r.t, committed_id = r.i, committed_from = r.f, committed_to = r.l
+               FROM UNNEST($14::text[], $15::text[], $16::text[], $17::text[], $18::bigint[], $19::bigint[])
+                    AS r(c, k, t, i, f, l)
+              WHERE k.client_id = r.c AND k.key = r.k
+         )",
+        );
+    }
+    // `taken` is joined so that it runs (and raises) before the result.
+    sql.push_str(if parts & 1 != 0 {
+        " SELECT aggregate_type, aggregate_id, max(global_position) FROM appended, taken GROUP BY 1, 2"
+    } else {
+        " SELECT aggregate_type, aggregate_id, max(global_position) FROM appended GROUP BY 1, 2"
+    });
+    sql
+}
+
 /// The appends as one statement: one round trip and, outside a
 /// transaction, atomic all the same. A claim held by another owner makes
 /// `roster_claim_taken` raise, and a stream that moved makes the events'
@@ -266,63 +348,32 @@ async fn insert_rows<'e>(
     constraints: Constraints,
 ) -> sqlx::Result<Vec<Appended>> {
     let c = Columns::of(appends, constraints);
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(
-        "WITH appended AS (
-             INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-             SELECT a, i, s, t, v, p::json, m::json
-               FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])
-                    AS e(a, i, s, t, v, p, m)
-             RETURNING aggregate_type, aggregate_id, global_position
-         ), wanted AS (
-             SELECT * FROM UNNEST($8::text[], $9::text[], $10::text[], $11::uuid[]) AS w(company_id, kind, value, owner_id)
-         ), claimed AS (
-             INSERT INTO unique_claims (company_id, kind, value, owner_id)
-             SELECT company_id, kind, value, owner_id FROM wanted
-             ON CONFLICT (company_id, kind, value) DO UPDATE SET owner_id = unique_claims.owner_id
-             RETURNING company_id, kind, value, owner_id
-         ), registered AS (
-             INSERT INTO user_registry (user_id, company_id) SELECT * FROM UNNEST($12::uuid[], $13::text[])
-         ), keyed AS (
-             INSERT INTO data_keys (owner_id, company_id, wrapped, master_id)
-             SELECT * FROM UNNEST($20::uuid[], $21::text[], $22::bytea[], $23::text[])
-         ), remembered AS (
-             UPDATE idempotency_keys k
-                SET committed_type = r.t, committed_id = r.i, committed_from = r.f, committed_to = r.l
-               FROM UNNEST($14::text[], $15::text[], $16::text[], $17::text[], $18::bigint[], $19::bigint[])
-                    AS r(c, k, t, i, f, l)
-              WHERE k.client_id = r.c AND k.key = r.k
-         ), taken AS (
-             SELECT count(roster_claim_taken(c.kind)) AS n
-               FROM claimed c JOIN wanted w USING (company_id, kind, value)
-              WHERE c.owner_id <> w.owner_id
-         )
-         SELECT aggregate_type, aggregate_id, max(global_position) FROM appended, taken GROUP BY 1, 2",
-    )
-    .bind(&c.types)
-    .bind(&c.ids)
-    .bind(&c.seqs)
-    .bind(&c.names)
-    .bind(&c.versions)
-    .bind(&c.payloads)
-    .bind(&c.metas)
-    .bind(&c.claim_companies)
-    .bind(&c.claim_kinds)
-    .bind(&c.claim_values)
-    .bind(&c.claim_owners)
-    .bind(&c.users)
-    .bind(&c.user_companies)
-    .bind(&c.clients)
-    .bind(&c.keys)
-    .bind(&c.committed_types)
-    .bind(&c.committed_ids)
-    .bind(&c.froms)
-    .bind(&c.tos)
-    .bind(&c.key_owners)
-    .bind(&c.key_companies)
-    .bind(&c.key_wrapped)
-    .bind(&c.key_masters)
-    .fetch_all(executor)
-    .await?;
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(statement(&c))
+        .bind(&c.types)
+        .bind(&c.ids)
+        .bind(&c.seqs)
+        .bind(&c.names)
+        .bind(&c.versions)
+        .bind(&c.payloads)
+        .bind(&c.metas)
+        .bind(&c.claim_companies)
+        .bind(&c.claim_kinds)
+        .bind(&c.claim_values)
+        .bind(&c.claim_owners)
+        .bind(&c.users)
+        .bind(&c.user_companies)
+        .bind(&c.clients)
+        .bind(&c.keys)
+        .bind(&c.committed_types)
+        .bind(&c.committed_ids)
+        .bind(&c.froms)
+        .bind(&c.tos)
+        .bind(&c.key_owners)
+        .bind(&c.key_companies)
+        .bind(&c.key_wrapped)
+        .bind(&c.key_masters)
+        .fetch_all(executor)
+        .await?;
     let positions: HashMap<(String, String), i64> = rows.into_iter().map(|(t, i, p)| ((t, i), p)).collect();
     Ok(appends
         .iter()

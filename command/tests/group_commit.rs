@@ -88,7 +88,7 @@ async fn a_batch_is_one_transaction(pool: PgPool) {
         .enumerate()
         .map(|(i, id)| enroll(*id, &format!("u{i}@example.com")))
         .collect();
-    let outcomes = write_batch(&pool, &appends).await;
+    let outcomes = write_batch(&pool, &pool, &appends).await;
     let mut xids = Vec::new();
     let mut positions = Vec::new();
     for (id, outcome) in ids.iter().zip(outcomes) {
@@ -108,11 +108,12 @@ async fn a_batch_is_one_transaction(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn a_taken_claim_fails_only_its_own_append(pool: PgPool) {
     let holder = Uuid::now_v7();
-    write_batch(&pool, &[enroll(holder, "taken@example.com")]).await[0]
+    write_batch(&pool, &pool, &[enroll(holder, "taken@example.com")]).await[0]
         .as_ref()
         .expect("first holder");
     let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
     let outcomes = write_batch(
+        &pool,
         &pool,
         &[
             enroll(a, "a@example.com"),
@@ -144,7 +145,12 @@ async fn a_taken_claim_fails_only_its_own_append(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn two_appends_of_a_batch_claiming_one_value_one_wins(pool: PgPool) {
     let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
-    let outcomes = write_batch(&pool, &[enroll(a, "same@example.com"), enroll(b, "Same@example.com")]).await;
+    let outcomes = write_batch(
+        &pool,
+        &pool,
+        &[enroll(a, "same@example.com"), enroll(b, "Same@example.com")],
+    )
+    .await;
     let won: Vec<bool> = outcomes.iter().map(Result::is_ok).collect();
     assert_eq!(won.iter().filter(|w| **w).count(), 1, "{outcomes:?}");
     let loser = outcomes.iter().find(|o| o.is_err()).expect("one refused");
@@ -159,11 +165,11 @@ async fn two_appends_of_a_batch_claiming_one_value_one_wins(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn a_stream_that_moved_conflicts_alone(pool: PgPool) {
     let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
-    write_batch(&pool, &[enroll(a, "a@example.com")]).await[0]
+    write_batch(&pool, &pool, &[enroll(a, "a@example.com")]).await[0]
         .as_ref()
         .expect("enrolled");
     // `a` again at version 0: its stream has moved on.
-    let outcomes = write_batch(&pool, &[enroll(a, "a2@example.com"), enroll(b, "b@example.com")]).await;
+    let outcomes = write_batch(&pool, &pool, &[enroll(a, "a2@example.com"), enroll(b, "b@example.com")]).await;
     assert!(matches!(outcomes[0], Err(AppendError::Conflict)), "{:?}", outcomes[0]);
     assert!(outcomes[1].is_ok(), "{:?}", outcomes[1]);
     assert_eq!(

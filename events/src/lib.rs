@@ -39,24 +39,23 @@ pub mod meta {
 /// once: a field whose name ends in `_hash` (password and answer hashes)
 /// never leaves the aggregate. The audit trail, Kafka and logs only ever see
 /// this function's output.
-pub fn public_data(payload: &Value) -> Value {
-    let inner = match payload {
-        Value::Object(map) if map.len() == 1 => map.values().next().cloned().unwrap_or(Value::Null),
-        other => other.clone(),
+pub fn public_data(payload: Value) -> Value {
+    let mut inner = match payload {
+        Value::Object(map) if map.len() == 1 => map.into_iter().next().map(|(_, v)| v).unwrap_or(Value::Null),
+        other => other,
     };
-    scrub(inner)
+    scrub(&mut inner);
+    inner
 }
 
-fn scrub(value: Value) -> Value {
+fn scrub(value: &mut Value) {
     match value {
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .filter(|(k, _)| !k.ends_with("_hash"))
-                .map(|(k, v)| (k, scrub(v)))
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.into_iter().map(scrub).collect()),
-        other => other,
+        Value::Object(map) => {
+            map.retain(|k, _| !k.ends_with("_hash"));
+            map.values_mut().for_each(scrub);
+        }
+        Value::Array(items) => items.iter_mut().for_each(scrub),
+        _ => {}
     }
 }
 
@@ -99,7 +98,7 @@ mod tests {
             "verification_questions": [{"code": "PET", "answer_hash": "$argon2id$x"}]
         }});
         assert_eq!(
-            public_data(&payload),
+            public_data(payload),
             json!({"email": "a@b.co", "verification_questions": [{"code": "PET"}]})
         );
     }

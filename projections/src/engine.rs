@@ -723,7 +723,7 @@ pub fn listen(pool: PgPool, shutdown: CancellationToken) -> Wake {
 /// Shortest time between two batches of a runner that has caught up: under
 /// load, batches grow instead of every commit costing every subscriber a
 /// transaction; a write after a quiet spell is still picked up at once.
-pub const PACE: Duration = Duration::from_millis(10);
+pub const PACE: Duration = Duration::from_millis(25);
 
 /// Waits for a notification, the poll interval, or shutdown (→ false); then
 /// lets at least [`PACE`] pass since `last_batch` started.

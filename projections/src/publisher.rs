@@ -192,7 +192,7 @@ impl Message {
             b"null".to_vec()
         } else {
             let payload: serde_json::Value = serde_json::from_str(&e.payload).unwrap_or_default();
-            serde_json::to_vec(&roster_events::public_data(&payload)).unwrap_or_default()
+            serde_json::to_vec(&roster_events::public_data(payload)).unwrap_or_default()
         };
         let company = &e.metadata.company_id;
         let time = e

@@ -104,7 +104,7 @@ pub async fn user_events(
                 let gone = erased && event_type != "UserErased";
                 let data = match gone {
                     true => Value::Null,
-                    false => public_data(&open(payload, keys.get(user_id))?),
+                    false => public_data(open(payload, keys.get(user_id))?),
                 };
                 Ok(AuditEntry {
                     sequence,

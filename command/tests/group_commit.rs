@@ -179,3 +179,64 @@ async fn a_stream_that_moved_conflicts_alone(pool: PgPool) {
     );
     assert_eq!(stored(&pool, a).await.len(), 1);
 }
+
+/// The statement is built from the parts a batch has rows for: each of the
+/// sixteen combinations of claims, new users, data keys and idempotency
+/// outcomes is written, and writes exactly its own rows.
+#[sqlx::test(migrations = "../migrations")]
+async fn every_combination_of_parts_writes_exactly_its_rows(pool: PgPool) {
+    use roster_command::constraints::Constraint;
+    for parts in 0..16u8 {
+        let id = Uuid::now_v7();
+        let mut append = enroll(id, &format!("parts{parts}@example.com"));
+        append.constraints.retain(|c| match c {
+            Constraint::Claim(_) => parts & 1 != 0,
+            Constraint::Register { parent: None } => parts & 2 != 0,
+            _ => false,
+        });
+        if parts & 4 != 0 {
+            append.keys.push(roster_vault::NewKey {
+                owner: id,
+                company_id: "acme".into(),
+                wrapped: vec![1, 2, 3],
+                master_id: "m".into(),
+            });
+        }
+        let key = format!("key-{parts}");
+        if parts & 8 != 0 {
+            sqlx::query("INSERT INTO idempotency_keys (client_id, key, fingerprint) VALUES ('client', $1, '\\x00')")
+                .bind(&key)
+                .execute(&pool)
+                .await
+                .expect("idempotency key");
+            append.request = Some(("client".into(), key.clone()));
+        }
+        let appended = write_batch(&pool, &pool, &[append]).await.remove(0);
+        assert_eq!(appended.expect("appended").version, 1, "parts {parts}");
+        assert_eq!(stored(&pool, id).await.len(), 1, "parts {parts}: the event");
+        let count = |sql: &'static str| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(sql)
+                    .bind(id)
+                    .fetch_one(&pool)
+                    .await
+                    .expect(sql)
+            }
+        };
+        let claimed = claim_owner(&pool, &format!("parts{parts}@example.com")).await;
+        assert_eq!(claimed.is_some(), parts & 1 != 0, "parts {parts}: the claim");
+        let registered = count("SELECT count(*) FROM user_registry WHERE user_id = $1").await;
+        assert_eq!(registered == 1, parts & 2 != 0, "parts {parts}: the registration");
+        let keyed = count("SELECT count(*) FROM data_keys WHERE owner_id = $1").await;
+        assert_eq!(keyed == 1, parts & 4 != 0, "parts {parts}: the data key");
+        let remembered: Option<i64> =
+            sqlx::query_scalar("SELECT committed_to FROM idempotency_keys WHERE client_id = 'client' AND key = $1")
+                .bind(&key)
+                .fetch_optional(&pool)
+                .await
+                .expect("outcome")
+                .flatten();
+        assert_eq!(remembered, (parts & 8 != 0).then_some(1), "parts {parts}: the outcome");
+    }
+}

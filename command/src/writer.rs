@@ -90,7 +90,7 @@ async fn write(own: &PgPool, pool: &PgPool, batch: Vec<Job>) {
     }
 }
 
-/// Writes `appends` as one batch (the writer tasks' step, public so tests
+/// Writes `appends` as one batch (the writer task's step, public so tests
 /// can force a batch): one statement for all on `own`; should it fail for
 /// another reason than an outage, each append alone, side by side on
 /// `pool`. Outcomes in order.
@@ -261,21 +261,26 @@ pub(crate) async fn insert_stepped(tx: &mut Transaction<'_, Postgres>, a: &Appen
     Ok(done.first().map(|d| d.position).unwrap_or_default())
 }
 
+/// The parts of a batch's statement besides its events, as bits.
+const CLAIMS: usize = 1;
+const NEW_USERS: usize = 2;
+const DATA_KEYS: usize = 4;
+const OUTCOMES: usize = 8;
+
 /// The statement for `c`'s rows: only the parts that have rows (an
 /// update's batch is the events alone), since every part costs Postgres
 /// its planning and executor set-up even when empty. Every variant binds
 /// the same parameters; each is prepared once per connection.
 fn statement(c: &Columns<'_>) -> &'static str {
     static VARIANTS: LazyLock<Vec<String>> = LazyLock::new(|| (0..16).map(variant).collect());
-    let bit = |present: bool, b: usize| if present { b } else { 0 };
-    &VARIANTS[bit(!c.claim_values.is_empty(), 1)
-        | bit(!c.users.is_empty(), 2)
-        | bit(!c.key_owners.is_empty(), 4)
-        | bit(!c.clients.is_empty(), 8)]
+    let part = |rows: bool, part: usize| if rows { part } else { 0 };
+    &VARIANTS[part(!c.claim_values.is_empty(), CLAIMS)
+        | part(!c.users.is_empty(), NEW_USERS)
+        | part(!c.key_owners.is_empty(), DATA_KEYS)
+        | part(!c.clients.is_empty(), OUTCOMES)]
 }
 
-/// The statement with the parts named by `parts` (bits: claims, new
-/// users, data keys, idempotency outcomes) besides the events.
+/// The statement with the parts named by `parts` besides the events.
 fn variant(parts: usize) -> String {
     let mut sql = String::from(
         "WITH appended AS (
@@ -286,7 +291,7 @@ fn variant(parts: usize) -> String {
              RETURNING aggregate_type, aggregate_id, global_position
          )",
     );
-    if parts & 1 != 0 {
+    if parts & CLAIMS != 0 {
         sql.push_str(
             ", wanted AS (
              SELECT * FROM UNNEST($8::text[], $9::text[], $10::text[], $11::uuid[]) AS w(company_id, kind, value, owner_id)
@@ -302,14 +307,14 @@ fn variant(parts: usize) -> String {
          )",
         );
     }
-    if parts & 2 != 0 {
+    if parts & NEW_USERS != 0 {
         sql.push_str(
             ", registered AS (
              INSERT INTO user_registry (user_id, company_id) SELECT * FROM UNNEST($12::uuid[], $13::text[])
          )",
         );
     }
-    if parts & 4 != 0 {
+    if parts & DATA_KEYS != 0 {
         sql.push_str(
             ", keyed AS (
              INSERT INTO data_keys (owner_id, company_id, wrapped, master_id)
@@ -317,7 +322,7 @@ fn variant(parts: usize) -> String {
          )",
         );
     }
-    if parts & 8 != 0 {
+    if parts & OUTCOMES != 0 {
         sql.push_str(
             ", remembered AS (
              UPDATE idempotency_keys k
@@ -329,7 +334,7 @@ fn variant(parts: usize) -> String {
         );
     }
     // `taken` is joined so that it runs (and raises) before the result.
-    sql.push_str(if parts & 1 != 0 {
+    sql.push_str(if parts & CLAIMS != 0 {
         " SELECT aggregate_type, aggregate_id, max(global_position) FROM appended, taken GROUP BY 1, 2"
     } else {
         " SELECT aggregate_type, aggregate_id, max(global_position) FROM appended GROUP BY 1, 2"

@@ -180,6 +180,10 @@ async fn a_stream_that_moved_conflicts_alone(pool: PgPool) {
     assert_eq!(stored(&pool, a).await.len(), 1);
 }
 
+async fn count(pool: &PgPool, sql: &str, id: Uuid) -> i64 {
+    sqlx::query_scalar(sql).bind(id).fetch_one(pool).await.expect(sql)
+}
+
 /// The statement is built from the parts a batch has rows for: each of the
 /// sixteen combinations of claims, new users, data keys and idempotency
 /// outcomes is written, and writes exactly its own rows.
@@ -214,21 +218,11 @@ async fn every_combination_of_parts_writes_exactly_its_rows(pool: PgPool) {
         let appended = write_batch(&pool, &pool, &[append]).await.remove(0);
         assert_eq!(appended.expect("appended").version, 1, "parts {parts}");
         assert_eq!(stored(&pool, id).await.len(), 1, "parts {parts}: the event");
-        let count = |sql: &'static str| {
-            let pool = pool.clone();
-            async move {
-                sqlx::query_scalar::<_, i64>(sql)
-                    .bind(id)
-                    .fetch_one(&pool)
-                    .await
-                    .expect(sql)
-            }
-        };
         let claimed = claim_owner(&pool, &format!("parts{parts}@example.com")).await;
         assert_eq!(claimed.is_some(), parts & 1 != 0, "parts {parts}: the claim");
-        let registered = count("SELECT count(*) FROM user_registry WHERE user_id = $1").await;
+        let registered = count(&pool, "SELECT count(*) FROM user_registry WHERE user_id = $1", id).await;
         assert_eq!(registered == 1, parts & 2 != 0, "parts {parts}: the registration");
-        let keyed = count("SELECT count(*) FROM data_keys WHERE owner_id = $1").await;
+        let keyed = count(&pool, "SELECT count(*) FROM data_keys WHERE owner_id = $1", id).await;
         assert_eq!(keyed == 1, parts & 4 != 0, "parts {parts}: the data key");
         let remembered: Option<i64> =
             sqlx::query_scalar("SELECT committed_to FROM idempotency_keys WHERE client_id = 'client' AND key = $1")

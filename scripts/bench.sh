@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The load benchmark of docs/benchmarks.md: pgbench and Roster on this
-# machine, one table. Arguments: [clients=32] [seconds=20] [--no-pgbench].
+# machine, one table. Arguments: [clients=32] [seconds=20] [--no-pgbench]
+# [--processes=N] (N `roster serve` processes on one database).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/infra.sh up

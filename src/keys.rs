@@ -54,11 +54,10 @@ pub async fn rotate_master(pool: &PgPool, vault: &Vault, mut progress: impl FnMu
 
 /// Events still to seal (for a progress bar).
 pub async fn events_to_seal(pool: &PgPool) -> anyhow::Result<u64> {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM events, vault_migration WHERE NOT done AND global_position > sealed_through",
-    )
-    .fetch_one(pool)
-    .await?;
+    let n: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events, vault_migration WHERE NOT done AND position > sealed_through")
+            .fetch_one(pool)
+            .await?;
     Ok(n as u64)
 }
 
@@ -87,8 +86,8 @@ pub async fn seal_existing(
     loop {
         let mut tx = pool.begin().await?;
         let rows: Vec<EventRow> = sqlx::query_as(
-            "SELECT global_position, aggregate_type, aggregate_id, event_type, payload::text FROM events
-              WHERE global_position > $1 ORDER BY global_position LIMIT $2",
+            "SELECT position, aggregate_type, aggregate_id, event_type, payload::text FROM events
+              WHERE position > $1 ORDER BY position LIMIT $2",
         )
         .bind(through)
         .bind(batch)
@@ -116,7 +115,7 @@ pub async fn seal_existing(
         }
         sqlx::query(
             "UPDATE events e SET payload = u.p::json FROM UNNEST($1::bigint[], $2::text[]) AS u(g, p)
-              WHERE e.global_position = u.g",
+              WHERE e.position = u.g",
         )
         .bind(&positions)
         .bind(&payloads)

@@ -389,11 +389,16 @@ impl EventRepo {
 /// write rather than after it.
 async fn append_in_transaction(pool: &PgPool, append: &Append) -> Result<Appended, AppendError> {
     let mut tx = pool.begin().await?;
+    let mut cascade = Vec::new();
     for step in steps(&mut tx, append).await? {
-        apply(&mut tx, append, step).await?;
+        apply(&mut tx, append, step, &mut cascade).await?;
     }
-    // The events and the idempotency outcome: the group-commit statement,
-    // without the constraints the steps above applied.
+    // Events last, from here to the commit under the log's lock (their
+    // positions' default takes it): first an erasure's events on other
+    // streams, then the events and the idempotency outcome (the
+    // group-commit statement, without the constraints the steps above
+    // applied).
+    append_cascade(&mut tx, append, &cascade).await?;
     let position = crate::writer::insert_stepped(&mut tx, append).await?;
     tx.commit().await?;
     Ok(Appended {
@@ -508,7 +513,12 @@ async fn steps<'a>(tx: &mut Transaction<'_, Postgres>, append: &'a Append) -> Re
     Ok(ordered)
 }
 
-async fn apply(tx: &mut Transaction<'_, Postgres>, append: &Append, step: Step<'_>) -> Result<(), AppendError> {
+async fn apply(
+    tx: &mut Transaction<'_, Postgres>,
+    append: &Append,
+    step: Step<'_>,
+    cascade: &mut Vec<Cascade>,
+) -> Result<(), AppendError> {
     let (company, owner) = (append.company_id.as_str(), append.stream.id);
     match step {
         Step::ParentLock => {
@@ -604,7 +614,7 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, append: &Append, step: Step<'
                 .execute(&mut **tx)
                 .await?;
         }
-        Step::Then(Constraint::Erase { at }) => erase(tx, append, *at).await?,
+        Step::Then(Constraint::Erase { at }) => cascade.extend(erase(tx, append, *at).await?),
         Step::Then(c @ (Constraint::Claim(_) | Constraint::Release(_) | Constraint::ReleaseValue(_))) => {
             unreachable!("claims and releases become their own steps: {c:?}")
         }
@@ -613,27 +623,30 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, append: &Append, step: Step<'
 }
 
 /// The rest of an erasure, in the transaction of the user's `UserErased`
-/// (CONTRACT §3 "Erasure"): its children unlinked (a `ParentUnlinked` on
-/// each), its claims released, its accounts out of their households (a
-/// `HouseholdMemberRemoved` on each, the account not named: it was the
-/// user's personal data), its data key destroyed, its snapshots and the
-/// idempotency records of its requests deleted. The registry keeps the id,
-/// marked erased. Appends racing this one on a child's or a household's
-/// stream conflict on its sequence and are retried.
-async fn erase(tx: &mut Transaction<'_, Postgres>, append: &Append, at: Timestamp) -> Result<(), AppendError> {
+/// (CONTRACT §3 "Erasure"): its children unlinked, its claims released, its
+/// accounts out of their households, its data key destroyed, its snapshots
+/// and the idempotency records of its requests deleted. The registry keeps
+/// the id, marked erased. Returns the events it makes on other streams (a
+/// `ParentUnlinked` on each child, a `HouseholdMemberRemoved` on each
+/// household), which [`append_cascade`] appends with the user's own, last.
+async fn erase(
+    tx: &mut Transaction<'_, Postgres>,
+    append: &Append,
+    at: Timestamp,
+) -> Result<Vec<Cascade>, AppendError> {
     let (company, user) = (append.company_id.as_str(), append.stream.id);
-    let children: Vec<Uuid> =
+    let mut cascade: Vec<Cascade> =
         sqlx::query_scalar("UPDATE user_registry SET parent_id = NULL WHERE parent_id = $1 RETURNING user_id")
             .bind(user)
             .fetch_all(&mut **tx)
-            .await?;
-    for child in children {
-        let unlinked = UserEvent::ParentUnlinked(ParentUnlinked {
-            previous_parent_user_id: user,
-            at,
-        });
-        append_next(tx, append, "user", child, NewEvent::sealed("user", &unlinked, None)).await?;
-    }
+            .await?
+            .into_iter()
+            .map(|child| Cascade::Unlink {
+                child,
+                parent: user,
+                at,
+            })
+            .collect();
     // Account claims and their households' claims hash the same value.
     let released: Vec<Option<String>> = sqlx::query_scalar(
         "DELETE FROM unique_claims WHERE company_id = $1 AND owner_id = $2 RETURNING CASE WHEN kind = 'account' THEN value END",
@@ -653,21 +666,11 @@ async fn erase(tx: &mut Transaction<'_, Postgres>, append: &Append, at: Timestam
     .await?;
     households.sort();
     households.dedup();
-    for household in households {
-        let removed = HouseholdEvent::HouseholdMemberRemoved(Member {
-            user_id: user,
-            account_id: None,
-            at,
-        });
-        append_next(
-            tx,
-            append,
-            "household",
-            household,
-            NewEvent::sealed("household", &removed, None),
-        )
-        .await?;
-    }
+    cascade.extend(households.into_iter().map(|household| Cascade::Remove {
+        household,
+        member: user,
+        at,
+    }));
     // Tests hold the erasure here, its locks taken, to race it.
     fail::fail_point!("store::erasing");
     sqlx::query("UPDATE user_registry SET erased_at = $2, parent_id = NULL WHERE user_id = $1")
@@ -701,29 +704,124 @@ async fn erase(tx: &mut Transaction<'_, Postgres>, append: &Append, at: Timestam
     .bind(key)
     .execute(&mut **tx)
     .await?;
-    Ok(())
+    Ok(cascade)
 }
 
-/// `event` appended to another stream than the append's, after its last
-/// event, with the append's metadata.
-async fn append_next(
-    tx: &mut Transaction<'_, Postgres>,
-    append: &Append,
-    aggregate_type: &str,
-    id: Uuid,
-    event: NewEvent,
-) -> sqlx::Result<()> {
+/// An event an erasure makes on another stream than the user's.
+#[derive(Debug, Clone, Copy)]
+enum Cascade {
+    /// On a child of the erased user.
+    Unlink { child: Uuid, parent: Uuid, at: Timestamp },
+    /// On a household with one of the erased user's accounts (the account
+    /// not named: it was the user's personal data).
+    Remove {
+        household: Uuid,
+        member: Uuid,
+        at: Timestamp,
+    },
+}
+
+impl Cascade {
+    fn stream(&self) -> Stream {
+        match *self {
+            Cascade::Unlink { child, .. } => Stream {
+                aggregate_type: "user",
+                id: child,
+            },
+            Cascade::Remove { household, .. } => Stream {
+                aggregate_type: "household",
+                id: household,
+            },
+        }
+    }
+
+    /// The event, at `at`.
+    fn event(&self, at: Timestamp) -> NewEvent {
+        match *self {
+            Cascade::Unlink { parent, .. } => {
+                let e = UserEvent::ParentUnlinked(ParentUnlinked {
+                    previous_parent_user_id: parent,
+                    at,
+                });
+                NewEvent::sealed("user", &e, None)
+            }
+            Cascade::Remove { member, .. } => {
+                let e = HouseholdEvent::HouseholdMemberRemoved(Member {
+                    user_id: member,
+                    account_id: None,
+                    at,
+                });
+                NewEvent::sealed("household", &e, None)
+            }
+        }
+    }
+
+    fn at(&self) -> Timestamp {
+        match *self {
+            Cascade::Unlink { at, .. } | Cascade::Remove { at, .. } => at,
+        }
+    }
+}
+
+/// Appends each of `cascade`'s events after the last event of its stream,
+/// under the log's lock, taken first: no other transaction can append
+/// meanwhile, so what it reads of each stream is final. Another append may
+/// have committed on the stream after the erasure began; the event then
+/// follows it in sequence and in time (a microsecond after it, should the
+/// erasure's instant be earlier), so a point-in-time read never shows the
+/// erasure's effect before what preceded it.
+async fn append_cascade(tx: &mut Transaction<'_, Postgres>, append: &Append, cascade: &[Cascade]) -> sqlx::Result<()> {
+    if cascade.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("SELECT roster_lock_log()").execute(&mut **tx).await?;
+    let (types, ids): (Vec<&str>, Vec<String>) = cascade
+        .iter()
+        .map(|c| (c.stream().aggregate_type, c.stream().id.to_string()))
+        .unzip();
+    // Each stream's last sequence and instant, in `cascade`'s order.
+    let last: Vec<(i64, Option<String>)> = sqlx::query_as(
+        "SELECT coalesce(l.sequence, 0), l.at
+           FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS s(t, i, n)
+           LEFT JOIN LATERAL (
+                SELECT sequence, payload -> event_type ->> 'at' AS at FROM events
+                 WHERE aggregate_type = s.t AND aggregate_id = s.i
+                 ORDER BY sequence DESC LIMIT 1) l ON true
+          ORDER BY s.n",
+    )
+    .bind(&types)
+    .bind(&ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut metadata: serde_json::Map<String, Value> = serde_json::from_str(&append.metadata).unwrap_or_default();
+    let (mut seqs, mut names, mut versions, mut payloads, mut metas) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (c, (sequence, last_at)) in cascade.iter().zip(last) {
+        let after = last_at
+            .and_then(|t| serde_json::from_value::<Timestamp>(Value::String(t)).ok())
+            .map(|t| Timestamp::from(t.as_datetime() + chrono::Duration::microseconds(1)));
+        let at = after.map_or(c.at(), |after| after.max(c.at()));
+        let event = c.event(at);
+        metadata.insert(meta::OCCURRED_AT.to_string(), Value::String(at.to_string()));
+        seqs.push(sequence + 1);
+        names.push(event.event_type);
+        versions.push(event.event_version);
+        payloads.push(event.payload);
+        metas.push(Value::Object(metadata.clone()).to_string());
+    }
     sqlx::query(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-         SELECT $1, $2, coalesce(max(sequence), 0) + 1, $3, $4, $5::json, $6::json
-           FROM events WHERE aggregate_type = $1 AND aggregate_id = $2",
+         SELECT a, i, s, t, v, p::json, m::json
+           FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])
+                AS e(a, i, s, t, v, p, m)",
     )
-    .bind(aggregate_type)
-    .bind(id.to_string())
-    .bind(&event.event_type)
-    .bind(&event.event_version)
-    .bind(&event.payload)
-    .bind(&append.metadata)
+    .bind(&types)
+    .bind(&ids)
+    .bind(&seqs)
+    .bind(&names)
+    .bind(&versions)
+    .bind(&payloads)
+    .bind(&metas)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -281,19 +281,21 @@ fn statement(c: &Columns<'_>) -> &'static str {
 }
 
 /// The statement with the parts named by `parts` besides the events.
+///
+/// The events come last: their first row takes the log's lock (its
+/// `position` default, `roster_next_position()`), which every appender
+/// then waits for until this statement's transaction commits. So every
+/// other part runs first, where it may wait (on a claim another
+/// transaction is inserting) without holding every writer up or waiting
+/// while holding what a transactional append is waiting for: the events'
+/// rows are filtered by a one-time condition on every other part's
+/// result, which Postgres evaluates before it produces the first row.
 fn variant(parts: usize) -> String {
-    let mut sql = String::from(
-        "WITH appended AS (
-             INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-             SELECT a, i, s, t, v, p::json, m::json
-               FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])
-                    AS e(a, i, s, t, v, p, m)
-             RETURNING aggregate_type, aggregate_id, global_position
-         )",
-    );
+    let mut ctes: Vec<&str> = Vec::new();
+    let mut before: Vec<&str> = Vec::new();
     if parts & CLAIMS != 0 {
-        sql.push_str(
-            ", wanted AS (
+        ctes.push(
+            "wanted AS (
              SELECT * FROM UNNEST($8::text[], $9::text[], $10::text[], $11::uuid[]) AS w(company_id, kind, value, owner_id)
          ), claimed AS (
              INSERT INTO unique_claims (company_id, kind, value, owner_id)
@@ -306,39 +308,60 @@ fn variant(parts: usize) -> String {
               WHERE c.owner_id <> w.owner_id
          )",
         );
+        before.push("(SELECT n FROM taken)");
     }
     if parts & NEW_USERS != 0 {
-        sql.push_str(
-            ", registered AS (
+        ctes.push(
+            "registered AS (
              INSERT INTO user_registry (user_id, company_id) SELECT * FROM UNNEST($12::uuid[], $13::text[])
+             RETURNING 1
          )",
         );
+        before.push("(SELECT count(*) FROM registered)");
     }
     if parts & DATA_KEYS != 0 {
-        sql.push_str(
-            ", keyed AS (
+        ctes.push(
+            "keyed AS (
              INSERT INTO data_keys (owner_id, company_id, wrapped, master_id)
              SELECT * FROM UNNEST($20::uuid[], $21::text[], $22::bytea[], $23::text[])
+             RETURNING 1
          )",
         );
+        before.push("(SELECT count(*) FROM keyed)");
     }
     if parts & OUTCOMES != 0 {
-        sql.push_str(
-            ", remembered AS (
+        ctes.push(
+            "remembered AS (
              UPDATE idempotency_keys k
                 SET committed_type = r.t, committed_id = r.i, committed_from = r.f, committed_to = r.l
                FROM UNNEST($14::text[], $15::text[], $16::text[], $17::text[], $18::bigint[], $19::bigint[])
                     AS r(c, k, t, i, f, l)
               WHERE k.client_id = r.c AND k.key = r.k
+             RETURNING 1
          )",
         );
+        before.push("(SELECT count(*) FROM remembered)");
     }
-    // `taken` is joined so that it runs (and raises) before the result.
-    sql.push_str(if parts & CLAIMS != 0 {
-        " SELECT aggregate_type, aggregate_id, max(global_position) FROM appended, taken GROUP BY 1, 2"
+    let after = if before.is_empty() {
+        String::new()
     } else {
-        " SELECT aggregate_type, aggregate_id, max(global_position) FROM appended GROUP BY 1, 2"
-    });
+        format!(" WHERE {} >= 0", before.join(" + "))
+    };
+    let mut sql = String::from("WITH ");
+    for cte in &ctes {
+        sql.push_str(cte);
+        sql.push_str(", ");
+    }
+    sql.push_str(&format!(
+        "appended AS (
+             INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+             SELECT a, i, s, t, v, p::json, m::json
+               FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])
+                    AS e(a, i, s, t, v, p, m){after}
+             RETURNING aggregate_type, aggregate_id, position
+         )
+         SELECT aggregate_type, aggregate_id, max(position) FROM appended GROUP BY 1, 2"
+    ));
     sql
 }
 

@@ -59,7 +59,7 @@ fn enroll(id: Uuid, email: &str) -> Append {
 }
 
 async fn stored(pool: &PgPool, id: Uuid) -> Vec<(i64, String)> {
-    sqlx::query_as("SELECT sequence, transaction_id::text FROM events WHERE aggregate_id = $1 ORDER BY sequence")
+    sqlx::query_as("SELECT sequence, xmin::text FROM events WHERE aggregate_id = $1 ORDER BY sequence")
         .bind(id.to_string())
         .fetch_all(pool)
         .await
@@ -233,4 +233,60 @@ async fn every_combination_of_parts_writes_exactly_its_rows(pool: PgPool) {
                 .flatten();
         assert_eq!(remembered, (parts & 8 != 0).then_some(1), "parts {parts}: the outcome");
     }
+}
+
+/// A batch's events come after its other rows: a batch that waits for a
+/// claim another transaction is inserting waits before its first event
+/// takes the log's lock, so every other append goes on meanwhile (here one
+/// of a transaction of its own, which would otherwise wait for the batch,
+/// and the batch for the claim).
+#[sqlx::test(migrations = "../migrations")]
+async fn a_batch_waiting_for_a_claim_holds_no_other_append_up(pool: PgPool) {
+    let holder = Uuid::now_v7();
+    let mut other = pool.acquire().await.expect("connection");
+    sqlx::query("BEGIN").execute(&mut *other).await.expect("begin");
+    sqlx::query("INSERT INTO unique_claims (company_id, kind, value, owner_id) VALUES ('acme', 'email', $1, $2)")
+        .bind(claim_key().hash("wanted@example.com"))
+        .bind(holder)
+        .execute(&mut *other)
+        .await
+        .expect("claim being inserted");
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let appends = vec![enroll(a, "wanted@example.com"), enroll(b, "free@example.com")];
+    let p = pool.clone();
+    let batch = tokio::spawn(async move { write_batch(&p, &p, &appends).await });
+    let mut waiting = 0;
+    for _ in 0..200 {
+        waiting = sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity s USING (pid)
+              WHERE NOT l.granted AND s.datname = current_database()",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("locks");
+        if waiting > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(waiting, 1, "the batch waits for the claim");
+
+    let mut conn = pool.acquire().await.expect("connection");
+    sqlx::query("SET statement_timeout = '3s'")
+        .execute(&mut *conn)
+        .await
+        .expect("timeout");
+    let appended: sqlx::Result<i64> = sqlx::query_scalar(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         VALUES ('test', 'meanwhile', 1, 'TestHappened', '1.0', '{}', '{}') RETURNING position",
+    )
+    .fetch_one(&mut *conn)
+    .await;
+    assert!(appended.is_ok(), "another append goes on: {appended:?}");
+    assert!(!batch.is_finished());
+
+    sqlx::query("ROLLBACK").execute(&mut *other).await.expect("rollback");
+    let outcomes = batch.await.expect("batch");
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    assert_eq!(claim_owner(&pool, "wanted@example.com").await, Some(a));
 }

@@ -1,8 +1,8 @@
 //! Catch-up subscribers of the event store.
 //!
-//! - [`engine`]: reads events in `(transaction_id, global_position)` order
-//!   below the snapshot's xmin watermark, so an append that commits late is
-//!   never skipped; keeps one checkpoint per subscriber; elects one runner
+//! - [`engine`]: reads events by `position`, the log's commit order (an
+//!   append takes its positions under the log's lock, held until it
+//!   commits), so nothing is ever skipped; keeps one checkpoint per subscriber; elects one runner
 //!   per subscriber with an advisory lock; wakes on `NOTIFY` and polls as a
 //!   fallback. [`engine::run_batch`] drives one batch, for tests.
 //! - [`user_view`], [`household_view`], [`card_view`]: the read-model projectors.

@@ -272,10 +272,9 @@ pub async fn run(
             };
             match published {
                 Ok(n) if n as i64 >= batch => continue,
-                // Draining: done once nothing is left after the checkpoint.
-                // Events the watermark still holds back (a transaction older
-                // than theirs is open, anywhere on the server) are waited
-                // for, up to the deadline.
+                // Draining: done once nothing is left after the checkpoint
+                // (appends that committed after the last read are
+                // published too, up to the deadline).
                 Ok(_) if shutdown.is_cancelled() => match engine::lag(&pool, NAME, 1).await {
                     Ok(0) | Err(_) => break 'lead,
                     Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,

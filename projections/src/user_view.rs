@@ -225,7 +225,6 @@ struct Memberships {
     users: Vec<Uuid>,
     versions: Vec<i64>,
     members: Vec<bool>,
-    xids: Vec<String>,
     positions: Vec<i64>,
 }
 
@@ -250,8 +249,7 @@ impl Memberships {
         self.users.push(m.user_id);
         self.versions.push(e.sequence);
         self.members.push(member);
-        self.xids.push(e.position.xid.to_string());
-        self.positions.push(e.position.pos);
+        self.positions.push(e.position.0);
         Ok(())
     }
 
@@ -263,15 +261,15 @@ impl Memberships {
         }
         sqlx::query(
             "INSERT INTO user_view_memberships
-                 (household_id, account_id, company_id, user_id, version, member, added_xid, added_pos)
-             SELECT DISTINCT ON (h, a) h, a, c, u, v, m, x::xid8, p
-               FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::bigint[], $6::bool[], $7::text[],
-                           $8::bigint[]) AS r(h, a, c, u, v, m, x, p)
+                 (household_id, account_id, company_id, user_id, version, member, added_position)
+             SELECT DISTINCT ON (h, a) h, a, c, u, v, m, p
+               FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::bigint[], $6::bool[], $7::bigint[])
+                    AS r(h, a, c, u, v, m, p)
               ORDER BY h, a, v DESC
              ON CONFLICT (household_id, account_id) DO UPDATE SET
                  version = excluded.version, member = excluded.member, user_id = excluded.user_id,
-                 added_xid = CASE WHEN excluded.member THEN excluded.added_xid ELSE user_view_memberships.added_xid END,
-                 added_pos = CASE WHEN excluded.member THEN excluded.added_pos ELSE user_view_memberships.added_pos END
+                 added_position = CASE WHEN excluded.member THEN excluded.added_position
+                                       ELSE user_view_memberships.added_position END
               WHERE user_view_memberships.version < excluded.version",
         )
         .bind(&self.households)
@@ -280,7 +278,6 @@ impl Memberships {
         .bind(&self.users)
         .bind(&self.versions)
         .bind(&self.members)
-        .bind(&self.xids)
         .bind(&self.positions)
         .execute(tx)
         .await?;
@@ -311,7 +308,7 @@ async fn households_into(
         "SELECT DISTINCT ON (user_id, account_id) user_id, account_id, household_id
            FROM user_view_memberships
           WHERE user_id = ANY($1) AND member
-          ORDER BY user_id, account_id, added_xid DESC, added_pos DESC",
+          ORDER BY user_id, account_id, added_position DESC",
     )
     .bind(&ids)
     .fetch_all(&mut *tx)

@@ -110,7 +110,7 @@ async fn projected_rows_equal_the_write_side_documents_and_survive_replay(pool: 
     assert!(!text.contains("argon2"), "no secret in the read model");
 
     // Applying the same events again changes nothing.
-    sqlx::query("UPDATE subscriber_checkpoints SET last_xid = '0', last_pos = 0 WHERE name = 'user_view'")
+    sqlx::query("UPDATE subscriber_checkpoints SET position = 0 WHERE name = 'user_view'")
         .execute(&pool)
         .await
         .expect("rewind");
@@ -297,8 +297,8 @@ async fn project(pool: &PgPool, batch: i64) {
 
 /// An account moves from H1 to H2 while, in the same company, another
 /// user's enrollment and its account's household membership race. Each
-/// pair is driven as two transactions whose ids (the projection order) are
-/// the reverse of their commit order: the first to write commits last.
+/// pair reaches the projector in the reverse of its natural order, as a
+/// replay's lanes may apply them.
 #[sqlx::test(migrations = "../migrations")]
 async fn household_membership_does_not_depend_on_the_order_events_arrive_in(pool: PgPool) {
     let (u, v) = (Uuid::now_v7(), Uuid::now_v7());
@@ -311,35 +311,25 @@ async fn household_membership_does_not_depend_on_the_order_events_arrive_in(pool
     project(&pool, 100).await;
     assert_eq!(households_of(&pool, u).await, vec![("A".to_string(), Some(h1))]);
 
-    // Move A: the add to H2 writes first, the removal from H1 commits first
-    // (as when the add waits on the claim row the removal deletes).
-    let mut add = connect(&pool).await;
-    let mut remove = connect(&pool).await;
-    sqlx::query("BEGIN").execute(&mut add).await.expect("begin");
-    household_event(&mut add, h2, 2, HouseholdEvent::HouseholdMemberAdded(member(u, "A"))).await;
-    // And a new user V whose account B joins H2: the membership writes
-    // first, the enrollment commits first.
-    sqlx::query("BEGIN").execute(&mut setup).await.expect("begin");
+    // Move A: the add to H2 reaches the projection before the removal from
+    // H1 (the log keeps commit order, but a replay's lanes apply different
+    // users' events side by side, in any order). And a new user V whose
+    // account B joins H2: the membership comes before the enrollment.
+    household_event(&mut setup, h2, 2, HouseholdEvent::HouseholdMemberAdded(member(u, "A"))).await;
     household_event(&mut setup, h2, 3, HouseholdEvent::HouseholdMemberAdded(member(v, "B"))).await;
-    sqlx::query("BEGIN").execute(&mut remove).await.expect("begin");
     household_event(
-        &mut remove,
+        &mut setup,
         h1,
         3,
         HouseholdEvent::HouseholdMemberRemoved(member(u, "A")),
     )
     .await;
-    user_event(&mut remove, v, 1, enrolled(v, Some("B"))).await;
-    // Commit order: removal + enrollment, then the additions.
-    sqlx::query("COMMIT").execute(&mut remove).await.expect("commit");
-    sqlx::query("COMMIT").execute(&mut add).await.expect("commit");
-    sqlx::query("COMMIT").execute(&mut setup).await.expect("commit");
-    let order: Vec<String> = sqlx::query_scalar(
-        "SELECT event_type || ' ' || aggregate_id FROM events ORDER BY transaction_id, global_position",
-    )
-    .fetch_all(&pool)
-    .await
-    .expect("order");
+    user_event(&mut setup, v, 1, enrolled(v, Some("B"))).await;
+    let order: Vec<String> =
+        sqlx::query_scalar("SELECT event_type || ' ' || aggregate_id FROM events ORDER BY position")
+            .fetch_all(&pool)
+            .await
+            .expect("order");
     let add_at = order.iter().position(|e| *e == format!("HouseholdMemberAdded {h2}"));
     let remove_at = order.iter().position(|e| *e == format!("HouseholdMemberRemoved {h1}"));
     assert!(add_at < remove_at, "the projection order is the bad one: {order:?}");
@@ -352,15 +342,12 @@ async fn household_membership_does_not_depend_on_the_order_events_arrive_in(pool
     assert_eq!(households_of(&pool, u).await, vec![("A".to_string(), Some(h2))]);
     assert_eq!(households_of(&pool, v).await, vec![("B".to_string(), Some(h2))]);
     // An account added after its membership was projected gets it too.
-    let mut late = connect(&pool).await;
-    sqlx::query("BEGIN").execute(&mut late).await.expect("begin");
-    household_event(&mut late, h1, 4, HouseholdEvent::HouseholdMemberAdded(member(u, "C"))).await;
+    household_event(&mut setup, h1, 4, HouseholdEvent::HouseholdMemberAdded(member(u, "C"))).await;
     let added = UserEvent::AccountAdded(AccountAdded {
         account: account("C"),
         at: Timestamp::now(),
     });
     user_event(&mut setup, u, 2, added).await;
-    sqlx::query("COMMIT").execute(&mut late).await.expect("commit");
     project(&pool, 1).await;
     let expected = vec![("A".to_string(), Some(h2)), ("C".to_string(), Some(h1))];
     assert_eq!(households_of(&pool, u).await, expected);
@@ -376,7 +363,7 @@ async fn household_membership_does_not_depend_on_the_order_events_arrive_in(pool
 /// An account passed from one member to another (U removed, V added with
 /// the same account id): a replay applies U's and V's events on different
 /// lanes, in either order. Here the later membership event (V's) is
-/// projected first: its transaction takes its id before the removal's.
+/// applied first, each event in a batch of its own, then the other way.
 #[sqlx::test(migrations = "../migrations")]
 async fn an_account_passed_between_members_ends_with_the_later_one_in_either_order(pool: PgPool) {
     let (u, v, h) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
@@ -386,29 +373,8 @@ async fn an_account_passed_between_members_ends_with_the_later_one_in_either_ord
     household_event(&mut setup, h, 1, created(h)).await;
     household_event(&mut setup, h, 2, HouseholdEvent::HouseholdMemberAdded(member(u, "X"))).await;
     project(&pool, 100).await;
-
-    let mut later = connect(&pool).await;
-    let mut earlier = connect(&pool).await;
-    sqlx::query("BEGIN").execute(&mut later).await.expect("begin");
-    household_event(&mut later, h, 4, HouseholdEvent::HouseholdMemberAdded(member(v, "X"))).await;
-    sqlx::query("BEGIN").execute(&mut earlier).await.expect("begin");
-    household_event(
-        &mut earlier,
-        h,
-        3,
-        HouseholdEvent::HouseholdMemberRemoved(member(u, "X")),
-    )
-    .await;
-    sqlx::query("COMMIT").execute(&mut earlier).await.expect("commit");
-    sqlx::query("COMMIT").execute(&mut later).await.expect("commit");
-    let order: Vec<i64> = sqlx::query_scalar(
-        "SELECT sequence FROM events WHERE aggregate_id = $1 ORDER BY transaction_id, global_position",
-    )
-    .bind(h.to_string())
-    .fetch_all(&pool)
-    .await
-    .expect("order");
-    assert_eq!(order, vec![1, 2, 4, 3], "the projection order is the bad one");
+    household_event(&mut setup, h, 3, HouseholdEvent::HouseholdMemberRemoved(member(u, "X"))).await;
+    household_event(&mut setup, h, 4, HouseholdEvent::HouseholdMemberAdded(member(v, "X"))).await;
     // V then gains an account: its document's households are read back
     // from the membership rows the two events left.
     let added = UserEvent::AccountAdded(AccountAdded {
@@ -416,6 +382,15 @@ async fn an_account_passed_between_members_ends_with_the_later_one_in_either_ord
         at: Timestamp::now(),
     });
     user_event(&mut setup, v, 2, added).await;
+    let at = engine::checkpoint(&mut setup, "user_view", false)
+        .await
+        .expect("checkpoint");
+    let rest = engine::read_after(&mut setup, &vault(), at, 100).await.expect("events");
+    assert_eq!(
+        rest.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        [3, 4, 2],
+        "the removal, the addition, V's account"
+    );
 
     let expected = |pool: PgPool| async move {
         assert_eq!(households_of(&pool, u).await, vec![("X".to_string(), None)]);
@@ -424,8 +399,39 @@ async fn an_account_passed_between_members_ends_with_the_later_one_in_either_ord
             vec![("X".to_string(), Some(h)), ("Y".to_string(), None)]
         );
     };
-    project(&pool, 1).await;
+    let apply_in = |order: [usize; 3]| {
+        let (pool, rest) = (pool.clone(), rest.clone());
+        async move {
+            let view = UserView::default();
+            for i in order {
+                let mut tx = pool.begin().await.expect("begin");
+                view.apply(&mut tx, &rest[i..=i]).await.expect("applied");
+                tx.commit().await.expect("commit");
+            }
+        }
+    };
+    let before = dump(&pool).await;
+    apply_in([1, 0, 2]).await;
     expected(pool.clone()).await;
+    let later_first = dump(&pool).await;
+
+    // The same from the state before, in the log's order.
+    sqlx::query("DELETE FROM user_view")
+        .execute(&pool)
+        .await
+        .expect("reset");
+    sqlx::query("DELETE FROM user_view_memberships")
+        .execute(&pool)
+        .await
+        .expect("reset");
+    sqlx::query("UPDATE subscriber_checkpoints SET position = 0")
+        .execute(&pool)
+        .await
+        .expect("reset");
+    run_until_caught_up(&pool, &UserView::default(), 1).await;
+    expected(pool.clone()).await;
+    assert_eq!(dump(&pool).await, later_first, "either order, the same rows");
+    assert_ne!(before, later_first);
     engine::replay(&pool, &vault(), &std::sync::Arc::new(UserView::default()), 1, |_| {})
         .await
         .expect("replay");
@@ -494,7 +500,7 @@ async fn applying_events_again_changes_no_read_model(pool: PgPool) {
     assert_eq!(households_of(&pool, u).await, vec![("A".to_string(), Some(h2))]);
 
     // Every batch again, from the start, in other batch boundaries.
-    sqlx::query("UPDATE subscriber_checkpoints SET last_xid = '0', last_pos = 0")
+    sqlx::query("UPDATE subscriber_checkpoints SET position = 0")
         .execute(&pool)
         .await
         .expect("rewind");

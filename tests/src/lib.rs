@@ -135,12 +135,24 @@ impl TestApp {
         let c = roster::auth::create_client(&self.pool, company, None, scopes.as_deref())
             .await
             .expect("client created");
+        self.creds_of(&Creds {
+            client_id: c.client_id.to_string(),
+            client_secret: c.client_secret,
+            token: String::new(),
+            company_id: c.company_id,
+        })
+        .await
+    }
+
+    /// A fresh token for the client `c` names (one of a restored database,
+    /// say).
+    pub async fn creds_of(&self, c: &Creds) -> Creds {
         let res = self
             .http
             .post(format!("{}/v1/oauth/token", self.base))
             .form(&[
                 ("grant_type", "client_credentials"),
-                ("client_id", &c.client_id.to_string()),
+                ("client_id", &c.client_id),
                 ("client_secret", &c.client_secret),
             ])
             .send()
@@ -149,10 +161,8 @@ impl TestApp {
         assert_eq!(res.status(), StatusCode::OK);
         let body: Value = res.json().await.expect("token json");
         Creds {
-            client_id: c.client_id.to_string(),
-            client_secret: c.client_secret,
             token: body["access_token"].as_str().expect("token").to_string(),
-            company_id: c.company_id,
+            ..c.clone()
         }
     }
 
@@ -691,4 +701,47 @@ impl Drop for PrivatePostgres {
             .output();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Holds whatever reaches the failpoint `name` (`store::erasing`: an
+/// erasure with its locks taken, its claims deleted, not committed) until
+/// the returned sender is dropped or sent to; `reached` hears when one gets
+/// there.
+pub fn hold_at(name: &str) -> (std::sync::mpsc::Sender<()>, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let held = std::sync::Mutex::new(held);
+    let (arrived, reached) = tokio::sync::mpsc::unbounded_channel();
+    fail::cfg_callback(name, move || {
+        let _ = arrived.send(());
+        if let Ok(held) = held.lock() {
+            let _ = held.recv();
+        }
+    })
+    .expect("failpoint");
+    (release, reached)
+}
+
+/// Backends of this database waiting for a lock, once `n` wait (or after
+/// 5 s, however many wait then).
+pub async fn waiting_for(app: &TestApp, n: i64) -> i64 {
+    let mut blocked = 0;
+    for _ in 0..200 {
+        blocked = waiting(app).await;
+        if blocked >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    blocked
+}
+
+/// Backends of this database waiting for a lock.
+pub async fn waiting(app: &TestApp) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+          WHERE NOT l.granted AND a.datname = current_database()",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("locks")
 }

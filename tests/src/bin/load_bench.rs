@@ -1,7 +1,7 @@
 //! Load benchmark (not a test): Roster against the machine's limit, both
 //! measured in one run.
 //!
-//!     scripts/bench.sh [clients=32] [seconds=20] [--no-pgbench]
+//!     scripts/bench.sh [clients=32] [seconds=20] [--no-pgbench] [--processes=N]
 //!
 //! (builds `roster` and this binary in release mode and runs it).
 //!
@@ -41,6 +41,9 @@ struct BenchArgs {
     /// `$KAFKA_BROKERS`; empty: no publisher, no Kafka lag.
     kafka_brokers: String,
     no_pgbench: bool,
+    /// `roster serve` processes on the one database (`--processes=N`); the
+    /// clients are split between them.
+    processes: usize,
 }
 
 /// Throughput of the peer (`../shared/peers/cqrs-es-default`): commands
@@ -151,9 +154,9 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
-/// CPU seconds so far of: the service, the bench itself (HTTP clients and
-/// Kafka consumer), every Postgres process, the broker.
-fn cpu_split(service: u32) -> Vec<(&'static str, f64)> {
+/// CPU seconds so far of: the service's processes, the bench itself (HTTP
+/// clients and Kafka consumer), every Postgres process, the broker.
+fn cpu_split(service: &[u32]) -> Vec<(&'static str, f64)> {
     let (mut postgres, mut broker) = (0.0, 0.0);
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
@@ -169,7 +172,7 @@ fn cpu_split(service: u32) -> Vec<(&'static str, f64)> {
         }
     }
     vec![
-        ("roster", cpu_seconds(service)),
+        ("roster", service.iter().map(|pid| cpu_seconds(*pid)).sum()),
         ("bench clients", cpu_seconds(std::process::id())),
         ("postgres", postgres),
         ("tansu", broker),
@@ -188,9 +191,18 @@ const EVENT_PAYLOAD: &str = r#"{"UserEnrolled":{"user_id":"00000000-0000-7000-80
 
 async fn pgbench(url: &str, clients: usize, seconds: u64) -> anyhow::Result<f64> {
     let pool = roster::db::connect(url, 2).await?;
-    sqlx::raw_sql("DROP TABLE IF EXISTS pgbench_events; CREATE TABLE pgbench_events (LIKE events INCLUDING ALL)")
-        .execute(&pool)
-        .await?;
+    // The events table's columns and indexes, its `position` from a plain
+    // sequence: the limit of inserting event rows, without the log's lock
+    // (taking positions in commit order is part of what Roster's figure
+    // pays for).
+    sqlx::raw_sql(
+        "DROP TABLE IF EXISTS pgbench_events; DROP SEQUENCE IF EXISTS pgbench_positions;
+         CREATE SEQUENCE pgbench_positions;
+         CREATE TABLE pgbench_events (LIKE events INCLUDING ALL);
+         ALTER TABLE pgbench_events ALTER COLUMN position SET DEFAULT nextval('pgbench_positions')",
+    )
+    .execute(&pool)
+    .await?;
     let script = std::env::temp_dir().join("roster-pgbench.sql");
     std::fs::write(
         &script,
@@ -223,7 +235,9 @@ async fn pgbench(url: &str, clients: usize, seconds: u64) -> anyhow::Result<f64>
         .and_then(|l| l.trim_start_matches("tps = ").split_whitespace().next())
         .and_then(|t| t.parse().ok())
         .with_context(|| format!("pgbench said: {text}{}", String::from_utf8_lossy(&out.stderr)))?;
-    sqlx::query("DROP TABLE pgbench_events").execute(&pool).await?;
+    sqlx::raw_sql("DROP TABLE pgbench_events; DROP SEQUENCE pgbench_positions")
+        .execute(&pool)
+        .await?;
     Ok(tps)
 }
 
@@ -243,6 +257,11 @@ async fn main() -> anyhow::Result<()> {
         seconds: argv.get(2).and_then(|a| a.parse().ok()).unwrap_or(20),
         kafka_brokers: std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into()),
         no_pgbench: argv.iter().any(|a| a == "--no-pgbench"),
+        processes: argv
+            .iter()
+            .find_map(|a| a.strip_prefix("--processes="))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1),
     };
     let url = format!("{}/roster_loadbench", args.server);
     let admin = roster::db::connect(&format!("{}/postgres", args.server), 1).await?;
@@ -268,8 +287,14 @@ async fn main() -> anyhow::Result<()> {
     let topic = format!("roster.bench.{}", uuid::Uuid::new_v4().simple());
     // The service as its users run it: its own process (the release build
     // beside this binary), logging at the default level.
-    let mut server = Server::start_logging(&url, &args.kafka_brokers, &topic, "roster_bench", "info").await;
-    let base = server.base();
+    let mut servers = Vec::new();
+    for n in 0..args.processes.max(1) {
+        let name = format!("roster_bench_{n}");
+        servers.push(Server::start_logging(&url, &args.kafka_brokers, &topic, &name, "info").await);
+    }
+    let bases: Vec<String> = servers.iter().map(Server::base).collect();
+    let pids: Vec<u32> = servers.iter().map(Server::pid).collect();
+    let base = bases[0].clone();
     let client = roster::auth::create_client(&pool, "bench", None, None).await?;
     let http = reqwest::Client::new();
     let token: serde_json::Value = http
@@ -317,15 +342,20 @@ async fn main() -> anyhow::Result<()> {
         });
     }
 
-    eprintln!("roster: {} clients, {} s ...", args.clients, args.seconds);
-    let cpu_before = cpu_split(server.pid());
+    eprintln!(
+        "roster: {} clients, {} s, {} process(es) ...",
+        args.clients,
+        args.seconds,
+        servers.len()
+    );
+    let cpu_before = cpu_split(&pids);
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let samples = Arc::new(Mutex::new(Samples::default()));
     let mut workers = Vec::new();
     for w in 0..args.clients {
         let (http, base, token, app_id, samples) = (
             reqwest::Client::new(),
-            base.clone(),
+            bases[w % bases.len()].clone(),
             token.clone(),
             app_id.clone(),
             samples.clone(),
@@ -421,12 +451,14 @@ async fn main() -> anyhow::Result<()> {
         w.await?;
     }
     let mut projection = prober.await?;
-    let cpu_after = cpu_split(server.pid());
+    let cpu_after = cpu_split(&pids);
     // Let the publisher drain, then stop.
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.cancel();
-    server.terminate();
-    server.exited_within(Duration::from_secs(30)).await;
+    for server in &mut servers {
+        server.terminate();
+        server.exited_within(Duration::from_secs(30)).await;
+    }
 
     let elapsed = args.seconds as f64;
     let s = samples.lock().await;
@@ -449,8 +481,9 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!(
-        "| roster: enrollments ({} clients, enroll then update) | {enroll_rate:.0} /s |",
-        args.clients
+        "| roster: enrollments ({} clients, enroll then update, {} process(es)) | {enroll_rate:.0} /s |",
+        args.clients,
+        servers.len()
     );
     println!("| roster: updates | {:.0} /s |", update.len() as f64 / elapsed);
     println!(

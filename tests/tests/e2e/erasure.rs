@@ -4,7 +4,10 @@
 //! are unlinked, released or untouched as the contract says.
 
 use reqwest::{Method, StatusCode};
-use roster_tests::{brokers, consume_until, fresh_database_url, fresh_topic, Record, Server, TestApp, TEST_MASTER_KEY};
+use roster_tests::{
+    brokers, consume_until, fresh_database_url, fresh_topic, hold_at, waiting_for, Record, Server, TestApp,
+    TEST_MASTER_KEY,
+};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -491,49 +494,6 @@ async fn an_erased_user_leaves_no_personal_value_anywhere() {
     app.cleanup().await;
 }
 
-/// Holds whatever reaches the failpoint `name` (`store::erasing`: an
-/// erasure with its locks taken, its claims deleted, not committed) until
-/// the returned sender is dropped or sent to; `reached` hears when one gets
-/// there.
-fn hold_at(name: &str) -> (std::sync::mpsc::Sender<()>, tokio::sync::mpsc::UnboundedReceiver<()>) {
-    let (release, held) = std::sync::mpsc::channel::<()>();
-    let held = std::sync::Mutex::new(held);
-    let (arrived, reached) = tokio::sync::mpsc::unbounded_channel();
-    fail::cfg_callback(name, move || {
-        let _ = arrived.send(());
-        if let Ok(held) = held.lock() {
-            let _ = held.recv();
-        }
-    })
-    .expect("failpoint");
-    (release, reached)
-}
-
-/// Backends of this database waiting for a lock, once `n` wait (or after
-/// 5 s, however many wait then).
-async fn waiting_for(app: &TestApp, n: i64) -> i64 {
-    let mut blocked = 0;
-    for _ in 0..200 {
-        blocked = waiting(app).await;
-        if blocked >= n {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    blocked
-}
-
-/// Backends of this database waiting for a lock.
-async fn waiting(app: &TestApp) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
-          WHERE NOT l.granted AND a.datname = current_database()",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .expect("locks")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_link_and_a_membership_racing_an_erasure_wait_for_it_and_are_refused() {
     let app = roster_tests::spawn_app().await;
@@ -627,8 +587,8 @@ async fn the_erasure_and_its_unlinks_and_removals_are_one_transaction() {
         StatusCode::OK,
     );
     let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT event_type, transaction_id::text FROM events
-          WHERE event_type IN ('UserErased', 'ParentUnlinked', 'HouseholdMemberRemoved') ORDER BY global_position",
+        "SELECT event_type, xmin::text FROM events
+          WHERE event_type IN ('UserErased', 'ParentUnlinked', 'HouseholdMemberRemoved') ORDER BY position",
     )
     .fetch_all(&app.pool)
     .await
@@ -648,107 +608,6 @@ async fn the_erasure_and_its_unlinks_and_removals_are_one_transaction() {
     app.cleanup().await;
 }
 
-/// CONTRACT §3 "Erasure": appends racing the erasure on a child's or a
-/// household's stream (the erasure appends a `ParentUnlinked` and a
-/// `HouseholdMemberRemoved` there) conflict on its sequence once it
-/// commits, and are retried after it: nothing is lost and nothing is
-/// decided on the stream as it was before the erasure.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn appends_racing_an_erasure_on_its_childs_and_households_streams_follow_it() {
-    let app = roster_tests::spawn_app().await;
-    let c = app.creds("acme", None).await;
-    let account = |id: &str| json!({"account_id": id, "account_id_type": "T", "status": "S", "product_code": "P", "program_identifier": "G"});
-    let user = app
-        .enroll(&c, json!({"email": "parent@example.com", "account": account("ACC-P")}))
-        .await;
-    let other = app
-        .enroll(&c, json!({"email": "other@example.com", "account": account("ACC-O")}))
-        .await;
-    let child = app
-        .enroll(&c, json!({"email": "kid@example.com", "parent_user_id": user}))
-        .await;
-    let h = app.post(&c, "/v1/households", &json!({})).await;
-    let household = h.body["id"].as_str().expect("id").to_string();
-    let members = format!("/v1/households/{household}/members");
-    ok(
-        &app.post(&c, &members, &json!({"user_id": user, "account_id": "ACC-P"}))
-            .await,
-        StatusCode::OK,
-    );
-
-    let (release, mut reached) = hold_at("store::erasing");
-    let erase = tokio::spawn(TestApp::send(app.request(
-        Some(&c),
-        Method::DELETE,
-        &format!("/v1/users/{user}"),
-    )));
-    reached.recv().await.expect("the erasure is held");
-    // The erasure has appended to both streams, uncommitted; these append
-    // after the same events.
-    let patch = tokio::spawn(TestApp::send(
-        app.request(Some(&c), Method::PATCH, &format!("/v1/users/{child}"))
-            .json(&json!({"first_name": "Kiddo"})),
-    ));
-    let join = tokio::spawn(TestApp::send(
-        app.request(Some(&c), Method::POST, &members)
-            .json(&json!({"user_id": other, "account_id": "ACC-O"})),
-    ));
-    let blocked = waiting_for(&app, 2).await;
-    assert!(
-        blocked >= 2,
-        "the patch and the membership wait for the erasure ({blocked} waiting)"
-    );
-    assert!(!patch.is_finished() && !join.is_finished());
-    release.send(()).expect("released");
-    fail::remove("store::erasing");
-
-    ok(&erase.await.expect("erase"), StatusCode::OK);
-    let patched = patch.await.expect("patch");
-    ok(&patched, StatusCode::OK);
-    let joined = join.await.expect("join");
-    ok(&joined, StatusCode::OK);
-    let order = |aggregate_id: String| {
-        let pool = app.pool.clone();
-        async move {
-            sqlx::query_scalar::<_, String>("SELECT event_type FROM events WHERE aggregate_id = $1 ORDER BY sequence")
-                .bind(aggregate_id)
-                .fetch_all(&pool)
-                .await
-                .expect("events")
-        }
-    };
-    assert_eq!(
-        order(child.clone()).await,
-        ["UserEnrolled", "ParentUnlinked", "UserUpdated"]
-    );
-    assert_eq!(
-        order(household.clone()).await,
-        [
-            "HouseholdCreated",
-            "HouseholdMemberAdded",
-            "HouseholdMemberRemoved",
-            "HouseholdMemberAdded"
-        ]
-    );
-    let token = |r: &roster_tests::Res| r.header("roster-consistency-token").expect("token").to_string();
-    let kid = app.get_after(&c, &format!("/v1/users/{child}"), &token(&patched)).await;
-    assert_eq!(
-        (&kid.body["parent_user_id"], &kid.body["first_name"]),
-        (&Value::Null, &json!("Kiddo"))
-    );
-    let hh = app
-        .get_after(&c, &format!("/v1/households/{household}"), &token(&joined))
-        .await;
-    let ids: Vec<&Value> = hh.body["members"]
-        .as_array()
-        .expect("members")
-        .iter()
-        .map(|m| &m["user_id"])
-        .collect();
-    assert_eq!(ids, [&json!(other)]);
-    app.cleanup().await;
-}
-
 /// The publisher's side of erasure's order (CONTRACT §3 "Erasure"): an
 /// erasure waits for a batch being handed over (read with the user's values
 /// opened, not yet given to the producer), so that once the erasure has
@@ -765,7 +624,7 @@ async fn an_erasure_waits_for_a_publisher_batch_being_handed_over() {
         let behind: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM events e, subscriber_checkpoints c
                              WHERE c.name = 'kafka_publisher'
-                               AND (e.transaction_id, e.global_position) > (c.last_xid, c.last_pos))
+                               AND e.position > c.position)
                  OR NOT EXISTS (SELECT 1 FROM subscriber_checkpoints WHERE name = 'kafka_publisher')",
         )
         .fetch_one(&app.pool)

@@ -27,7 +27,7 @@ async fn every_event_reaches_the_topic_with_cloudevents_headers() {
     let records = app.consume(5, Duration::from_secs(30)).await;
     assert_eq!(records.len(), 5);
     let events: Vec<(String, uuid::Uuid)> =
-        sqlx::query_as("SELECT aggregate_id, event_id FROM events ORDER BY global_position")
+        sqlx::query_as("SELECT aggregate_id, event_id FROM events ORDER BY position")
             .fetch_all(&app.pool)
             .await
             .expect("events");

@@ -15,6 +15,7 @@ mod households;
 mod idempotency;
 mod kafka;
 mod ops;
+mod order;
 mod queries;
 mod security;
 mod upgrade;

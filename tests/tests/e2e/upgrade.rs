@@ -1,7 +1,12 @@
-//! The upgrade of a store written before encryption (`roster keys
-//! seal-existing`): 100,000 plaintext events sealed in place, interrupted
-//! half-way and resumed; afterwards the store holds no plaintext personal
-//! value, reads back the same, and uniqueness holds on the keyed hashes.
+//! Upgrades of a store written by an earlier version.
+//!
+//! - Before encryption (`roster keys seal-existing`): 100,000 plaintext
+//!   events sealed in place, interrupted half-way and resumed; afterwards
+//!   the store holds no plaintext personal value, reads back the same, and
+//!   uniqueness holds on the keyed hashes.
+//! - Before commit positions (`roster migrate`): 100,000 events ordered by
+//!   transaction id get positions in the order their readers saw them, and
+//!   every checkpoint the same place: nothing skipped or read twice.
 
 use roster_command::bus::Load;
 use roster_command::user::{EnrollUser, UserAction, UserCommand};
@@ -10,7 +15,8 @@ use roster_events::user::{Profile, UserStatus};
 use roster_events::Timestamp;
 use roster_projections::{engine, user_view::UserView};
 use roster_tests::{fresh_database_url, test_vault};
-use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
 const USERS: i64 = 20_000;
@@ -205,6 +211,163 @@ async fn an_old_store_is_sealed_in_place_resumably() {
         .await;
     assert!(fresh.is_ok(), "{fresh:?}");
     pool.close().await;
+    drop_database(&url).await;
+}
+
+/// The last migration of the version that ordered the log by transaction
+/// id.
+const BEFORE_COMMIT_POSITIONS: &str = "20261202000017";
+
+/// A store as the version before commit positions wrote it, from 100
+/// rounds of two transactions: in each, the one that takes its id first
+/// appends last, so the readers' order, `(transaction_id,
+/// global_position)`, is not the order of `global_position`. Checkpoints
+/// stand at the `n`-th event of that order, as readers left them.
+#[tokio::test]
+async fn an_old_store_moves_to_commit_positions_with_its_checkpoints() {
+    let url = fresh_database_url();
+    roster::db::ensure_database(&url).await.expect("database");
+    let pool = roster::db::connect(&url, 4).await.expect("pool");
+    let old = std::env::temp_dir().join(format!("roster-migrations-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&old).expect("directory");
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations")).expect("migrations") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).expect("name").to_string();
+        if name.as_str() <= BEFORE_COMMIT_POSITIONS || name.starts_with(BEFORE_COMMIT_POSITIONS) {
+            std::fs::copy(&path, old.join(&name)).expect("copied");
+        }
+    }
+    Migrator::new(old.as_path())
+        .await
+        .expect("old migrations")
+        .run(&pool)
+        .await
+        .expect("the old schema");
+    let _ = std::fs::remove_dir_all(&old);
+
+    const ROUND: i64 = 500;
+    const EVENTS: i64 = 100 * 2 * ROUND;
+    let insert = format!(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         SELECT 'test', $1 || '-' || n, 1, 'TestHappened', '1.0', '{{}}', '{{}}' FROM generate_series(1, {ROUND}) n"
+    );
+    let mut first = PgConnection::connect(&url).await.expect("connection");
+    let mut second = PgConnection::connect(&url).await.expect("connection");
+    for round in 0..100 {
+        sqlx::query("BEGIN").execute(&mut first).await.expect("begin");
+        sqlx::query("SELECT pg_current_xact_id()")
+            .execute(&mut first)
+            .await
+            .expect("xid");
+        for (conn, who) in [(&mut second, "b"), (&mut first, "a")] {
+            sqlx::query(&insert)
+                .bind(format!("{who}{round}"))
+                .execute(conn)
+                .await
+                .expect("appended");
+        }
+        sqlx::query("COMMIT").execute(&mut first).await.expect("commit");
+    }
+    sqlx::query(
+        "CREATE TABLE old_order AS
+         SELECT aggregate_id, row_number() OVER (ORDER BY transaction_id, global_position) AS n FROM events",
+    )
+    .execute(&pool)
+    .await
+    .expect("old order");
+    let differs: bool = sqlx::query_scalar(
+        "SELECT (SELECT max(n) FROM old_order WHERE aggregate_id LIKE 'a0-%')
+                  < (SELECT min(n) FROM old_order WHERE aggregate_id LIKE 'b0-%')
+            AND (SELECT min(global_position) FROM events WHERE aggregate_id LIKE 'a0-%')
+                  > (SELECT max(global_position) FROM events WHERE aggregate_id LIKE 'b0-%')",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("order");
+    assert!(differs, "the readers' order is not the order of global_position");
+    let marks = [
+        ("user_view", 0),
+        ("household_view", 1),
+        ("card_view", 33_333),
+        ("kafka_publisher", 50_000),
+        ("at_the_end", EVENTS),
+    ];
+    for (name, n) in marks {
+        sqlx::query(
+            "INSERT INTO subscriber_checkpoints (name, last_xid, last_pos)
+             SELECT $1, coalesce(max(e.transaction_id), '0'), coalesce(max(e.global_position), 0)
+               FROM events e JOIN old_order o USING (aggregate_id) WHERE o.n = $2",
+        )
+        .bind(name)
+        .bind(n)
+        .execute(&pool)
+        .await
+        .expect("checkpoint");
+    }
+    let household = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO user_view_memberships
+             (household_id, account_id, company_id, user_id, version, member, added_xid, added_pos)
+         SELECT $1, 'A', 'acme', gen_random_uuid(), 2, true, transaction_id, global_position
+           FROM events JOIN old_order USING (aggregate_id) WHERE n = 77777",
+    )
+    .bind(household)
+    .execute(&pool)
+    .await
+    .expect("membership");
+
+    roster::db::MIGRATOR.run(&pool).await.expect("migrated");
+
+    let misplaced: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events e JOIN old_order o USING (aggregate_id) WHERE e.position <> o.n",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    assert_eq!(
+        misplaced, 0,
+        "each event's position is its place in the readers' old order"
+    );
+    let vault = test_vault();
+    let mut conn = pool.acquire().await.expect("connection");
+    for (name, n) in marks {
+        let at = engine::checkpoint(&mut conn, name, false).await.expect("checkpoint");
+        assert_eq!(at, engine::Position(n), "{name}");
+        // What the reader reads from there: every later event, once, in order.
+        let (mut after, mut expected) = (at, n + 1);
+        loop {
+            let page = engine::read_page(&mut conn, &vault, engine::Keys::Kept, after, 10_000, engine::Reads::ALL)
+                .await
+                .expect("page");
+            let Some(end) = page.end else { break };
+            for e in &page.events {
+                assert_eq!(e.position, engine::Position(expected), "{name}");
+                expected += 1;
+            }
+            after = end;
+        }
+        assert_eq!(expected, EVENTS + 1, "{name} reads up to the last event");
+    }
+    let added: i64 = sqlx::query_scalar("SELECT added_position FROM user_view_memberships WHERE household_id = $1")
+        .bind(household)
+        .fetch_one(&pool)
+        .await
+        .expect("membership");
+    assert_eq!(added, 77777);
+    let next: i64 = sqlx::query_scalar(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         VALUES ('test', 'new', 1, 'TestHappened', '1.0', '{}', '{}') RETURNING position",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("appended");
+    assert_eq!(next, EVENTS + 1, "new events come after every old one");
+    drop(conn);
+    pool.close().await;
+    drop_database(&url).await;
+}
+
+async fn drop_database(url: &str) {
     let admin = PgPool::connect(&format!("{}/postgres", roster_tests::pg_server()))
         .await
         .expect("admin");

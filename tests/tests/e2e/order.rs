@@ -304,28 +304,40 @@ async fn live_writes_are_read_while_a_replay_runs() {
     }
     let (release, mut reached) = hold_at("engine::rebuilding");
     let path = format!("/v1/users/{}", users[0]);
-    // The replay and the live writes side by side (the lanes, where the
-    // replay is held, are tasks of their own).
-    let (vault, view) = (test_vault(), Arc::new(UserView::default()));
-    let replay = engine::replay(&app.pool, &vault, &view, 2, |_| {});
-    let live = async {
-        reached.recv().await.expect("a lane is held");
-        for i in 0..3 {
-            let name = format!("Live{i}");
-            let patched = app
-                .call(&c, Method::PATCH, &path, Some(json!({"first_name": name})))
-                .await;
-            ok(&patched, StatusCode::OK);
-            let started = Instant::now();
-            let read = app.get_after(&c, &path, &token(&patched)).await;
-            ok(&read, StatusCode::OK);
-            assert_eq!(read.body["first_name"], json!(name));
-            assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
-        }
-        drop(release);
-        fail::remove("engine::rebuilding");
-    };
-    let (replayed, ()) = tokio::join!(replay, live);
+    // The replay on a runtime of its own: the held lane blocks one of its
+    // threads, none of the app's.
+    let url = app.database_url.clone();
+    let replay = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let pool = roster::db::connect(&url, 4).await?;
+            engine::replay(&pool, &test_vault(), &Arc::new(UserView::default()), 2, |_| {}).await
+        })
+    });
+    reached.recv().await.expect("a lane is held");
+    for i in 0..3 {
+        let name = format!("Live{i}");
+        let patched = app
+            .call(&c, Method::PATCH, &path, Some(json!({"first_name": name})))
+            .await;
+        ok(&patched, StatusCode::OK);
+        let started = Instant::now();
+        let read = app.get_after(&c, &path, &token(&patched)).await;
+        ok(&read, StatusCode::OK);
+        assert_eq!(read.body["first_name"], json!(name));
+        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    }
+    assert!(!replay.is_finished(), "the replay was held all along");
+    drop(release);
+    fail::remove("engine::rebuilding");
+    let replayed = tokio::task::spawn_blocking(move || replay.join())
+        .await
+        .expect("joined")
+        .expect("the replay's thread");
     replayed.expect("replayed");
     assert_eq!(app.get(&c, &path).await.body["first_name"], "Live2");
     app.cleanup().await;

@@ -550,8 +550,12 @@ async fn a_link_and_a_membership_racing_an_erasure_wait_for_it_and_are_refused()
     );
     let kid = app.get(&c, &format!("/v1/users/{child}")).await;
     assert_eq!(kid.body["parent_user_id"], Value::Null);
-    let hh = app.get(&c, &format!("/v1/households/{household}")).await;
-    assert_eq!(hh.body["members"], json!([]));
+    // Read with the creation's token: nothing else waits for the view.
+    let created = h.header("roster-consistency-token").expect("token").to_string();
+    let hh = app
+        .get_after(&c, &format!("/v1/households/{household}"), &created)
+        .await;
+    assert_eq!(hh.body["members"], json!([]), "{}", hh.body);
     app.cleanup().await;
 }
 

@@ -195,13 +195,22 @@ impl<A: Constrained + Clone> Side<A> {
         }
     }
 
-    /// Why `owner` has no key: it was erased (410), or is no user at all
-    /// (a household member's: its account cannot be the user's).
-    async fn keyless(&self, owner: Uuid) -> CommandError {
-        match self.store.vault().keyring(self.store.pool(), &[owner]).await {
-            Ok(ring) if ring.is_erased(owner) => CommandError::User(UserError::Erased),
+    /// Why `owner` has no key: it is the company's erased user (410), or
+    /// no user of the company at all (a household member's: its account
+    /// cannot be the user's). Another company's erased user is answered as
+    /// one that never existed: the caller learns nothing of it.
+    async fn keyless(&self, owner: Uuid, company_id: &str) -> CommandError {
+        let erased: sqlx::Result<Option<bool>> = sqlx::query_scalar(
+            "SELECT erased_at IS NOT NULL FROM user_registry WHERE user_id = $1 AND company_id = $2",
+        )
+        .bind(owner)
+        .bind(company_id)
+        .fetch_optional(self.store.pool())
+        .await;
+        match erased {
+            Ok(Some(true)) => CommandError::User(UserError::Erased),
             Ok(_) => CommandError::Violation(Violation::AccountNotOwned),
-            Err(e) => e.into(),
+            Err(e) => ReadError::from(e).into(),
         }
     }
 
@@ -233,7 +242,7 @@ impl<A: Constrained + Clone> Side<A> {
                     } else {
                         match vault.key(self.store.pool(), owner).await? {
                             Some(key) => key,
-                            None => return Err(self.keyless(owner).await),
+                            None => return Err(self.keyless(owner, company_id).await),
                         }
                     };
                     keys.insert(owner, key.clone());

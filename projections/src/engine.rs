@@ -296,10 +296,12 @@ pub async fn lag(pool: &PgPool, name: &str, cap: i64) -> sqlx::Result<i64> {
 }
 
 /// Whether a subscriber has handled the event `(aggregate_type,
-/// aggregate_id, sequence)`; `None` when there is no such event.
+/// aggregate_id, sequence)` of the company `company_id`; `None` when the
+/// company has no such event (another company's is answered the same).
 pub async fn has_applied(
     pool: &PgPool,
     name: &str,
+    company_id: &str,
     aggregate_type: &str,
     aggregate_id: &str,
     sequence: i64,
@@ -308,12 +310,14 @@ pub async fn has_applied(
         "SELECT coalesce((SELECT c.position >= e.position
                             FROM subscriber_checkpoints c WHERE c.name = $1), false)
            FROM events e
-          WHERE e.aggregate_type = $2 AND e.aggregate_id = $3 AND e.sequence = $4",
+          WHERE e.aggregate_type = $2 AND e.aggregate_id = $3 AND e.sequence = $4
+            AND e.metadata ->> 'company_id' = $5",
     )
     .bind(name)
     .bind(aggregate_type)
     .bind(aggregate_id)
     .bind(sequence)
+    .bind(company_id)
     .fetch_optional(pool)
     .await
 }

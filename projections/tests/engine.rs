@@ -63,7 +63,7 @@ async fn setup(pool: &PgPool) {
 
 const INSERT: &str =
     "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-                      VALUES ('test', $1, 1, 'TestHappened', '1.0', '{}', '{}') RETURNING position";
+                      VALUES ('test', $1, 1, 'TestHappened', '1.0', '{}', '{\"company_id\": \"acme\"}') RETURNING position";
 
 async fn append(conn: &mut PgConnection, id: &str) -> i64 {
     sqlx::query_scalar(INSERT)
@@ -215,14 +215,21 @@ async fn has_applied_tracks_the_checkpoint(pool: PgPool) {
     setup(&pool).await;
     let mut conn = pool.acquire().await.expect("conn");
     append(&mut conn, "a").await;
-    let applied = || engine::has_applied(&pool, "recorder", "test", "a", 1);
+    let applied = || engine::has_applied(&pool, "recorder", "acme", "test", "a", 1);
     assert_eq!(applied().await.expect("query"), Some(false));
     batch(&pool, &Recorder).await.expect("batch");
     assert_eq!(applied().await.expect("query"), Some(true));
     assert_eq!(
-        engine::has_applied(&pool, "recorder", "test", "a", 2)
+        engine::has_applied(&pool, "recorder", "acme", "test", "a", 2)
             .await
             .expect("query"),
         None
+    );
+    assert_eq!(
+        engine::has_applied(&pool, "recorder", "other", "test", "a", 1)
+            .await
+            .expect("query"),
+        None,
+        "another company's event is no event"
     );
 }

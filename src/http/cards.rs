@@ -282,7 +282,9 @@ pub async fn list_cards(
     if !state.commands.user_exists(&caller.company_id, user).await? {
         return Err(ApiError::user_not_found());
     }
-    read_after.wait(&state.pool, card_view::NAME).await?;
+    read_after
+        .wait(&state.pool, card_view::NAME, &caller.company_id)
+        .await?;
     let page = cards::list(
         &state.pool,
         &caller.company_id,

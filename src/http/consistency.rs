@@ -73,14 +73,23 @@ impl<St: Send + Sync> FromRequestParts<St> for ReadAfter {
 }
 
 impl ReadAfter {
-    /// Waits until `projection` has applied the token's event.
-    pub async fn wait(&self, pool: &PgPool, projection: &str) -> Result<(), ApiError> {
+    /// Waits until `projection` has applied the token's event. A token of
+    /// another company than `company_id` names no write the caller can see,
+    /// and is refused as a made-up one is.
+    pub async fn wait(&self, pool: &PgPool, projection: &str, company_id: &str) -> Result<(), ApiError> {
         let Some(t) = &self.0 else { return Ok(()) };
         let deadline = Instant::now() + MAX_WAIT;
         let id = t.aggregate_id.to_string();
         loop {
-            match roster_projections::engine::has_applied(pool, projection, &t.aggregate_type, &id, t.sequence as i64)
-                .await?
+            match roster_projections::engine::has_applied(
+                pool,
+                projection,
+                company_id,
+                &t.aggregate_type,
+                &id,
+                t.sequence as i64,
+            )
+            .await?
             {
                 Some(true) => return Ok(()),
                 None => return Err(ApiError::field("Roster-Consistency-Token", "names no write")),

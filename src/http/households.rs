@@ -171,7 +171,9 @@ pub async fn retrieve(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = household_id(&id)?;
-    read_after.wait(&state.pool, household_view::NAME).await?;
+    read_after
+        .wait(&state.pool, household_view::NAME, &caller.company_id)
+        .await?;
     let doc = households::get(&state.pool, &caller.company_id, id)
         .await?
         .ok_or_else(ApiError::household_not_found)?;

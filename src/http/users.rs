@@ -158,7 +158,7 @@ pub async fn retrieve(
         };
         return Ok(([(header::ETAG, etag(doc.version))], Json(doc)).into_response());
     }
-    read_after.wait(&state.pool, PROJECTION).await?;
+    read_after.wait(&state.pool, PROJECTION, &caller.company_id).await?;
     let Some(doc) = users::get(&state.pool, &caller.company_id, id).await? else {
         return Err(missing_user(&state, &caller.company_id, id).await);
     };
@@ -218,7 +218,7 @@ pub async fn list(
                 .map_err(|_| ApiError::field("parent_user_id", "must be a user id"))?,
         ),
     };
-    read_after.wait(&state.pool, PROJECTION).await?;
+    read_after.wait(&state.pool, PROJECTION, &caller.company_id).await?;
     let query = ListUsers {
         status,
         parent_user_id,
@@ -720,7 +720,7 @@ pub async fn search(
     read_after: ReadAfter,
     Valid(query): Valid<SearchRequest>,
 ) -> Result<Response, ApiError> {
-    read_after.wait(&state.pool, PROJECTION).await?;
+    read_after.wait(&state.pool, PROJECTION, &caller.company_id).await?;
     Ok(Json(users::search(&state.pool, &caller.company_id, &query).await?).into_response())
 }
 
@@ -754,7 +754,7 @@ pub async fn relationships(
             _ => return Err(ApiError::field("depth", "must be a positive integer")),
         },
     };
-    read_after.wait(&state.pool, PROJECTION).await?;
+    read_after.wait(&state.pool, PROJECTION, &caller.company_id).await?;
     // Erased is final and known at once; the view may not have caught up.
     state.commands.user_exists(&caller.company_id, id).await?;
     let Some(r) = rel::get(&state.pool, &caller.company_id, id, depth).await? else {

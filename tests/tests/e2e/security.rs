@@ -318,3 +318,70 @@ async fn expired_forged_and_tampered_tokens_are_rejected() {
     }
     app.cleanup().await;
 }
+
+/// A consistency token names a write; sent by another company it names
+/// nothing that company can see, and is answered exactly as a made-up one
+/// (issue 24 §4): the answer must not reveal that the write exists.
+#[tokio::test]
+async fn another_companys_consistency_token_is_answered_as_an_unknown_one() {
+    let app = spawn_app().await;
+    let (a, b, _) = two_companies(&app).await;
+    let user = app.enroll(&a, json!({"email": "tokens@example.com"})).await;
+    let patched = app
+        .call(
+            &a,
+            Method::PATCH,
+            &format!("/v1/users/{user}"),
+            Some(json!({"first_name": "Ann"})),
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK);
+    let real = patched.header("roster-consistency-token").expect("token").to_string();
+    let made_up = format!("user:{}:2", uuid::Uuid::now_v7());
+    let answer = |token: String| {
+        let (app, b) = (&app, &b);
+        async move {
+            let r = app.get_after(b, "/v1/users", &token).await;
+            (r.status, r.body)
+        }
+    };
+    let foreign = answer(real.clone()).await;
+    let unknown = answer(made_up).await;
+    assert_eq!(foreign, unknown, "a foreign token reveals nothing");
+    assert_eq!(foreign.0, StatusCode::BAD_REQUEST);
+    // Its own company still reads with it.
+    let own = app.get_after(&a, "/v1/users", &real).await;
+    assert_eq!(own.status, StatusCode::OK);
+    app.cleanup().await;
+}
+
+/// Adding another company's user to one's household answers the same
+/// whether that user lives, was erased or never existed (issue 24 §4): 422
+/// `ACCOUNT_NOT_OWNED`, never 410 for a user the caller cannot see.
+#[tokio::test]
+async fn another_companys_users_look_alike_to_a_household_whether_live_erased_or_unknown() {
+    let app = spawn_app().await;
+    let (a, b, _) = two_companies(&app).await;
+    let account = |id: &str| json!({"account_id": id, "account_id_type": "T", "status": "S", "product_code": "P", "program_identifier": "G"});
+    let live = app
+        .enroll(&a, json!({"email": "live@example.com", "account": account("ACC-LIVE")}))
+        .await;
+    let erased = app
+        .enroll(&a, json!({"email": "gone@example.com", "account": account("ACC-GONE")}))
+        .await;
+    let r = app.call(&a, Method::DELETE, &format!("/v1/users/{erased}"), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let h = app.post(&b, "/v1/households", &json!({})).await;
+    let members = format!("/v1/households/{}/members", h.body["id"].as_str().expect("id"));
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let mut answers = Vec::new();
+    for (user, account_id) in [(&live, "ACC-LIVE"), (&erased, "ACC-GONE"), (&unknown, "ACC-NONE")] {
+        let r = app
+            .post(&b, &members, &json!({"user_id": user, "account_id": account_id}))
+            .await;
+        answers.push((r.status, r.code().to_string()));
+    }
+    let expected = (StatusCode::UNPROCESSABLE_ENTITY, "ACCOUNT_NOT_OWNED".to_string());
+    assert_eq!(answers, vec![expected.clone(), expected.clone(), expected]);
+    app.cleanup().await;
+}

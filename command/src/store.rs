@@ -407,6 +407,13 @@ async fn append_in_transaction(pool: &PgPool, append: &Append) -> Result<Appende
     })
 }
 
+/// The class (first key of the two-key advisory locks) of the per-company
+/// parent locks. Classes keep lock families apart: a company's lock and a
+/// subscriber's (`roster_projections::engine::SUBSCRIBER_LOCKS`) can never
+/// be the same lock, whatever their names hash to; the one-key locks (the
+/// log's, the erasure's) are a space of their own.
+pub const PARENT_LOCKS: i32 = 1;
+
 /// One step of a transactional append, in the order [`steps`] sorts them:
 /// the company's parent lock, then unique-claim rows by `(kind, value)` (a
 /// release before a claim of the same row), then the checks and registry
@@ -523,7 +530,8 @@ async fn apply(
     match step {
         Step::ParentLock => {
             // Serialises every parent link of the company.
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtext('roster.parents.' || $1))")
+            sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext('roster.parents.' || $2))")
+                .bind(PARENT_LOCKS)
                 .bind(company)
                 .execute(&mut **tx)
                 .await?;

@@ -742,12 +742,17 @@ pub async fn idle(wake: &mut Wake, shutdown: &CancellationToken, last_batch: tok
     woke
 }
 
+/// The class (first key of the two-key advisory locks) of the subscribers'
+/// leadership locks; see `roster_command::store::PARENT_LOCKS`.
+pub const SUBSCRIBER_LOCKS: i32 = 2;
+
 /// Opens a dedicated connection holding the subscriber's session advisory
 /// lock, or `None` if another runner holds it. Work done on this connection
 /// stops with the lock: if the connection dies, so does the leadership.
 pub async fn lead(pool: &PgPool, name: &str) -> sqlx::Result<Option<PgConnection>> {
     let mut conn = PgConnection::connect_with(&pool.connect_options()).await?;
-    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('roster.subscriber.' || $1))")
+    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext('roster.subscriber.' || $2))")
+        .bind(SUBSCRIBER_LOCKS)
         .bind(name)
         .fetch_one(&mut conn)
         .await?;

@@ -273,3 +273,49 @@ async fn swapping_emails_at_the_same_time_never_deadlocks() {
     assert_eq!(claims, emails);
     app.cleanup().await;
 }
+
+/// Lock families never collide (issue 24 §7): a subscriber whose name
+/// hashes like a company's parent lock (a collision found by search) holds
+/// its leadership lock while that company links a child to a parent; the
+/// link does not wait for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_subscriber_lock_and_a_companys_parent_lock_never_collide() {
+    let app = roster_tests::spawn_app().await;
+    // Two names whose locks hashed alike: 300,000 of each kind, about 20
+    // pairs expected (joined here: Postgres would plan a nested loop).
+    let hashes = |prefix: &'static str| {
+        sqlx::query_as::<_, (i32, i32)>("SELECT hashtext($1 || n), n FROM generate_series(1, 300000) n")
+            .bind(prefix)
+            .fetch_all(&app.pool)
+    };
+    let subscribers: std::collections::HashMap<i32, i32> = hashes("roster.subscriber.s")
+        .await
+        .expect("hashes")
+        .into_iter()
+        .collect();
+    let (subscriber, company) = hashes("roster.parents.c")
+        .await
+        .expect("hashes")
+        .into_iter()
+        .find_map(|(h, n)| subscribers.get(&h).map(|s| (format!("s{s}"), format!("c{n}"))))
+        .expect("two names that hash alike");
+    let held = roster_projections::engine::lead(&app.pool, &subscriber)
+        .await
+        .expect("database")
+        .expect("the subscriber leads");
+    let c = app.creds(&company, None).await;
+    let parent = app.enroll(&c, serde_json::json!({"email": "p@example.com"})).await;
+    let child = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        app.post(
+            &c,
+            "/v1/users",
+            &serde_json::json!({"email": "c@example.com", "parent_user_id": parent}),
+        ),
+    )
+    .await
+    .expect("the parent link does not wait for the subscriber's lock");
+    assert_eq!(child.status, reqwest::StatusCode::CREATED, "{}", child.body);
+    drop(held);
+    app.cleanup().await;
+}

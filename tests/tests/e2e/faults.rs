@@ -313,7 +313,7 @@ async fn runners(app: &TestApp) -> HashMap<String, Option<String>> {
         "SELECT n, a.application_name
            FROM unnest(ARRAY['user_view', 'household_view', 'card_view', 'kafka_publisher']) AS n
            LEFT JOIN pg_locks l
-             ON l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+             ON l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid = 2
             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
             AND l.objid::text::bigint = (hashtext('roster.subscriber.' || n)::bigint & 4294967295)
            LEFT JOIN pg_stat_activity a ON a.pid = l.pid",

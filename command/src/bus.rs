@@ -501,7 +501,7 @@ async fn execute<A>(
 ) -> Result<(A, u64, Vec<A::Event>), CommandError>
 where
     A: Constrained + Clone,
-    A::Command: Clone,
+    A::Command: Clone + Timed,
     A::Error: Into<CommandError>,
 {
     if let Some(r) = meta.recovered.as_ref().filter(|r| r.aggregate_type == A::TYPE) {
@@ -528,9 +528,17 @@ where
             (Load::Fresh, None) => (A::default(), 0),
             (Load::Existing, None) => side.load(id).await?,
         };
+        // Each attempt decides at its own instant (never before the
+        // request's): one that follows a conflict comes after the event it
+        // conflicted with, and a command decided after a later request's
+        // commit after that commit, so a stream's times never run backwards.
+        let at = Timestamp::now().max(meta.at);
+        let meta = &Meta { at, ..meta.clone() };
+        let mut command = command.clone();
+        command.decided_at(at);
         // The sink applies each event to the aggregate as it is decided.
         let sink = EventSink::default();
-        let decided = aggregate.handle(command.clone(), services, &sink).await;
+        let decided = aggregate.handle(command, services, &sink).await;
         let events = sink.collect().await;
         if from_cache && (decided.is_err() || events.is_empty()) {
             trust_cache = false;
@@ -549,6 +557,8 @@ where
             .await?;
         let mut append = Append::new(stream, version, sealed, constraints, claim_key, meta);
         append.keys.extend(created.as_ref().map(|(_, new)| new.clone()));
+        // Tests hold a command here, decided and not appended, to race it.
+        fail::fail_point!("bus::decided");
         match side.store.append(append).await {
             Ok(appended) => {
                 if let Some((key, _)) = created {
@@ -572,6 +582,29 @@ where
         }
     }
     Err(CommandError::Conflict)
+}
+
+/// A command that carries the instant it is decided at (its events' `at`).
+pub trait Timed {
+    fn decided_at(&mut self, at: Timestamp);
+}
+
+impl Timed for UserCommand {
+    fn decided_at(&mut self, at: Timestamp) {
+        self.at = at;
+    }
+}
+
+impl Timed for HouseholdCommand {
+    fn decided_at(&mut self, at: Timestamp) {
+        self.at = at;
+    }
+}
+
+impl Timed for CreateCardProduct {
+    fn decided_at(&mut self, at: Timestamp) {
+        self.at = at;
+    }
 }
 
 /// The outcome of a command that already committed: the aggregate right

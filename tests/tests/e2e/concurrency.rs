@@ -319,3 +319,66 @@ async fn a_subscriber_lock_and_a_companys_parent_lock_never_collide() {
     drop(held);
     app.cleanup().await;
 }
+
+/// Time never runs backwards in a stream (issue 24 §6): a command decided
+/// on the version it kept is held before its append (failpoint
+/// `bus::decided`, the first command to get there only) while a later
+/// request commits on the same stream; it then conflicts and is decided
+/// again, after that commit: its event follows in sequence and in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retried_command_never_goes_back_in_time() {
+    let app = spawn_app().await;
+    let c = app.creds("acme", None).await;
+    let user = app.enroll(&c, json!({"email": "time@example.com"})).await;
+    let path = format!("/v1/users/{user}");
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let held = std::sync::Mutex::new(held);
+    let first = std::sync::atomic::AtomicBool::new(true);
+    let (arrived, mut reached) = tokio::sync::mpsc::unbounded_channel();
+    fail::cfg_callback("bus::decided", move || {
+        if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            let _ = arrived.send(());
+            if let Ok(held) = held.lock() {
+                let _ = held.recv();
+            }
+        }
+    })
+    .expect("failpoint");
+    let early = tokio::spawn(TestApp::send(
+        app.request(Some(&c), Method::PATCH, &path)
+            .json(&json!({"first_name": "Early"})),
+    ));
+    reached.recv().await.expect("the first PATCH is held");
+    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    let late = app
+        .call(&c, Method::PATCH, &path, Some(json!({"last_name": "Late"})))
+        .await;
+    assert_eq!(late.status, StatusCode::OK, "{}", late.body);
+    release.send(()).expect("released");
+    fail::remove("bus::decided");
+    let early = early.await.expect("early");
+    assert_eq!(early.status, StatusCode::OK, "{}", early.body);
+
+    let stream: Vec<(i64, String, String)> = sqlx::query_as(
+        "SELECT sequence, payload -> event_type ->> 'at', metadata ->> 'occurred_at' FROM events
+          WHERE aggregate_id = $1 ORDER BY sequence",
+    )
+    .bind(&user)
+    .fetch_all(&app.pool)
+    .await
+    .expect("events");
+    assert_eq!(stream.len(), 3, "{stream:?}");
+    for pair in stream.windows(2) {
+        assert!(
+            pair[0].1 <= pair[1].1 && pair[0].2 <= pair[1].2,
+            "time runs backwards: {stream:?}"
+        );
+    }
+    assert!(
+        early.body["updated_at"].as_str() >= late.body["updated_at"].as_str(),
+        "{} < {}",
+        early.body["updated_at"],
+        late.body["updated_at"]
+    );
+    app.cleanup().await;
+}

@@ -389,17 +389,20 @@ impl EventRepo {
 /// write rather than after it.
 async fn append_in_transaction(pool: &PgPool, append: &Append) -> Result<Appended, AppendError> {
     let mut tx = pool.begin().await?;
-    let mut cascade = Vec::new();
+    let mut cascade = None;
     for step in steps(&mut tx, append).await? {
         apply(&mut tx, append, step, &mut cascade).await?;
     }
     // Events last, from here to the commit under the log's lock (their
-    // positions' default takes it): first an erasure's events on other
-    // streams, then the events and the idempotency outcome (the
-    // group-commit statement, without the constraints the steps above
-    // applied).
-    append_cascade(&mut tx, append, &cascade).await?;
-    let position = crate::writer::insert_stepped(&mut tx, append).await?;
+    // positions' default takes it): an erasure's events on other streams,
+    // then the append's events and idempotency outcome, in one group-commit
+    // statement without the constraints the steps above applied.
+    let cascaded = match &cascade {
+        Some(c) => c.appends(&mut tx, append).await?,
+        None => Vec::new(),
+    };
+    let all: Vec<&Append> = cascaded.iter().chain([append]).collect();
+    let position = crate::writer::insert_stepped(&mut tx, &all).await?;
     tx.commit().await?;
     Ok(Appended {
         version: append.version(),
@@ -524,7 +527,7 @@ async fn apply(
     tx: &mut Transaction<'_, Postgres>,
     append: &Append,
     step: Step<'_>,
-    cascade: &mut Vec<Cascade>,
+    cascade: &mut Option<Cascade>,
 ) -> Result<(), AppendError> {
     let (company, owner) = (append.company_id.as_str(), append.stream.id);
     match step {
@@ -622,7 +625,7 @@ async fn apply(
                 .execute(&mut **tx)
                 .await?;
         }
-        Step::Then(Constraint::Erase { at }) => cascade.extend(erase(tx, append, *at).await?),
+        Step::Then(Constraint::Erase { at }) => *cascade = Some(erase(tx, append, *at).await?),
         Step::Then(c @ (Constraint::Claim(_) | Constraint::Release(_) | Constraint::ReleaseValue(_))) => {
             unreachable!("claims and releases become their own steps: {c:?}")
         }
@@ -634,27 +637,15 @@ async fn apply(
 /// (CONTRACT §3 "Erasure"): its children unlinked, its claims released, its
 /// accounts out of their households, its data key destroyed, its snapshots
 /// and the idempotency records of its requests deleted. The registry keeps
-/// the id, marked erased. Returns the events it makes on other streams (a
-/// `ParentUnlinked` on each child, a `HouseholdMemberRemoved` on each
-/// household), which [`append_cascade`] appends with the user's own, last.
-async fn erase(
-    tx: &mut Transaction<'_, Postgres>,
-    append: &Append,
-    at: Timestamp,
-) -> Result<Vec<Cascade>, AppendError> {
+/// the id, marked erased. Returns the streams its events go to, which
+/// [`Cascade::appends`] makes with the user's own, last.
+async fn erase(tx: &mut Transaction<'_, Postgres>, append: &Append, at: Timestamp) -> Result<Cascade, AppendError> {
     let (company, user) = (append.company_id.as_str(), append.stream.id);
-    let mut cascade: Vec<Cascade> =
+    let children: Vec<Uuid> =
         sqlx::query_scalar("UPDATE user_registry SET parent_id = NULL WHERE parent_id = $1 RETURNING user_id")
             .bind(user)
             .fetch_all(&mut **tx)
-            .await?
-            .into_iter()
-            .map(|child| Cascade::Unlink {
-                child,
-                parent: user,
-                at,
-            })
-            .collect();
+            .await?;
     // Account claims and their households' claims hash the same value.
     let released: Vec<Option<String>> = sqlx::query_scalar(
         "DELETE FROM unique_claims WHERE company_id = $1 AND owner_id = $2 RETURNING CASE WHEN kind = 'account' THEN value END",
@@ -674,11 +665,6 @@ async fn erase(
     .await?;
     households.sort();
     households.dedup();
-    cascade.extend(households.into_iter().map(|household| Cascade::Remove {
-        household,
-        member: user,
-        at,
-    }));
     // Tests hold the erasure here, its locks taken, to race it.
     fail::fail_point!("store::erasing");
     sqlx::query("UPDATE user_registry SET erased_at = $2, parent_id = NULL WHERE user_id = $1")
@@ -712,127 +698,112 @@ async fn erase(
     .bind(key)
     .execute(&mut **tx)
     .await?;
-    Ok(cascade)
+    Ok(Cascade {
+        user,
+        at,
+        children,
+        households,
+    })
 }
 
-/// An event an erasure makes on another stream than the user's.
-#[derive(Debug, Clone, Copy)]
-enum Cascade {
-    /// On a child of the erased user.
-    Unlink { child: Uuid, parent: Uuid, at: Timestamp },
-    /// On a household with one of the erased user's accounts (the account
-    /// not named: it was the user's personal data).
-    Remove {
-        household: Uuid,
-        member: Uuid,
-        at: Timestamp,
-    },
+/// What an erasure appends to other streams than the user's: a
+/// `ParentUnlinked` on each of its children, a `HouseholdMemberRemoved` on
+/// each household with one of its accounts (the account not named: it was
+/// the user's personal data).
+#[derive(Debug)]
+struct Cascade {
+    user: Uuid,
+    at: Timestamp,
+    children: Vec<Uuid>,
+    households: Vec<Uuid>,
 }
 
 impl Cascade {
-    fn stream(&self) -> Stream {
-        match *self {
-            Cascade::Unlink { child, .. } => Stream {
-                aggregate_type: "user",
-                id: child,
-            },
-            Cascade::Remove { household, .. } => Stream {
-                aggregate_type: "household",
-                id: household,
-            },
-        }
-    }
-
-    /// The event, at `at`.
-    fn event(&self, at: Timestamp) -> NewEvent {
-        match *self {
-            Cascade::Unlink { parent, .. } => {
-                let e = UserEvent::ParentUnlinked(ParentUnlinked {
-                    previous_parent_user_id: parent,
-                    at,
-                });
-                NewEvent::sealed("user", &e, None)
+    fn streams(&self) -> impl Iterator<Item = Stream> + '_ {
+        let on = |aggregate_type| {
+            move |id: &Uuid| Stream {
+                aggregate_type,
+                id: *id,
             }
-            Cascade::Remove { member, .. } => {
-                let e = HouseholdEvent::HouseholdMemberRemoved(Member {
-                    user_id: member,
-                    account_id: None,
-                    at,
-                });
-                NewEvent::sealed("household", &e, None)
-            }
+        };
+        self.children
+            .iter()
+            .map(on("user"))
+            .chain(self.households.iter().map(on("household")))
+    }
+
+    /// The event on `stream`, at `at`.
+    fn event(&self, stream: Stream, at: Timestamp) -> NewEvent {
+        if stream.aggregate_type == "user" {
+            let e = UserEvent::ParentUnlinked(ParentUnlinked {
+                previous_parent_user_id: self.user,
+                at,
+            });
+            NewEvent::sealed("user", &e, None)
+        } else {
+            let e = HouseholdEvent::HouseholdMemberRemoved(Member {
+                user_id: self.user,
+                account_id: None,
+                at,
+            });
+            NewEvent::sealed("household", &e, None)
         }
     }
 
-    fn at(&self) -> Timestamp {
-        match *self {
-            Cascade::Unlink { at, .. } | Cascade::Remove { at, .. } => at,
+    /// One append per stream, after its last event, with `append`'s
+    /// metadata. Read under the log's lock, taken first: no other
+    /// transaction can append meanwhile, so what it reads of each stream
+    /// is final. Another append may have committed on a stream after the
+    /// erasure began; the event then follows it in sequence and in time (a
+    /// microsecond after it, should the erasure's instant be earlier), so a
+    /// point-in-time read never shows the erasure's effect before what
+    /// preceded it.
+    async fn appends(&self, tx: &mut Transaction<'_, Postgres>, append: &Append) -> sqlx::Result<Vec<Append>> {
+        let streams: Vec<Stream> = self.streams().collect();
+        if streams.is_empty() {
+            return Ok(Vec::new());
         }
+        sqlx::query("SELECT roster_lock_log()").execute(&mut **tx).await?;
+        let (types, ids): (Vec<&str>, Vec<String>) =
+            streams.iter().map(|s| (s.aggregate_type, s.id.to_string())).unzip();
+        // Each stream's last sequence and instant, in `streams`' order.
+        let last: Vec<(i64, Option<String>)> = sqlx::query_as(
+            "SELECT coalesce(l.sequence, 0), l.at
+               FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS s(t, i, n)
+               LEFT JOIN LATERAL (
+                    SELECT sequence, payload -> event_type ->> 'at' AS at FROM events
+                     WHERE aggregate_type = s.t AND aggregate_id = s.i
+                     ORDER BY sequence DESC LIMIT 1) l ON true
+              ORDER BY s.n",
+        )
+        .bind(&types)
+        .bind(&ids)
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut metadata: serde_json::Map<String, Value> = serde_json::from_str(&append.metadata).unwrap_or_default();
+        Ok(streams
+            .into_iter()
+            .zip(last)
+            .map(|(stream, (sequence, last_at))| {
+                let after = last_at
+                    .and_then(|t| serde_json::from_value::<Timestamp>(Value::String(t)).ok())
+                    .map(|t| Timestamp::from(t.as_datetime() + chrono::Duration::microseconds(1)));
+                let at = after.map_or(self.at, |after| after.max(self.at));
+                metadata.insert(meta::OCCURRED_AT.to_string(), Value::String(at.to_string()));
+                Append {
+                    stream,
+                    expected_version: sequence as u64,
+                    events: vec![self.event(stream, at)],
+                    constraints: Vec::new(),
+                    claim_key: append.claim_key.clone(),
+                    keys: Vec::new(),
+                    company_id: append.company_id.clone(),
+                    metadata: Value::Object(metadata.clone()).to_string(),
+                    request: None,
+                }
+            })
+            .collect())
     }
-}
-
-/// Appends each of `cascade`'s events after the last event of its stream,
-/// under the log's lock, taken first: no other transaction can append
-/// meanwhile, so what it reads of each stream is final. Another append may
-/// have committed on the stream after the erasure began; the event then
-/// follows it in sequence and in time (a microsecond after it, should the
-/// erasure's instant be earlier), so a point-in-time read never shows the
-/// erasure's effect before what preceded it.
-async fn append_cascade(tx: &mut Transaction<'_, Postgres>, append: &Append, cascade: &[Cascade]) -> sqlx::Result<()> {
-    if cascade.is_empty() {
-        return Ok(());
-    }
-    sqlx::query("SELECT roster_lock_log()").execute(&mut **tx).await?;
-    let (types, ids): (Vec<&str>, Vec<String>) = cascade
-        .iter()
-        .map(|c| (c.stream().aggregate_type, c.stream().id.to_string()))
-        .unzip();
-    // Each stream's last sequence and instant, in `cascade`'s order.
-    let last: Vec<(i64, Option<String>)> = sqlx::query_as(
-        "SELECT coalesce(l.sequence, 0), l.at
-           FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS s(t, i, n)
-           LEFT JOIN LATERAL (
-                SELECT sequence, payload -> event_type ->> 'at' AS at FROM events
-                 WHERE aggregate_type = s.t AND aggregate_id = s.i
-                 ORDER BY sequence DESC LIMIT 1) l ON true
-          ORDER BY s.n",
-    )
-    .bind(&types)
-    .bind(&ids)
-    .fetch_all(&mut **tx)
-    .await?;
-    let mut metadata: serde_json::Map<String, Value> = serde_json::from_str(&append.metadata).unwrap_or_default();
-    let (mut seqs, mut names, mut versions, mut payloads, mut metas) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (c, (sequence, last_at)) in cascade.iter().zip(last) {
-        let after = last_at
-            .and_then(|t| serde_json::from_value::<Timestamp>(Value::String(t)).ok())
-            .map(|t| Timestamp::from(t.as_datetime() + chrono::Duration::microseconds(1)));
-        let at = after.map_or(c.at(), |after| after.max(c.at()));
-        let event = c.event(at);
-        metadata.insert(meta::OCCURRED_AT.to_string(), Value::String(at.to_string()));
-        seqs.push(sequence + 1);
-        names.push(event.event_type);
-        versions.push(event.event_version);
-        payloads.push(event.payload);
-        metas.push(Value::Object(metadata.clone()).to_string());
-    }
-    sqlx::query(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-         SELECT a, i, s, t, v, p::json, m::json
-           FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])
-                AS e(a, i, s, t, v, p, m)",
-    )
-    .bind(&types)
-    .bind(&ids)
-    .bind(&seqs)
-    .bind(&names)
-    .bind(&versions)
-    .bind(&payloads)
-    .bind(&metas)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 /// Whether the user exists, not erased, in the company (for parent links).

@@ -253,12 +253,12 @@ async fn insert(pool: &PgPool, appends: &[&Append]) -> sqlx::Result<Vec<Appended
     insert_rows(pool, appends, Constraints::InStatement).await
 }
 
-/// The events and idempotency outcome of one append whose constraints its
-/// transaction has applied (see `store::append_in_transaction`); returns
-/// the position of its last event.
-pub(crate) async fn insert_stepped(tx: &mut Transaction<'_, Postgres>, a: &Append) -> sqlx::Result<i64> {
-    let done = insert_rows(&mut **tx, &[a], Constraints::Stepped).await?;
-    Ok(done.first().map(|d| d.position).unwrap_or_default())
+/// The events and idempotency outcomes of appends whose constraints their
+/// transaction has applied (see `store::append_in_transaction`), in one
+/// statement, in order; returns the position of the last one's last event.
+pub(crate) async fn insert_stepped(tx: &mut Transaction<'_, Postgres>, appends: &[&Append]) -> sqlx::Result<i64> {
+    let done = insert_rows(&mut **tx, appends, Constraints::Stepped).await?;
+    Ok(done.last().map(|d| d.position).unwrap_or_default())
 }
 
 /// The parts of a batch's statement besides its events, as bits.

@@ -745,3 +745,9 @@ pub async fn waiting(app: &TestApp) -> i64 {
     .await
     .expect("locks")
 }
+
+/// An account as enrollment and `POST …/accounts` take it.
+pub fn account(id: &str) -> Value {
+    serde_json::json!({"account_id": id, "account_id_type": "T", "status": "GOOD_STANDING", "product_code": "P",
+                       "program_identifier": "G"})
+}

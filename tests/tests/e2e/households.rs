@@ -1,11 +1,7 @@
 use futures::future::join_all;
 use reqwest::{Method, StatusCode};
-use roster_tests::spawn_app;
+use roster_tests::{account, spawn_app};
 use serde_json::{json, Value};
-
-fn account(id: &str) -> Value {
-    json!({"account_id": id, "account_id_type": "T", "status": "GOOD_STANDING", "product_code": "P", "program_identifier": "G"})
-}
 
 #[tokio::test]
 async fn households_group_accounts_and_users_follow() {

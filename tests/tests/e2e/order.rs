@@ -8,7 +8,8 @@ use reqwest::{Method, StatusCode};
 use roster_projections::household_view::HouseholdView;
 use roster_projections::{engine, user_view::UserView};
 use roster_tests::{
-    brokers, consume_until, hold_at, pg_server, test_vault, waiting_for, Creds, PrivatePostgres, Res, Server, TestApp,
+    account, brokers, consume_until, hold_at, pg_server, test_vault, waiting_for, Creds, PrivatePostgres, Res, Server,
+    TestApp,
 };
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection};
@@ -21,10 +22,6 @@ fn ok(r: &Res, status: StatusCode) {
 
 fn token(r: &Res) -> String {
     r.header("roster-consistency-token").expect("token").to_string()
-}
-
-fn account(id: &str) -> Value {
-    json!({"account_id": id, "account_id_type": "T", "status": "S", "product_code": "P", "program_identifier": "G"})
 }
 
 /// A transaction of the test's own holding every unique claim of `user`

@@ -5,7 +5,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use reqwest::{Method, StatusCode};
 use roster::auth::Claims;
-use roster_tests::{spawn_app, Creds, TestApp};
+use roster_tests::{account, spawn_app, Creds, TestApp};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
@@ -362,7 +362,6 @@ async fn another_companys_consistency_token_is_answered_as_an_unknown_one() {
 async fn another_companys_users_look_alike_to_a_household_whether_live_erased_or_unknown() {
     let app = spawn_app().await;
     let (a, b, _) = two_companies(&app).await;
-    let account = |id: &str| json!({"account_id": id, "account_id_type": "T", "status": "S", "product_code": "P", "program_identifier": "G"});
     let live = app
         .enroll(&a, json!({"email": "live@example.com", "account": account("ACC-LIVE")}))
         .await;

@@ -4,6 +4,7 @@
 //! the answer says so (`descendants_truncated`) rather than cutting
 //! silently. A client may ask for fewer levels with `depth`.
 
+use crate::users::ERASED;
 use crate::QueryError;
 use serde::Serialize;
 use sqlx::PgPool;
@@ -50,58 +51,76 @@ pub struct Relationships {
     pub descendants_truncated: bool,
 }
 
-type Row = (Uuid, Option<String>, Option<String>, String, Option<Uuid>, i32);
+/// id, first and last name, status, parent, depth, erased.
+type Row = (Uuid, Option<String>, Option<String>, String, Option<Uuid>, i32, bool);
 
 /// `None` when the user does not exist for the company. `depth` limits the
 /// levels up and down (`None`: all).
+///
+/// Each walk costs one index lookup per row it returns (no path arrays):
+/// the write side never lets links form a cycle, but the view applies the
+/// events of different users one batch at a time and is not trusted to be
+/// acyclic. Walking down, every user reached has the start among its
+/// ancestors, so a cycle can only close through the start, which the walk
+/// never enters again. Walking up, Brent's cycle detection carries one
+/// `mark` (the ancestor at the last power-of-two depth): a chain that loops
+/// returns to its mark within twice its length, and the rows past the first
+/// repeated id are dropped here. An erased user (the registry knows at once,
+/// the view may lag) and everyone past it is left out.
 pub async fn get(
     pool: &PgPool,
     company_id: &str,
     user_id: Uuid,
     depth: Option<u32>,
 ) -> Result<Option<Relationships>, QueryError> {
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM user_view WHERE id = $1 AND company_id = $2)")
-        .bind(user_id)
-        .bind(company_id)
-        .fetch_one(pool)
-        .await?;
+    let exists: bool = sqlx::query_scalar(&format!(
+        "SELECT EXISTS (SELECT 1 FROM user_view WHERE id = $1 AND company_id = $2 AND NOT {ERASED})"
+    ))
+    .bind(user_id)
+    .bind(company_id)
+    .fetch_one(pool)
+    .await?;
     if !exists {
         return Ok(None);
     }
     let depth = depth.map_or(i32::MAX, |d| d.clamp(1, i32::MAX as u32) as i32);
-    // The write side never lets links form a cycle, but the read model
-    // applies links of different users in commit order and could hold one
-    // for a moment: `CYCLE` stops the walk there.
-    let up: Vec<Row> = sqlx::query_as(
-        "WITH RECURSIVE up(id, depth) AS (
-             SELECT parent_user_id, 1 FROM user_view WHERE id = $1 AND company_id = $2 AND parent_user_id IS NOT NULL
+    let up: Vec<Row> = sqlx::query_as(&format!(
+        "WITH RECURSIVE up(id, depth, mark) AS (
+             SELECT parent_user_id, 1, parent_user_id FROM user_view
+              WHERE id = $1 AND company_id = $2 AND parent_user_id IS NOT NULL
              UNION ALL
-             SELECT v.parent_user_id, up.depth + 1 FROM user_view v JOIN up ON v.id = up.id
-              WHERE v.company_id = $2 AND v.parent_user_id IS NOT NULL AND up.depth < $3)
-             CYCLE id SET is_cycle USING path
-         SELECT v.id, v.doc ->> 'first_name', v.doc ->> 'last_name', v.status, v.parent_user_id, up.depth
-           FROM up JOIN user_view v ON v.id = up.id AND v.company_id = $2
-          WHERE NOT up.is_cycle AND up.id <> $1
-          ORDER BY up.depth",
-    )
+             SELECT user_view.parent_user_id, up.depth + 1,
+                    CASE WHEN (up.depth + 1) & up.depth = 0 THEN user_view.parent_user_id ELSE up.mark END
+               FROM up JOIN user_view ON user_view.id = up.id
+              WHERE user_view.company_id = $2 AND user_view.parent_user_id IS NOT NULL
+                AND user_view.parent_user_id <> up.mark AND up.depth < $3 AND NOT {ERASED})
+         SELECT user_view.id, user_view.doc ->> 'first_name', user_view.doc ->> 'last_name', user_view.status,
+                user_view.parent_user_id, up.depth, {ERASED}
+           FROM up JOIN user_view ON user_view.id = up.id AND user_view.company_id = $2
+          ORDER BY up.depth"
+    ))
     .bind(user_id)
     .bind(company_id)
     .bind(depth)
     .fetch_all(pool)
     .await?;
-    let down: Vec<Row> = sqlx::query_as(
+    // The chain up to its first erased or repeated user.
+    let mut seen = std::collections::HashSet::from([user_id]);
+    let up: Vec<Row> = up.into_iter().take_while(|r| !r.6 && seen.insert(r.0)).collect();
+    let down: Vec<Row> = sqlx::query_as(&format!(
         "WITH RECURSIVE down(id, depth) AS (
-             SELECT id, 1 FROM user_view WHERE company_id = $2 AND parent_user_id = $1
+             SELECT id, 1 FROM user_view WHERE company_id = $2 AND parent_user_id = $1 AND id <> $1
              UNION ALL
-             SELECT v.id, down.depth + 1 FROM user_view v JOIN down ON v.parent_user_id = down.id
-              WHERE v.company_id = $2 AND down.depth < $3)
-             CYCLE id SET is_cycle USING path
-         SELECT v.id, v.doc ->> 'first_name', v.doc ->> 'last_name', v.status, v.parent_user_id, down.depth
-           FROM down JOIN user_view v ON v.id = down.id
-          WHERE NOT down.is_cycle AND down.id <> $1
-          ORDER BY down.depth, v.id
-          LIMIT $4",
-    )
+             SELECT user_view.id, down.depth + 1 FROM down JOIN user_view ON user_view.parent_user_id = down.id
+              WHERE user_view.company_id = $2 AND down.depth < $3 AND user_view.id <> $1
+                AND NOT EXISTS (SELECT 1 FROM user_registry r WHERE r.user_id = down.id AND r.erased_at IS NOT NULL))
+         SELECT user_view.id, user_view.doc ->> 'first_name', user_view.doc ->> 'last_name', user_view.status,
+                user_view.parent_user_id, down.depth, false
+           FROM down JOIN user_view ON user_view.id = down.id
+          WHERE NOT {ERASED}
+          ORDER BY down.depth, user_view.id
+          LIMIT $4"
+    ))
     .bind(user_id)
     .bind(company_id)
     .bind(depth)

@@ -31,18 +31,25 @@ pub struct ListUsers {
     pub after: Option<String>,
 }
 
+/// Whether the `user_view` row is an erased user's: the registry knows at
+/// once, the view only once it has caught up; an erased user is in no list,
+/// search or relationship answer meanwhile (CONTRACT §3).
+pub(crate) const ERASED: &str =
+    "EXISTS (SELECT 1 FROM user_registry r WHERE r.user_id = user_view.id AND r.erased_at IS NOT NULL)";
+
 /// Users in creation order (ids are UUIDv7), keyset-paginated by id.
 pub async fn list(pool: &PgPool, company_id: &str, q: &ListUsers) -> Result<Page<UserDoc>, QueryError> {
     let after = q.after.as_deref().map(cursor::decode_id).transpose()?;
-    let rows: Vec<Json<UserDoc>> = sqlx::query_scalar(
+    let rows: Vec<Json<UserDoc>> = sqlx::query_scalar(&format!(
         "SELECT doc FROM user_view
           WHERE company_id = $1
             AND ($2::uuid IS NULL OR id > $2)
             AND ($3::text IS NULL OR status = $3)
             AND ($4::uuid IS NULL OR parent_user_id = $4)
+            AND NOT {ERASED}
           ORDER BY id
-          LIMIT $5",
-    )
+          LIMIT $5"
+    ))
     .bind(company_id)
     .bind(after)
     .bind(q.status.map(|s| s.as_str()))
@@ -108,6 +115,7 @@ pub async fn search(pool: &PgPool, company_id: &str, q: &SearchUsers) -> Result<
     if let Some(parent) = q.parent_user_id {
         sql.push(" AND parent_user_id = ").push_bind(parent);
     }
+    sql.push(" AND NOT ").push(ERASED);
     sql.push(" ORDER BY id LIMIT ").push_bind(q.limit as i64 + 1);
     let rows: Vec<Json<UserDoc>> = sql.build_query_scalar().fetch_all(pool).await?;
     let docs = rows.into_iter().map(|d| d.0).collect();

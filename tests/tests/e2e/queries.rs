@@ -328,3 +328,43 @@ async fn the_audit_trail_shows_every_event_with_its_actor() {
     assert_eq!(r.code(), "USER_NOT_FOUND");
     app.cleanup().await;
 }
+
+/// The view is not trusted to be acyclic (it applies different users'
+/// links a batch at a time): a cycle in it, reached from below or from
+/// inside, ends every walk with each user listed once.
+#[tokio::test]
+async fn relationships_end_at_a_cycle_in_the_view() {
+    let app = roster_tests::spawn_app_with(None).await;
+    // Rows of the view alone (no events: the projector never touches them):
+    // s -> a -> c -> b -> a (a cycle of three below s), and x -> x.
+    let ids: Vec<uuid::Uuid> = (0..5).map(|_| uuid::Uuid::now_v7()).collect();
+    let (s, a, b, c, x) = (ids[0], ids[1], ids[2], ids[3], ids[4]);
+    for (id, parent) in [(s, Some(a)), (a, Some(c)), (c, Some(b)), (b, Some(a)), (x, Some(x))] {
+        sqlx::query(
+            "INSERT INTO user_view (id, company_id, version, status, parent_user_id, doc)
+             VALUES ($1, 'acme', 1, 'active', $2, json_build_object('id', $1))",
+        )
+        .bind(id)
+        .bind(parent)
+        .execute(&app.pool)
+        .await
+        .expect("view row");
+    }
+    let rel = |id| roster_query::relationships::get(&app.pool, "acme", id, None);
+    let up = rel(s).await.expect("query").expect("s");
+    let ancestors: Vec<(uuid::Uuid, i32)> = up.ancestors.iter().map(|r| (r.id, r.depth)).collect();
+    assert_eq!(ancestors, [(a, 1), (c, 2), (b, 3)]);
+    assert!(up.descendants.is_empty());
+    let inside = rel(a).await.expect("query").expect("a");
+    let ancestors: Vec<(uuid::Uuid, i32)> = inside.ancestors.iter().map(|r| (r.id, r.depth)).collect();
+    assert_eq!(ancestors, [(c, 1), (b, 2)]);
+    let descendants: Vec<(uuid::Uuid, i32)> = inside.descendants.iter().map(|r| (r.id, r.depth)).collect();
+    let mut expected = vec![(b, 1), (s, 1), (c, 2)];
+    expected.sort();
+    let mut got = descendants.clone();
+    got.sort();
+    assert_eq!(got, expected, "{descendants:?}");
+    let alone = rel(x).await.expect("query").expect("x");
+    assert!(alone.ancestors.is_empty() && alone.descendants.is_empty() && alone.parent.is_none());
+    app.cleanup().await;
+}

@@ -15,7 +15,8 @@ use roster_command::secret::{self, Secret};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use std::num::NonZeroUsize;
-use std::sync::Mutex;
+use std::sync::{Arc, LazyLock, Mutex};
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 /// Lifetime of an access token.
@@ -149,10 +150,25 @@ pub struct Tokens {
     /// client presents the same token for its whole life, so its signature
     /// and claims are checked once, its expiry on every request.
     verified: Mutex<LruCache<String, (Caller, i64)>>,
+    /// Client secrets being checked at once (each an Argon2id run of 19 MiB
+    /// on the blocking pool), at most [`secret_checks`].
+    checking: Arc<Semaphore>,
 }
 
 /// Verified tokens kept.
 const VERIFIED_TOKENS: usize = 1024;
+
+/// How many client secrets a process checks at once: one per core. A token
+/// request past them is answered at once with 503 `UNAVAILABLE` and
+/// `Retry-After` instead of queueing work (and memory) that no bound would
+/// stop; requests with a token never hash and keep being answered.
+pub fn secret_checks() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// The hash an unknown client id is checked against, so that it costs the
+/// same time and the same permit as a known one with a wrong secret.
+static UNKNOWN_CLIENT: LazyLock<String> = LazyLock::new(|| secret::hash(&Secret::new(Uuid::new_v4().to_string())));
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -162,6 +178,9 @@ pub enum TokenError {
     Database(#[from] sqlx::Error),
     #[error("token signing failed")]
     Signing,
+    /// Every secret check is taken: retry later.
+    #[error("too many client secrets being checked")]
+    Busy,
 }
 
 /// What `POST /v1/oauth/token` returns.
@@ -199,6 +218,7 @@ impl Tokens {
             verified: Mutex::new(LruCache::new(
                 NonZeroUsize::new(VERIFIED_TOKENS).expect("a positive capacity"),
             )),
+            checking: Arc::new(Semaphore::new(secret_checks())),
         }
     }
 
@@ -209,23 +229,35 @@ impl Tokens {
         client_id: &str,
         client_secret: Secret,
     ) -> Result<AccessToken, TokenError> {
-        let Ok(id) = client_id.parse::<Uuid>() else {
+        let permit = self
+            .checking
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| TokenError::Busy)?;
+        let id = client_id.parse::<Uuid>().ok();
+        let row: Option<(String, String, Vec<String>)> = match id {
+            Some(id) => {
+                sqlx::query_as("SELECT company_id, secret_hash, scopes FROM clients WHERE client_id = $1")
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?
+            }
+            None => None,
+        };
+        // An unknown client is checked too (against a hash no secret
+        // matches): it answers in the same way and time as a wrong secret.
+        let hash = row.as_ref().map_or_else(|| UNKNOWN_CLIENT.clone(), |r| r.1.clone());
+        let ok = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            // Tests hold a check here, its permit taken.
+            fail::fail_point!("auth::checking_secret");
+            secret::verify(&client_secret, &hash)
+        })
+        .await
+        .unwrap_or(false);
+        let (Some(id), Some((company, _, scopes)), true) = (id, row, ok) else {
             return Err(TokenError::BadCredentials);
         };
-        let row: Option<(String, String, Vec<String>)> =
-            sqlx::query_as("SELECT company_id, secret_hash, scopes FROM clients WHERE client_id = $1")
-                .bind(id)
-                .fetch_optional(pool)
-                .await?;
-        let Some((company, hash, scopes)) = row else {
-            return Err(TokenError::BadCredentials);
-        };
-        let ok = tokio::task::spawn_blocking(move || secret::verify(&client_secret, &hash))
-            .await
-            .unwrap_or(false);
-        if !ok {
-            return Err(TokenError::BadCredentials);
-        }
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
             sub: id.to_string(),

@@ -75,6 +75,9 @@ pub enum CommandError {
     Conflict,
     #[error("event store unavailable: {0}")]
     Unavailable(BoxError),
+    /// Waited too long for another write (see `AppendError::Busy`).
+    #[error("busy: {0}")]
+    Busy(BoxError),
     #[error("internal error: {0}")]
     Internal(BoxError),
 }
@@ -85,6 +88,7 @@ impl From<AppendError> for CommandError {
             AppendError::Conflict => CommandError::Conflict,
             AppendError::Violation(v) => CommandError::Violation(v),
             AppendError::Unavailable(e) => CommandError::Unavailable(Box::new(e)),
+            AppendError::Busy(e) => CommandError::Busy(Box::new(e)),
             AppendError::Internal(e) => CommandError::Internal(Box::new(e)),
         }
     }
@@ -212,6 +216,33 @@ impl<A: Constrained + Clone> Side<A> {
             Ok(_) => CommandError::Violation(Violation::AccountNotOwned),
             Err(e) => ReadError::from(e).into(),
         }
+    }
+
+    /// The first owner of the events' personal data (but a user whose key
+    /// this attempt created) that the registry marks erased, its key
+    /// forgotten by this process.
+    async fn erased_owner(&self, id: Uuid, events: &[A::Event], created: bool) -> Result<Option<Uuid>, CommandError> {
+        let mut owners: Vec<Uuid> = events
+            .iter()
+            .filter_map(|e| A::data_owner(id, e))
+            .filter(|o| !(created && *o == id))
+            .collect();
+        owners.sort_unstable();
+        owners.dedup();
+        if owners.is_empty() {
+            return Ok(None);
+        }
+        let erased: Option<Uuid> = sqlx::query_scalar(
+            "SELECT user_id FROM user_registry WHERE user_id = ANY($1) AND erased_at IS NOT NULL LIMIT 1",
+        )
+        .bind(&owners)
+        .fetch_optional(self.store.pool())
+        .await
+        .map_err(ReadError::from)?;
+        if let Some(owner) = erased {
+            self.store.vault().forget(owner);
+        }
+        Ok(erased)
     }
 
     /// The events as stored: each one's personal values sealed under its
@@ -569,6 +600,21 @@ where
                 fail::fail_point!("command::committed");
                 return Ok((aggregate, appended.version, events));
             }
+            // The constraints are checked before the stream's version, and
+            // a key is taken from this process's cache: a rejection decided
+            // on a kept aggregate may hide a conflict, and one made with a
+            // kept key may hide its owner's erasure. Either is decided again
+            // on what is stored, so that every process answers alike.
+            Err(AppendError::Violation(v)) => {
+                if let Some(owner) = side.erased_owner(id, &events, created.is_some()).await? {
+                    return Err(side.keyless(owner, &meta.company_id).await);
+                }
+                if !from_cache {
+                    return Err(v.into());
+                }
+                load = Load::Existing;
+                trust_cache = false;
+            }
             Err(AppendError::Conflict) => {
                 tracing::debug!(attempt, "optimistic conflict, retrying");
                 load = Load::Existing;
@@ -633,6 +679,7 @@ fn record<T>(command: &'static str, result: &Result<T, CommandError>) {
         ) => "rejected",
         Err(CommandError::Conflict) => "conflict",
         Err(CommandError::Unavailable(_)) => "unavailable",
+        Err(CommandError::Busy(_)) => "busy",
         Err(CommandError::Internal(_)) => "error",
     };
     metrics::counter!("roster_commands_total", "command" => command, "outcome" => outcome).increment(1);

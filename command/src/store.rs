@@ -169,6 +169,10 @@ pub enum AppendError {
     /// Postgres is out of reach for now: the client may retry.
     #[error("event store unavailable: {0}")]
     Unavailable(Arc<sqlx::Error>),
+    /// The append waited for a row or lock another transaction holds for
+    /// longer than its bound (`writer::WAIT_LIMITS`): the client may retry.
+    #[error("the append waited too long for another write: {0}")]
+    Busy(Arc<sqlx::Error>),
     #[error("event store error: {0}")]
     Internal(Arc<sqlx::Error>),
 }
@@ -177,6 +181,8 @@ impl From<sqlx::Error> for AppendError {
     fn from(e: sqlx::Error) -> Self {
         if is_race(&e) || matches!(&e, sqlx::Error::Database(db) if db.is_unique_violation()) {
             AppendError::Conflict
+        } else if is_busy(&e) {
+            AppendError::Busy(Arc::new(e))
         } else if is_unavailable(&e) {
             AppendError::Unavailable(Arc::new(e))
         } else {
@@ -389,6 +395,7 @@ impl EventRepo {
 /// write rather than after it.
 async fn append_in_transaction(pool: &PgPool, append: &Append) -> Result<Appended, AppendError> {
     let mut tx = pool.begin().await?;
+    sqlx::query(crate::writer::WAIT_LIMITS).execute(&mut *tx).await?;
     let mut cascade = None;
     for step in steps(&mut tx, append).await? {
         apply(&mut tx, append, step, &mut cascade).await?;
@@ -687,17 +694,12 @@ async fn erase(tx: &mut Transaction<'_, Postgres>, append: &Append, at: Timestam
         .await?;
     // Every stored response that names the user, but this request's own.
     let (client, key) = append.request.clone().unwrap_or_default();
-    sqlx::query(
-        "DELETE FROM idempotency_keys
-          WHERE ((committed_type = 'user' AND committed_id = $1)
-                 OR position(convert_to($1, 'UTF8') IN coalesce(body, ''::bytea)) > 0)
-            AND NOT (client_id = $2 AND key = $3)",
-    )
-    .bind(user.to_string())
-    .bind(client)
-    .bind(key)
-    .execute(&mut **tx)
-    .await?;
+    sqlx::query(FORGET_RESPONSES)
+        .bind(user)
+        .bind(client)
+        .bind(key)
+        .execute(&mut **tx)
+        .await?;
     Ok(Cascade {
         user,
         at,
@@ -705,6 +707,14 @@ async fn erase(tx: &mut Transaction<'_, Postgres>, append: &Append, at: Timestam
         households,
     })
 }
+
+/// The erasure's clean-up of stored responses (`$1` the user, `$2` and `$3`
+/// the erasure's own client and key): those of requests that committed to
+/// the user's stream, and those whose body names it, each found through an
+/// index.
+pub const FORGET_RESPONSES: &str = "DELETE FROM idempotency_keys
+     WHERE ((committed_type = 'user' AND committed_id = $1::text) OR subjects @> ARRAY[$1::uuid])
+       AND NOT (client_id = $2 AND key = $3)";
 
 /// What an erasure appends to other streams than the user's: a
 /// `ParentUnlinked` on each of its children, a `HouseholdMemberRemoved` on
@@ -852,6 +862,12 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
         }),
         _ => false,
     }
+}
+
+/// Whether `e` is a statement that gave up waiting: `lock_timeout` (55P03)
+/// or `statement_timeout` (57014).
+pub fn is_busy(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("55P03" | "57014")))
 }
 
 /// Whether `e` is Postgres giving up on a transaction that raced another

@@ -49,7 +49,11 @@ impl Writer {
             .clone()
             .min_connections(0)
             .max_connections(1)
-            .connect_lazy_with((*pool.connect_options()).clone());
+            .connect_lazy_with(
+                (*pool.connect_options())
+                    .clone()
+                    .options([("lock_timeout", BATCH_LOCK_TIMEOUT), ("statement_timeout", "15s")]),
+            );
         let (jobs, queue) = mpsc::unbounded_channel();
         tokio::spawn(run(own, pool, queue));
         Writer { jobs }
@@ -83,10 +87,27 @@ async fn run(own: PgPool, pool: PgPool, mut queue: mpsc::UnboundedReceiver<Job>)
     }
 }
 
+/// Writes one batch and answers its commands. When the batch must be
+/// written append by append, each one is written and answered in a task of
+/// its own, which the writer does not wait for: an append that waits for a
+/// row (or the time-out of its wait) holds no other append up.
 async fn write(own: &PgPool, pool: &PgPool, batch: Vec<Job>) {
-    let (appends, replies): (Vec<Append>, Vec<_>) = batch.into_iter().map(|j| (j.append, j.reply)).unzip();
-    for (reply, result) in replies.into_iter().zip(write_batch(own, pool, &appends).await) {
-        let _ = reply.send(result);
+    let all: Vec<&Append> = batch.iter().map(|j| &j.append).collect();
+    match together(own, &all).await {
+        Together::Done(results) => {
+            for (job, result) in batch.into_iter().zip(results) {
+                let _ = job.reply.send(result);
+            }
+        }
+        Together::OneByOne => {
+            for job in batch {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    let result = alone(&pool, &job.append).await;
+                    let _ = job.reply.send(result);
+                });
+            }
+        }
     }
 }
 
@@ -95,32 +116,76 @@ async fn write(own: &PgPool, pool: &PgPool, batch: Vec<Job>) {
 /// another reason than an outage, each append alone, side by side on
 /// `pool`. Outcomes in order.
 pub async fn write_batch(own: &PgPool, pool: &PgPool, appends: &[Append]) -> Vec<Result<Appended, AppendError>> {
-    metrics::histogram!("roster_append_batch_size").record(appends.len() as f64);
     let all: Vec<&Append> = appends.iter().collect();
-    let written = insert(own, &all).await;
-    if let [only] = all[..] {
-        return vec![written.map(|mut done| done.remove(0)).map_err(|e| alone(only, e))];
+    match together(own, &all).await {
+        Together::Done(results) => results,
+        Together::OneByOne => futures::future::join_all(all.iter().map(|a| alone(pool, a))).await,
     }
-    match written {
-        Ok(done) => return done.into_iter().map(Ok).collect(),
+}
+
+/// What one statement for a whole batch came to.
+enum Together {
+    /// Every append's outcome, in order.
+    Done(Vec<Result<Appended, AppendError>>),
+    /// Refused as a whole: each append is to be written on its own.
+    OneByOne,
+}
+
+/// How long a batch waits for a row or lock another transaction holds
+/// before it gives up and its appends are written one by one (the writer's
+/// connection is opened with it, see [`Writer::start`]): a batch is a
+/// statement of many commands, and the one of them that waits must not
+/// hold the others up for longer.
+pub const BATCH_LOCK_TIMEOUT: &str = "200ms";
+
+/// The bounds of an append written on its own (and of a transactional
+/// append, `store::append_in_transaction`): a wait for a row or lock
+/// longer than `lock_timeout`, or a statement longer than
+/// `statement_timeout`, ends the append with [`AppendError::Busy`] (503).
+pub const WAIT_LIMITS: &str =
+    "SELECT set_config('lock_timeout', '5s', true), set_config('statement_timeout', '15s', true)";
+
+async fn together(own: &PgPool, appends: &[&Append]) -> Together {
+    metrics::histogram!("roster_append_batch_size").record(appends.len() as f64);
+    match insert(own, appends).await {
+        Ok(done) => Together::Done(done.into_iter().map(Ok).collect()),
         Err(e) if is_unavailable(&e) => {
             let e = Arc::new(e);
-            return all.iter().map(|_| Err(AppendError::Unavailable(e.clone()))).collect();
+            Together::Done(
+                appends
+                    .iter()
+                    .map(|_| Err(AppendError::Unavailable(e.clone())))
+                    .collect(),
+            )
         }
-        Err(e) => tracing::debug!(error = %e, size = all.len(), "batch refused; appending one by one"),
+        // Waited too long for a row: whichever append waits, it waits alone.
+        Err(e) if crate::store::is_busy(&e) => {
+            tracing::debug!(error = %e, size = appends.len(), "batch waited too long; appending one by one");
+            Together::OneByOne
+        }
+        Err(e) if appends.len() == 1 => Together::Done(vec![Err(refused(appends[0], e))]),
+        Err(e) => {
+            tracing::debug!(error = %e, size = appends.len(), "batch refused; appending one by one");
+            Together::OneByOne
+        }
     }
-    let alone = all.iter().map(|a| async move {
-        insert(pool, &[a])
-            .await
-            .map(|mut done| done.remove(0))
-            .map_err(|e| alone(a, e))
-    });
-    futures::future::join_all(alone).await
+}
+
+/// One append in a statement and transaction of its own, within
+/// [`WAIT_LIMITS`].
+async fn alone(pool: &PgPool, append: &Append) -> Result<Appended, AppendError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(WAIT_LIMITS).execute(&mut *tx).await?;
+    let mut done = insert_rows(&mut *tx, &[append], Constraints::InStatement)
+        .await
+        .map_err(|e| refused(append, e))?;
+    tx.commit().await?;
+    Ok(done.remove(0))
 }
 
 /// The error of one append written alone: a claim reported taken is that
 /// claim's violation.
-fn alone(append: &Append, e: sqlx::Error) -> AppendError {
+fn refused(append: &Append, e: sqlx::Error) -> AppendError {
     match &e {
         sqlx::Error::Database(db) if db.code().as_deref() == Some(CLAIM_TAKEN) => {
             let kind = db.message();

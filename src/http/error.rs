@@ -32,6 +32,9 @@ pub enum ApiError {
     /// The user was erased (CONTRACT §3 "Erasure").
     Gone,
     Unavailable,
+    /// A write waited too long for another one holding what it needs
+    /// (`UNAVAILABLE`, like an outage: nothing was written, retry).
+    Busy,
     NotYetConsistent,
     Internal,
 }
@@ -133,6 +136,11 @@ impl IntoResponse for ApiError {
                 "UNAVAILABLE",
                 "The service is temporarily unavailable; retry later.".into(),
             ),
+            Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "Another write holds what this one needs; nothing was written, retry later.".into(),
+            ),
             NotYetConsistent => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "NOT_YET_CONSISTENT",
@@ -166,7 +174,7 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if matches!(self, Unavailable | NotYetConsistent) {
+        if matches!(self, Unavailable | Busy | NotYetConsistent) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if matches!(self, Unauthenticated) {
@@ -252,6 +260,10 @@ impl From<CommandError> for ApiError {
             CommandError::Unavailable(e) => {
                 tracing::warn!(error = %e, "event store unavailable");
                 ApiError::Unavailable
+            }
+            CommandError::Busy(e) => {
+                tracing::warn!(error = %e, "a write waited too long for another");
+                ApiError::Busy
             }
             CommandError::Internal(e) => ApiError::internal(e),
         }

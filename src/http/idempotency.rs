@@ -221,11 +221,18 @@ fn replay(status: i16, headers: Option<serde_json::Value>, body: Vec<u8>) -> Res
 async fn store(pool: sqlx::PgPool, client: String, key: String, response: Response) -> Response {
     let (parts, body) = response.into_parts();
     let bytes = to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let subjects = match parts.extensions.get::<Impersonal>() {
+        Some(_) => Vec::new(),
+        None => subjects(&bytes),
+    };
     let outcome = Outcome {
         status: parts.status,
         headers: kept_headers(&parts.headers),
         body: bytes.to_vec(),
+        subjects,
     };
+    // Tests hold a response here, computed and not stored, to race it.
+    fail::fail_point!("idempotency::storing");
     if let Err(e) = outcome.save(&pool, &client, &key).await {
         tracing::warn!(error = %e, "cannot store the idempotent response; retrying in the background");
         tokio::spawn(async move {
@@ -242,11 +249,37 @@ async fn store(pool: sqlx::PgPool, client: String, key: String, response: Respon
     Response::from_parts(parts, Body::from(bytes))
 }
 
+/// Marks a response that holds nothing personal although it names a user
+/// who is erased (the erasure's own answer): stored like any other.
+#[derive(Debug, Clone, Copy)]
+pub struct Impersonal;
+
+/// Every id a response body names (the users among them are the ones whose
+/// erasure must forget it).
+fn subjects(body: &[u8]) -> Vec<uuid::Uuid> {
+    fn walk(v: &serde_json::Value, out: &mut Vec<uuid::Uuid>) {
+        match v {
+            serde_json::Value::String(s) if s.len() == 36 => out.extend(uuid::Uuid::try_parse(s).ok()),
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            serde_json::Value::Object(o) => o.values().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
+        walk(&v, &mut out);
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// A response as the key's row keeps it.
 struct Outcome {
     status: StatusCode,
     headers: serde_json::Value,
     body: Vec<u8>,
+    subjects: Vec<uuid::Uuid>,
 }
 
 impl Outcome {
@@ -273,14 +306,34 @@ impl Outcome {
             }
             return Ok(());
         }
+        // A response that names a user erased meanwhile is not kept (its
+        // erasure promised that nothing of the person stays): the key is
+        // freed, or released if the request committed, as after a 5xx. The
+        // share lock on the named users' registry rows orders this against
+        // an erasure: one that is running finishes first (and is seen here),
+        // one that starts later waits and then deletes what this stored.
         sqlx::query(
-            "UPDATE idempotency_keys SET status = $3, headers = $4, body = $5 WHERE client_id = $1 AND key = $2",
+            "WITH erased AS (
+                 SELECT count(*) FILTER (WHERE erased_at IS NOT NULL) > 0 AS yes
+                   FROM (SELECT erased_at FROM user_registry WHERE user_id = ANY($6) FOR SHARE) named),
+             freed AS (
+                 DELETE FROM idempotency_keys
+                  WHERE client_id = $1 AND key = $2 AND committed_id IS NULL AND (SELECT yes FROM erased))
+             UPDATE idempotency_keys
+                SET status = CASE WHEN e.yes THEN NULL ELSE $3 END,
+                    headers = CASE WHEN e.yes THEN NULL ELSE $4 END,
+                    body = CASE WHEN e.yes THEN NULL ELSE $5 END,
+                    subjects = CASE WHEN e.yes THEN '{}' ELSE $6 END,
+                    released = e.yes
+               FROM erased e
+              WHERE client_id = $1 AND key = $2 AND (NOT e.yes OR committed_id IS NOT NULL)",
         )
         .bind(client)
         .bind(key)
         .bind(self.status.as_u16() as i16)
         .bind(&self.headers)
         .bind(&self.body)
+        .bind(&self.subjects)
         .execute(pool)
         .await?;
         Ok(())

@@ -36,7 +36,8 @@ pub struct TokenRequest {
     responses(
         (status = 200, description = "A bearer token", body = crate::auth::AccessToken),
         (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthenticated)))]
+        (status = 401, response = super::openapi::Unauthenticated),
+        (status = 503, response = super::openapi::Unavailable)))]
 pub async fn token(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -67,6 +68,7 @@ pub async fn token(
         Ok(t) => Ok(Json(t)),
         Err(TokenError::BadCredentials) => Err(ApiError::Unauthenticated),
         Err(TokenError::Database(e)) => Err(e.into()),
+        Err(TokenError::Busy) => Err(ApiError::Unavailable),
         Err(e @ TokenError::Signing) => Err(ApiError::internal(e)),
     }
 }

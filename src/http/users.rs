@@ -321,7 +321,9 @@ pub async fn erase(
         id,
         erased_at: c.doc.erased_at,
     };
-    Ok(([(super::consistency::HEADER, token)], Json(body)).into_response())
+    let mut response = ([(super::consistency::HEADER, token)], Json(body)).into_response();
+    response.extensions_mut().insert(super::idempotency::Impersonal);
+    Ok(response)
 }
 
 /// Update a user: a JSON merge patch of its profile fields, plus `password`

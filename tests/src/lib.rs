@@ -114,6 +114,41 @@ pub async fn spawn_app_on(server: &str, brokers: Option<String>) -> TestApp {
 }
 
 impl TestApp {
+    /// A second process on this app's database: its own API, command
+    /// runner and caches (no projector or publisher). Stop it with
+    /// [`TestApp::stop`] before the first one's cleanup.
+    pub async fn beside(&self) -> TestApp {
+        let pool = roster::db::connect(&self.database_url, 4)
+            .await
+            .expect("database reachable");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let settings = Settings {
+            roles: vec![Role::Api],
+            kafka: None,
+            vault: test_vault(),
+        };
+        let app = App::start(pool.clone(), settings, Some(listener))
+            .await
+            .expect("app starts");
+        TestApp {
+            base: format!("http://{}", app.addr.expect("api address")),
+            pool,
+            database_url: self.database_url.clone(),
+            topic: self.topic.clone(),
+            brokers: String::new(),
+            http: reqwest::Client::new(),
+            app: Some(app),
+        }
+    }
+
+    /// Stops the app, leaving its database.
+    pub async fn stop(mut self) {
+        if let Some(app) = self.app.take() {
+            app.stop().await;
+        }
+        self.pool.close().await;
+    }
+
     /// Stops the app and drops its database.
     pub async fn cleanup(mut self) {
         if let Some(app) = self.app.take() {

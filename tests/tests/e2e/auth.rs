@@ -79,3 +79,59 @@ async fn another_companys_users_do_not_exist() {
     assert_eq!(r.status, StatusCode::CREATED);
     app.cleanup().await;
 }
+
+/// Client secrets are checked (Argon2id, 19 MiB each) at most
+/// `secret_checks()` at a time: with every check held (failpoint
+/// `auth::checking_secret`), one more token request, for a known client with
+/// a wrong secret or for an unknown client, is answered at once with 503 and
+/// `Retry-After`, and requests with a token keep being answered. An unknown
+/// client id takes a check like a known one (it reaches the failpoint).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn secret_checks_are_bounded_and_the_excess_is_answered_at_once() {
+    let app = spawn_app().await;
+    let c = app.creds("acme", None).await;
+    let request = |client_id: &str| {
+        app.request(None, Method::POST, "/v1/oauth/token").json(&json!({
+            "grant_type": "client_credentials", "client_id": client_id, "client_secret": "wrong"}))
+    };
+    let (release, mut reached) = roster_tests::hold_at("auth::checking_secret");
+    let slots = roster::auth::secret_checks();
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let mut held = Vec::new();
+    for i in 0..slots {
+        // The first check is an unknown client's: it costs a check too.
+        let id = if i == 0 { unknown.clone() } else { c.client_id.clone() };
+        held.push(tokio::spawn(TestApp::send(request(&id))));
+        tokio::time::timeout(std::time::Duration::from_secs(10), reached.recv())
+            .await
+            .expect("the check is reached")
+            .expect("reached");
+    }
+    for id in [&c.client_id, &unknown, &"not-a-uuid".to_string()] {
+        let r = tokio::time::timeout(std::time::Duration::from_secs(2), TestApp::send(request(id)))
+            .await
+            .expect("the excess is answered at once");
+        assert_eq!(
+            (r.status, r.code(), r.header("retry-after")),
+            (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", Some("1")),
+            "{}",
+            r.body
+        );
+    }
+    let r = tokio::time::timeout(std::time::Duration::from_secs(2), app.get(&c, "/v1/users"))
+        .await
+        .expect("authenticated traffic is answered meanwhile");
+    assert_eq!(r.status, StatusCode::OK);
+    fail::remove("auth::checking_secret");
+    drop(release);
+    for h in held {
+        let r = h.await.expect("held request");
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"),
+            "{}",
+            r.body
+        );
+    }
+    app.cleanup().await;
+}

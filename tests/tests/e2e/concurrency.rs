@@ -382,3 +382,65 @@ async fn a_retried_command_never_goes_back_in_time() {
     );
     app.cleanup().await;
 }
+
+/// One write waiting on a row another transaction holds (here every claim:
+/// `unique_claims` is locked in SHARE mode from a second connection) holds
+/// no other write up: an update without claims, queued behind it, commits
+/// at once; the waiting one ends within its bound with 503 `UNAVAILABLE`
+/// and `Retry-After`, having written nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_that_waits_for_a_row_holds_no_other_write_up_and_ends_in_bounded_time() {
+    let app = roster_tests::spawn_app_with(None).await;
+    let c = app.creds("acme", None).await;
+    let other = app
+        .enroll(
+            &c,
+            json!({"first_name": "Other", "external_ref": {"id": "X-1", "type": "T"}}),
+        )
+        .await;
+
+    let mut holder = app.pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE unique_claims IN SHARE MODE")
+        .execute(&mut *holder)
+        .await
+        .expect("lock the claims");
+    let started = std::time::Instant::now();
+    let blocked = tokio::spawn(TestApp::send(
+        app.request(Some(&c), Method::POST, "/v1/users")
+            .json(&json!({"email": "waits@example.com"})),
+    ));
+    let waiting = roster_tests::waiting_for(&app, 1).await;
+    assert!(waiting >= 1, "the enrollment waits for the claims");
+
+    let patch = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        app.call(
+            &c,
+            Method::PATCH,
+            &format!("/v1/users/{other}"),
+            Some(json!({"first_name": "Free"})),
+        ),
+    )
+    .await
+    .expect("an update of another stream is not held up by the waiting one");
+    assert_eq!(patch.status, StatusCode::OK, "{}", patch.body);
+
+    let blocked = tokio::time::timeout(std::time::Duration::from_secs(20), blocked)
+        .await
+        .expect("the waiting write ends in a bounded time")
+        .expect("enrollment");
+    assert_eq!(
+        (blocked.status, blocked.code(), blocked.header("retry-after")),
+        (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", Some("1")),
+        "{}",
+        blocked.body
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    holder.rollback().await.expect("release");
+    let written: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'UserEnrolled'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("events");
+    assert_eq!(written, 1, "the refused enrollment wrote nothing");
+    app.cleanup().await;
+}

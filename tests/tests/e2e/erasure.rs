@@ -541,10 +541,11 @@ async fn a_link_and_a_membership_racing_an_erasure_wait_for_it_and_are_refused()
         "{}",
         link.body
     );
+    // Refused as any process answers a membership of an erased user.
     let join = join.await.expect("join");
     assert_eq!(
         (join.status, join.code()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "ACCOUNT_NOT_OWNED"),
+        (StatusCode::GONE, "USER_ERASED"),
         "{}",
         join.body
     );
@@ -693,4 +694,249 @@ async fn an_erasure_waits_for_a_publisher_batch_being_handed_over() {
     assert!(mine[1].1.to_string().contains("Publius"), "{}", mine[1].1);
     assert!(records.last().is_some_and(|r| r.tombstone && r.key == user));
     app.cleanup().await;
+}
+
+/// The user view lags (its row of the user is locked, so the projector
+/// waits): the erased user is already in no list, search or relationship
+/// answer (CONTRACT §3), the registry deciding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lagging_view_lists_searches_and_relates_no_erased_user() {
+    let app = roster_tests::spawn_app().await;
+    let c = app.creds("acme", None).await;
+    let parent = app.enroll(&c, json!({"email": "lag-parent@example.com"})).await;
+    let r = app
+        .post(
+            &c,
+            "/v1/users",
+            &json!({"email": "lag-child@example.com", "first_name": "Lagrange", "parent_user_id": parent}),
+        )
+        .await;
+    ok(&r, StatusCode::CREATED);
+    let child = r.body["id"].as_str().expect("id").to_string();
+    let grandchild = app
+        .enroll(
+            &c,
+            json!({"email": "lag-grandchild@example.com", "parent_user_id": child}),
+        )
+        .await;
+    let token = r.header("roster-consistency-token").expect("token").to_string();
+    let listed = |page: &Value| -> Vec<String> {
+        page["data"]
+            .as_array()
+            .expect("page")
+            .iter()
+            .filter_map(|u| u["id"].as_str().map(String::from))
+            .collect()
+    };
+    let children = |rel: &Value| -> Vec<String> {
+        rel["children"]
+            .as_array()
+            .expect("children")
+            .iter()
+            .filter_map(|u| u["id"].as_str().map(String::from))
+            .collect()
+    };
+    let before = app.get_after(&c, "/v1/users?limit=100", &token).await;
+    assert!(listed(&before.body).contains(&child));
+
+    let mut holder = app.pool.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM user_view WHERE id = $1::uuid FOR UPDATE")
+        .bind(&child)
+        .execute(&mut *holder)
+        .await
+        .expect("lock the view's row");
+    ok(
+        &app.call(&c, Method::DELETE, &format!("/v1/users/{child}"), None).await,
+        StatusCode::OK,
+    );
+    let blocked = waiting_for(&app, 1).await;
+    assert!(blocked >= 1, "the projector waits for the view's row");
+    let in_view: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM user_view WHERE id = $1::uuid)")
+        .bind(&child)
+        .fetch_one(&app.pool)
+        .await
+        .expect("view");
+    assert!(in_view, "the view still holds the erased user");
+
+    let list = app.get(&c, "/v1/users?limit=100").await;
+    ok(&list, StatusCode::OK);
+    assert!(!listed(&list.body).contains(&child), "{}", list.body);
+    let listed_children = app.get(&c, &format!("/v1/users?parent_user_id={parent}")).await;
+    assert!(
+        !listed(&listed_children.body).contains(&child),
+        "{}",
+        listed_children.body
+    );
+    for search in [json!({"email": "lag-child@example.com"}), json!({"name": "Lagrange"})] {
+        let r = app.post(&c, "/v1/users:search", &search).await;
+        assert_eq!(r.body["data"], json!([]), "{search}: {}", r.body);
+    }
+    let up = app.get(&c, &format!("/v1/users/{parent}/relationships")).await;
+    ok(&up, StatusCode::OK);
+    assert_eq!(children(&up.body), Vec::<String>::new(), "{}", up.body);
+    assert_eq!(up.body["descendants"], json!([]), "{}", up.body);
+    let down = app.get(&c, &format!("/v1/users/{grandchild}/relationships")).await;
+    ok(&down, StatusCode::OK);
+    assert_eq!(down.body["parent"], Value::Null, "{}", down.body);
+    assert_eq!(down.body["ancestors"], json!([]), "{}", down.body);
+    holder.rollback().await.expect("release");
+    app.cleanup().await;
+}
+
+/// A response computed before an erasure and stored after it (held at the
+/// failpoint `idempotency::storing` while the erasure commits) keeps
+/// nothing of the person, and its key does not replay it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_response_stored_after_an_erasure_keeps_nothing_of_the_person() {
+    let app = roster_tests::spawn_app().await;
+    let c = app.creds("acme", None).await;
+    let r = app
+        .post(
+            &c,
+            "/v1/users",
+            &json!({"email": "stored-late@example.com", "first_name": "Latimer"}),
+        )
+        .await;
+    ok(&r, StatusCode::CREATED);
+    let user = r.body["id"].as_str().expect("id").to_string();
+    let token = r.header("roster-consistency-token").expect("token").to_string();
+    app.get_after(&c, &format!("/v1/users/{user}"), &token).await;
+
+    let search = || {
+        app.request(Some(&c), Method::POST, "/v1/users:search")
+            .header("idempotency-key", "late-search")
+            .json(&json!({"email": "stored-late@example.com"}))
+    };
+    let (release, mut reached) = hold_at("idempotency::storing");
+    let first = tokio::spawn(TestApp::send(search()));
+    reached.recv().await.expect("the search's response is held");
+    fail::remove("idempotency::storing");
+    ok(
+        &app.call(&c, Method::DELETE, &format!("/v1/users/{user}"), None).await,
+        StatusCode::OK,
+    );
+    release.send(()).expect("released");
+    let first = first.await.expect("search");
+    ok(&first, StatusCode::OK);
+    assert!(
+        first.body.to_string().contains("Latimer"),
+        "computed before: {}",
+        first.body
+    );
+
+    let kept: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM idempotency_keys
+          WHERE position(convert_to('Latimer', 'UTF8') IN coalesce(body, ''::bytea)) > 0
+             OR position(convert_to($1, 'UTF8') IN coalesce(body, ''::bytea)) > 0",
+    )
+    .bind(&user)
+    .fetch_one(&app.pool)
+    .await
+    .expect("stored responses");
+    assert_eq!(kept, 0, "no stored response names the erased user");
+    let again = TestApp::send(search()).await;
+    ok(&again, StatusCode::OK);
+    assert_eq!(again.body["data"], json!([]), "{}", again.body);
+    app.cleanup().await;
+}
+
+/// The erasure finds the stored responses that name its user through an
+/// index, not by reading every body.
+#[tokio::test]
+async fn the_erasure_finds_stored_responses_through_an_index() {
+    let app = roster_tests::spawn_app_with(None).await;
+    sqlx::query(
+        "INSERT INTO idempotency_keys (client_id, key, fingerprint, status, body, subjects)
+         SELECT 'c', 'k' || n, '\\x00', 200, convert_to(json_build_object('id', id)::text, 'UTF8'), ARRAY[id]
+           FROM (SELECT n, gen_random_uuid() AS id FROM generate_series(1, 50000) n) s",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("stored responses");
+    sqlx::query("ANALYZE idempotency_keys")
+        .execute(&app.pool)
+        .await
+        .expect("analyze");
+    let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {}", roster_command::store::FORGET_RESPONSES))
+        .bind(uuid::Uuid::now_v7())
+        .bind("c")
+        .bind("k1")
+        .fetch_all(&app.pool)
+        .await
+        .expect("plan");
+    let plan = plan.join("\n");
+    assert!(!plan.contains("Seq Scan"), "{plan}");
+    assert!(plan.contains("idempotency_keys_subjects"), "{plan}");
+    app.cleanup().await;
+}
+
+/// Two processes give the same answer for the same stored state: after B
+/// erases a user, A (which still keeps the user's aggregate and data key
+/// from its own commands) answers a membership of the user's account and a
+/// change of the user as B does, 410, where it used to decide on what it
+/// kept (a membership: 422 `ACCOUNT_NOT_OWNED`; a taken email: 409).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_answer_alike_after_an_erasure() {
+    let a = roster_tests::spawn_app().await;
+    let b = a.beside().await;
+    let c = a.creds("acme", None).await;
+    let user = a
+        .enroll(
+            &c,
+            json!({"email": "both@example.com", "account": roster_tests::account("ACC-BOTH")}),
+        )
+        .await;
+    a.enroll(&c, json!({"email": "taken@example.com"})).await;
+    let h = a.post(&c, "/v1/households", &json!({})).await;
+    let household = h.body["id"].as_str().expect("id").to_string();
+    // A keeps the user as it committed it.
+    ok(
+        &a.call(
+            &c,
+            Method::PATCH,
+            &format!("/v1/users/{user}"),
+            Some(json!({"first_name": "Kept"})),
+        )
+        .await,
+        StatusCode::OK,
+    );
+
+    ok(
+        &b.call(&c, Method::DELETE, &format!("/v1/users/{user}"), None).await,
+        StatusCode::OK,
+    );
+    // The change first: through A it is decided on the kept aggregate and
+    // sealed under the kept key; then the membership, through a process that
+    // (before the fix) kept the key.
+    for (name, app) in [("B", &b), ("A", &a)] {
+        let change = app
+            .call(
+                &c,
+                Method::PATCH,
+                &format!("/v1/users/{user}"),
+                Some(json!({"email": "taken@example.com"})),
+            )
+            .await;
+        assert_eq!(
+            (change.status, change.code()),
+            (StatusCode::GONE, "USER_ERASED"),
+            "change through {name}: {}",
+            change.body
+        );
+        let join = app
+            .post(
+                &c,
+                &format!("/v1/households/{household}/members"),
+                &json!({"user_id": user, "account_id": "ACC-BOTH"}),
+            )
+            .await;
+        assert_eq!(
+            (join.status, join.code()),
+            (StatusCode::GONE, "USER_ERASED"),
+            "membership through {name}: {}",
+            join.body
+        );
+    }
+    b.stop().await;
+    a.cleanup().await;
 }

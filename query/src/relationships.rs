@@ -2,7 +2,8 @@
 //! descendants, at any depth. The whole chain of ancestors is listed; the
 //! descendants too, up to [`MAX_DESCENDANTS`] (nearest first), past which
 //! the answer says so (`descendants_truncated`) rather than cutting
-//! silently. A client may ask for fewer levels with `depth`.
+//! silently (which users of the last level listed make it then is not
+//! specified). A client may ask for fewer levels with `depth`.
 
 use crate::users::ERASED;
 use crate::QueryError;
@@ -107,19 +108,19 @@ pub async fn get(
     // The chain up to its first erased or repeated user.
     let mut seen = std::collections::HashSet::from([user_id]);
     let up: Vec<Row> = up.into_iter().take_while(|r| !r.6 && seen.insert(r.0)).collect();
-    let down: Vec<Row> = sqlx::query_as(&format!(
-        "WITH RECURSIVE down(id, depth) AS (
-             SELECT id, 1 FROM user_view WHERE company_id = $2 AND parent_user_id = $1 AND id <> $1
+    // Postgres evaluates a recursive query one level after the other and
+    // only as far as its reader fetches: the LIMIT stops the walk once the
+    // nearest levels fill the answer, however large the subtree.
+    let mut down: Vec<Row> = sqlx::query_as(&format!(
+        "WITH RECURSIVE down(id, first_name, last_name, status, parent, depth) AS (
+             SELECT id, doc ->> 'first_name', doc ->> 'last_name', status, parent_user_id, 1 FROM user_view
+              WHERE company_id = $2 AND parent_user_id = $1 AND id <> $1 AND NOT {ERASED}
              UNION ALL
-             SELECT user_view.id, down.depth + 1 FROM down JOIN user_view ON user_view.parent_user_id = down.id
-              WHERE user_view.company_id = $2 AND down.depth < $3 AND user_view.id <> $1
-                AND NOT EXISTS (SELECT 1 FROM user_registry r WHERE r.user_id = down.id AND r.erased_at IS NOT NULL))
-         SELECT user_view.id, user_view.doc ->> 'first_name', user_view.doc ->> 'last_name', user_view.status,
-                user_view.parent_user_id, down.depth, false
-           FROM down JOIN user_view ON user_view.id = down.id
-          WHERE NOT {ERASED}
-          ORDER BY down.depth, user_view.id
-          LIMIT $4"
+             SELECT user_view.id, user_view.doc ->> 'first_name', user_view.doc ->> 'last_name', user_view.status,
+                    user_view.parent_user_id, down.depth + 1
+               FROM down JOIN user_view ON user_view.parent_user_id = down.id
+              WHERE user_view.company_id = $2 AND down.depth < $3 AND user_view.id <> $1 AND NOT {ERASED})
+         SELECT id, first_name, last_name, status, parent, depth, false FROM down LIMIT $4"
     ))
     .bind(user_id)
     .bind(company_id)
@@ -127,7 +128,7 @@ pub async fn get(
     .bind(MAX_DESCENDANTS + 1)
     .fetch_all(pool)
     .await?;
-    let mut down = down;
+    down.sort_by_key(|r| (r.5, r.0));
     let descendants_truncated = down.len() as i64 > MAX_DESCENDANTS;
     down.truncate(MAX_DESCENDANTS as usize);
     let related = |r: &Row| Related {

@@ -147,9 +147,20 @@ infra_browser() {
   fi
 }
 
+# Redocly CLI lints the OpenAPI document in the tests, pinned by
+# tests/openapi/package-lock.json.
+infra_openapi_lint() {
+  local dir
+  dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/openapi"
+  if [ ! -f "$dir/node_modules/@redocly/cli/bin/cli.js" ]; then
+    log "installing @redocly/cli (npm ci in tests/openapi)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) || return
+  fi
+}
+
 infra_up() {
   infra_packages && infra_postgres && infra_tansu_install && infra_broker_start && infra_schemathesis \
-    && infra_browser || return
+    && infra_browser && infra_openapi_lint || return
   log "ready: postgres 127.0.0.1:5432, kafka $BROKER_HOST:$BROKER_PORT"
 }
 

@@ -61,6 +61,7 @@ impl Validate for CreateProduct {
     }
 }
 
+/// Create a card product in the company's catalog.
 #[utoipa::path(post, path = "/v1/card-products", tag = "cards", request_body = CreateProduct,
     params(super::openapi::IdempotencyKey),
     responses((status = 201, description = "Created", body = CardProductDoc),
@@ -236,6 +237,7 @@ impl Validate for TerminateRequest {
     }
 }
 
+/// Terminate one of the user's cards.
 #[utoipa::path(post, path = "/v1/users/{id}/cards/terminate", tag = "cards", request_body = TerminateRequest,
     params(("id" = String, Path, description = "User id"), super::openapi::IdempotencyKey),
     responses((status = 200, description = "Terminated", body = CardDoc),
@@ -262,6 +264,7 @@ pub async fn terminate_card(
     Ok(card_response(StatusCode::OK, committed))
 }
 
+/// List the user's cards.
 #[utoipa::path(get, path = "/v1/users/{id}/cards", tag = "cards",
     params(("id" = String, Path, description = "User id"), ("limit" = Option<u32>, Query, description = "1..=100, default 10"),
         ("after" = Option<String>, Query, description = "Cursor"), super::openapi::ConsistencyToken),

@@ -93,6 +93,7 @@ fn respond(status: StatusCode, doc: HouseholdDoc) -> Response {
     (status, headers, Json(doc)).into_response()
 }
 
+/// Create a household.
 #[utoipa::path(post, path = "/v1/households", tag = "households", request_body = CreateHousehold,
     params(super::openapi::IdempotencyKey),
     responses((status = 201, description = "Created", body = HouseholdDoc), (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated), (status = 403, response = super::openapi::Forbidden), (status = 404, response = super::openapi::NotFound), (status = 409, response = super::openapi::Conflict), (status = 422, response = super::openapi::Unprocessable), (status = 503, response = super::openapi::Unavailable)), security(("bearer" = [], "app_id" = [])))]
@@ -118,6 +119,7 @@ pub async fn create(
     Ok(response)
 }
 
+/// Add a user's account to a household.
 #[utoipa::path(post, path = "/v1/households/{id}/members", tag = "households", request_body = AddMember,
     params(("id" = String, Path, description = "Household id"), super::openapi::IdempotencyKey),
     responses((status = 200, description = "Member added", body = HouseholdDoc), (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated), (status = 403, response = super::openapi::Forbidden), (status = 404, response = super::openapi::NotFound), (status = 409, response = super::openapi::Conflict), (status = 422, response = super::openapi::Unprocessable), (status = 503, response = super::openapi::Unavailable)), security(("bearer" = [], "app_id" = [])))]
@@ -133,6 +135,7 @@ pub async fn add_member(
     Ok(respond(StatusCode::OK, doc))
 }
 
+/// Remove an account from a household.
 #[utoipa::path(delete, path = "/v1/households/{id}/members/{account_id}", tag = "households",
     params(("id" = String, Path, description = "Household id"), ("account_id" = String, Path, description = "Account id"), super::openapi::IdempotencyKey),
     responses((status = 200, description = "Member removed", body = HouseholdDoc), (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated), (status = 403, response = super::openapi::Forbidden), (status = 404, response = super::openapi::NotFound), (status = 409, response = super::openapi::Conflict), (status = 422, response = super::openapi::Unprocessable), (status = 503, response = super::openapi::Unavailable)), security(("bearer" = [], "app_id" = [])))]
@@ -161,7 +164,8 @@ pub async fn remove_member(
     Ok(respond(StatusCode::OK, doc))
 }
 
-#[utoipa::path(get, path = "/v1/households/{id}", tag = "households",
+/// Retrieve a household.
+#[utoipa::path(get, path = "/v1/households/{id}", tag = "households", operation_id = "retrieve_household",
     params(("id" = String, Path, description = "Household id"), super::openapi::ConsistencyToken),
     responses((status = 200, description = "The household", body = HouseholdDoc), (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated), (status = 403, response = super::openapi::Forbidden), (status = 404, response = super::openapi::NotFound), (status = 409, response = super::openapi::Conflict), (status = 422, response = super::openapi::Unprocessable), (status = 503, response = super::openapi::Unavailable)), security(("bearer" = [], "app_id" = [])))]
 pub async fn retrieve(

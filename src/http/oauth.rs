@@ -37,7 +37,8 @@ pub struct TokenRequest {
         (status = 200, description = "A bearer token", body = crate::auth::AccessToken),
         (status = 400, response = super::openapi::BadRequest),
         (status = 401, response = super::openapi::Unauthenticated),
-        (status = 503, response = super::openapi::Unavailable)))]
+        (status = 503, response = super::openapi::Unavailable)),
+    security(()))]
 pub async fn token(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -18,6 +18,7 @@ use utoipa::{IntoParams, Modify, OpenApi, ToResponse, ToSchema};
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Roster", description = "Event-sourced user and account registry."),
+    servers((url = "/", description = "The server that serves this document")),
     paths(
         super::oauth::token, super::users::enroll, super::users::retrieve, super::users::list, super::users::update,
         super::users::link_parent, super::users::unlink_parent, super::users::set_questions, super::users::verify,
@@ -184,11 +185,23 @@ pub struct ConsistencyToken {
 /// The document, rendered once.
 pub fn json() -> String {
     let mut doc = ApiDoc::openapi();
-    // `GET /v1/users/{id}:getLinkedRelationships`: the relationships route under its alias.
-    if let Some(item) = doc.paths.paths.get("/v1/users/{id}/relationships").cloned() {
+    // `GET /v1/users/{id}:getLinkedRelationships`: the relationships route
+    // under its alias (an operation id of its own).
+    if let Some(mut item) = doc.paths.paths.get("/v1/users/{id}/relationships").cloned() {
+        if let Some(op) = item.get.as_mut() {
+            op.operation_id = Some("get_linked_relationships".into());
+        }
         doc.paths
             .paths
             .insert("/v1/users/{id}:getLinkedRelationships".into(), item);
+    }
+    // `PUT /v1/users/{id}`: the same partial update as `PATCH`.
+    if let Some(item) = doc.paths.paths.get_mut("/v1/users/{id}") {
+        if let Some(mut op) = item.patch.clone() {
+            op.operation_id = Some("update_put".into());
+            op.summary = Some("Update a user (the same partial semantics as PATCH).".into());
+            item.put = Some(op);
+        }
     }
     doc.openapi = utoipa::openapi::OpenApiVersion::Version31;
     doc.to_json().unwrap_or_else(|_| "{}".into())

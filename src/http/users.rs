@@ -328,7 +328,7 @@ pub async fn erase(
 
 /// Update a user: a JSON merge patch of its profile fields, plus `password`
 /// and `parent_user_id`. `PUT` has the same (partial) semantics.
-#[utoipa::path(method(patch, put), path = "/v1/users/{id}", tag = "users", request_body = Object, 
+#[utoipa::path(patch, path = "/v1/users/{id}", tag = "users", request_body = Object,
     params(("id" = String, Path, description = "User id"), super::openapi::IdempotencyKey, super::openapi::IfMatch),
     responses((status = 200, description = "Updated (JSON merge patch of profile fields, password, parent_user_id)", body = UserDoc), (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated), (status = 403, response = super::openapi::Forbidden), (status = 404, response = super::openapi::NotFound), (status = 409, response = super::openapi::Conflict), (status = 412, response = super::openapi::PreconditionFailed), (status = 422, response = super::openapi::Unprocessable), (status = 503, response = super::openapi::Unavailable)),
     security(("bearer" = [], "app_id" = [])))]
@@ -404,6 +404,7 @@ pub struct ParentRequest {
     pub parent_user_id: Uuid,
 }
 
+/// Link a user to a parent.
 #[utoipa::path(put, path = "/v1/users/{id}/parent", tag = "users", request_body = ParentRequest, 
     params(("id" = String, Path, description = "User id"), super::openapi::IdempotencyKey, super::openapi::IfMatch),
     responses((status = 200, description = "Linked", body = UserDoc), (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated), (status = 403, response = super::openapi::Forbidden), (status = 404, response = super::openapi::NotFound), (status = 409, response = super::openapi::Conflict), (status = 412, response = super::openapi::PreconditionFailed), (status = 422, response = super::openapi::Unprocessable), (status = 503, response = super::openapi::Unavailable)),
@@ -421,6 +422,7 @@ pub async fn link_parent(
     Ok(user_response(StatusCode::OK, c.doc))
 }
 
+/// Unlink a user from its parent.
 #[utoipa::path(delete, path = "/v1/users/{id}/parent", tag = "users", 
     params(("id" = String, Path, description = "User id"), super::openapi::IdempotencyKey, super::openapi::IfMatch),
     responses((status = 200, description = "Unlinked", body = UserDoc), (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated), (status = 403, response = super::openapi::Forbidden), (status = 404, response = super::openapi::NotFound), (status = 409, response = super::openapi::Conflict), (status = 412, response = super::openapi::PreconditionFailed), (status = 422, response = super::openapi::Unprocessable), (status = 503, response = super::openapi::Unavailable)),
@@ -452,6 +454,7 @@ impl Validate for QuestionsRequest {
     }
 }
 
+/// Set the user's security questions.
 #[utoipa::path(put, path = "/v1/users/{id}/verification-questions", tag = "users", request_body = QuestionsRequest, 
     params(("id" = String, Path, description = "User id"), super::openapi::IdempotencyKey, super::openapi::IfMatch),
     responses((status = 200, description = "Questions set; failures and lock reset", body = UserDoc), (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated), (status = 403, response = super::openapi::Forbidden), (status = 404, response = super::openapi::NotFound), (status = 409, response = super::openapi::Conflict), (status = 412, response = super::openapi::PreconditionFailed), (status = 422, response = super::openapi::Unprocessable), (status = 503, response = super::openapi::Unavailable)),
@@ -603,6 +606,7 @@ impl Validate for EnrollUserRequest {
     }
 }
 
+/// Change the user's status.
 #[utoipa::path(post, path = "/v1/users/{id}/status", tag = "users", request_body = StatusRequest, 
     params(("id" = String, Path, description = "User id"), super::openapi::IdempotencyKey, super::openapi::IfMatch),
     responses((status = 200, description = "Status changed", body = UserDoc), (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated), (status = 403, response = super::openapi::Forbidden), (status = 404, response = super::openapi::NotFound), (status = 409, response = super::openapi::Conflict), (status = 412, response = super::openapi::PreconditionFailed), (status = 422, response = super::openapi::Unprocessable), (status = 503, response = super::openapi::Unavailable)),
@@ -619,6 +623,7 @@ pub async fn change_status(
     Ok(user_response(StatusCode::OK, c.doc))
 }
 
+/// Update the user's KYC record.
 #[utoipa::path(patch, path = "/v1/users/{id}/kyc", tag = "users", request_body = KycInput, 
     params(("id" = String, Path, description = "User id"), super::openapi::IdempotencyKey, super::openapi::IfMatch),
     responses((status = 200, description = "KYC updated", body = UserDoc), (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated), (status = 403, response = super::openapi::Forbidden), (status = 404, response = super::openapi::NotFound), (status = 409, response = super::openapi::Conflict), (status = 412, response = super::openapi::PreconditionFailed), (status = 422, response = super::openapi::Unprocessable), (status = 503, response = super::openapi::Unavailable)),
@@ -635,6 +640,7 @@ pub async fn update_kyc(
     Ok(user_response(StatusCode::OK, c.doc))
 }
 
+/// Add an account to the user.
 #[utoipa::path(post, path = "/v1/users/{id}/accounts", tag = "users", request_body = AccountInput, 
     params(("id" = String, Path, description = "User id"), super::openapi::IdempotencyKey, super::openapi::IfMatch),
     responses((status = 201, description = "Account added", body = UserDoc), (status = 400, response = super::openapi::BadRequest), (status = 401, response = super::openapi::Unauthenticated), (status = 403, response = super::openapi::Forbidden), (status = 404, response = super::openapi::NotFound), (status = 409, response = super::openapi::Conflict), (status = 412, response = super::openapi::PreconditionFailed), (status = 422, response = super::openapi::Unprocessable), (status = 503, response = super::openapi::Unavailable)),

@@ -1,5 +1,5 @@
 use reqwest::{Method, StatusCode};
-use roster_tests::{spawn_app, TestApp};
+use roster_tests::{spawn_app, spawn_app_with, TestApp};
 use serde_json::json;
 
 #[tokio::test]
@@ -69,5 +69,38 @@ async fn oversized_bodies_are_refused() {
     .await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(r.code(), "PAYLOAD_TOO_LARGE");
+    app.cleanup().await;
+}
+
+/// `GET /openapi.json` passes Redocly CLI's `recommended` ruleset with no
+/// error (npm `@redocly/cli`, pinned by tests/openapi/package-lock.json;
+/// `scripts/infra.sh` installs it).
+#[tokio::test]
+async fn the_openapi_document_passes_redocly_recommended_lint() {
+    let app = spawn_app_with(None).await;
+    let doc = TestApp::send(app.request(None, Method::GET, "/openapi.json")).await;
+    assert_eq!(doc.status, StatusCode::OK);
+    let file = std::env::temp_dir().join(format!("roster-openapi-{}.json", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&file, doc.body.to_string()).expect("document written");
+    let out = tokio::process::Command::new("node")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/openapi/node_modules/@redocly/cli/bin/cli.js"
+        ))
+        .args(["lint", "--extends", "recommended", "--format", "stylish"])
+        .arg(&file)
+        .env("REDOCLY_TELEMETRY", "off")
+        .env("REDOCLY_SUPPRESS_NOTIFICATIONS", "true")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .await
+        .expect("redocly runs (scripts/infra.sh installs it)");
+    let _ = std::fs::remove_file(&file);
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{report}");
     app.cleanup().await;
 }

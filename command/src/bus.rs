@@ -40,6 +40,32 @@ pub struct Meta {
     /// What an earlier attempt of this request committed, when its answer
     /// was lost: the command is not run again, its outcome is read back.
     pub recovered: Option<Recovered>,
+    /// Where the request learns what its command appended, whatever its
+    /// answer turns out to be.
+    pub appended: AppendedTo,
+}
+
+/// The stream a command appended to and its last sequence, kept for the
+/// edge as soon as the append commits: an answer that is not a success (a
+/// failed verification appends its `VerificationFailed`; a failure after
+/// the commit) still names the write it made.
+#[derive(Debug, Clone, Default)]
+pub struct AppendedTo(Arc<Mutex<Option<StreamVersion>>>);
+
+/// An aggregate type, an aggregate id and a sequence in its stream.
+pub type StreamVersion = (&'static str, Uuid, u64);
+
+impl AppendedTo {
+    fn set(&self, aggregate_type: &'static str, id: Uuid, version: u64) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some((aggregate_type, id, version));
+        }
+    }
+
+    /// Aggregate type, id and last sequence of the committed append, if any.
+    pub fn get(&self) -> Option<StreamVersion> {
+        self.0.lock().ok().and_then(|slot| *slot)
+    }
 }
 
 /// The events an earlier attempt of a request appended: `from..=to` of the
@@ -536,7 +562,11 @@ where
     A::Error: Into<CommandError>,
 {
     if let Some(r) = meta.recovered.as_ref().filter(|r| r.aggregate_type == A::TYPE) {
-        return recover(&side.store, r).await;
+        let recovered = recover(&side.store, r).await?;
+        if let Ok(id) = Uuid::parse_str(&r.aggregate_id) {
+            meta.appended.set(A::TYPE, id, r.to);
+        }
+        return Ok(recovered);
     }
     let stream = Stream {
         aggregate_type: A::TYPE,
@@ -596,6 +626,7 @@ where
                     side.store.vault().remember(key);
                 }
                 side.remember(id, &aggregate, appended.version);
+                meta.appended.set(A::TYPE, id, appended.version);
                 // Tests stop Postgres here: committed, not yet answered.
                 fail::fail_point!("command::committed");
                 return Ok((aggregate, appended.version, events));

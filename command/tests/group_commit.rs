@@ -23,6 +23,7 @@ fn meta() -> Meta {
         idempotency_key: None,
         at: Timestamp::now(),
         recovered: None,
+        appended: Default::default(),
     }
 }
 

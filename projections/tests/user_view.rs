@@ -21,6 +21,7 @@ async fn enroll(commands: &Commands, i: usize) -> UserDoc {
         idempotency_key: None,
         at: Timestamp::now(),
         recovered: None,
+        appended: Default::default(),
     };
     let command = UserCommand {
         company_id: "acme".into(),
@@ -544,6 +545,7 @@ async fn kept_documents_give_way_to_what_another_runner_wrote(pool: PgPool) {
             idempotency_key: None,
             at: Timestamp::now(),
             recovered: None,
+            appended: Default::default(),
         };
         let command = UserCommand {
             company_id: "acme".into(),

@@ -53,6 +53,24 @@ impl Token {
     }
 }
 
+/// Puts the token of the write a request's command made on its answer,
+/// whatever its status, unless the handler did (a failed verification is
+/// 422 and appended its `VerificationFailed`; a failure after the commit is
+/// 5xx): the client can always read its own write.
+pub async fn stamp(mut req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let appended = roster_command::bus::AppendedTo::default();
+    req.extensions_mut().insert(appended.clone());
+    let mut response = next.run(req).await;
+    if let Some((aggregate_type, id, version)) = appended.get() {
+        if matches!(aggregate_type, "user" | "household") && !response.headers().contains_key(HEADER) {
+            response
+                .headers_mut()
+                .insert(HEADER, Token::new(aggregate_type, id, version).header_value());
+        }
+    }
+    response
+}
+
 /// The token a query was sent with, if any.
 pub struct ReadAfter(pub Option<Token>);
 

@@ -77,6 +77,8 @@ pub struct RequestInfo {
     pub request_id: String,
     pub idempotency_key: Option<String>,
     pub recovered: Option<roster_command::Recovered>,
+    /// Filled by the command runner; read by [`super::consistency::stamp`].
+    pub appended: roster_command::bus::AppendedTo,
 }
 
 impl RequestInfo {
@@ -89,6 +91,7 @@ impl RequestInfo {
             idempotency_key: self.idempotency_key,
             at: roster_events::Timestamp::now(),
             recovered: self.recovered,
+            appended: self.appended,
         }
     }
 }
@@ -127,6 +130,11 @@ impl<St: Send + Sync> FromRequestParts<St> for RequestInfo {
             request_id,
             idempotency_key,
             recovered: parts.extensions.get::<roster_command::Recovered>().cloned(),
+            appended: parts
+                .extensions
+                .get::<roster_command::bus::AppendedTo>()
+                .cloned()
+                .unwrap_or_default(),
         })
     }
 }

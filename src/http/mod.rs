@@ -70,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .merge(console::router())
         .fallback(|| async { ApiError::NotFound("NOT_FOUND", "No such route.") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn(consistency::stamp))
         .layer(middleware::from_fn_with_state(state.clone(), idempotency::layer))
         .with_state(state)
         .layer(middleware::from_fn(record_metrics))

@@ -588,3 +588,71 @@ async fn no_secret_leaves_the_aggregate() {
     assert!(types.contains(&"roster.user.verification_failed.v1"));
     app.cleanup().await;
 }
+
+/// Every answer of a command that appended events names its write with
+/// `Roster-Consistency-Token`, whatever its status: a failed verification
+/// (422, it appended `VerificationFailed`) and a failure after the commit
+/// (500: the command runner panics right after it, failpoint
+/// `command::committed`). Reading with either token sees the write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_of_a_write_that_appended_names_it() {
+    let app = spawn_app().await;
+    let c = app.creds("acme", None).await;
+    let u = id(&user(&app, &c, json!({"email": "token@example.com"})).await);
+    let set = json!({"questions": [{"code": "PET", "answer": "rex"}]});
+    let r = app
+        .call(
+            &c,
+            Method::PUT,
+            &format!("/v1/users/{u}/verification-questions"),
+            Some(set),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let before: u64 = r.body["version"].as_u64().expect("version");
+
+    let r = app
+        .call(
+            &c,
+            Method::POST,
+            &format!("/v1/users/{u}/verifications"),
+            Some(json!({"code": "PET", "answer": "tom"})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "VERIFICATION_FAILED")
+    );
+    let token = r
+        .header("roster-consistency-token")
+        .expect("a token on the 422")
+        .to_string();
+    assert_eq!(token, format!("user:{u}:{}", before + 1));
+    let trail = app.get(&c, &format!("/v1/users/{u}/events?limit=100")).await;
+    let last = trail.body["data"]
+        .as_array()
+        .and_then(|d| d.last())
+        .cloned()
+        .expect("entries");
+    assert_eq!(last["event_type"], "VerificationFailed");
+
+    fail::cfg("command::committed", "panic").expect("failpoint");
+    let r = app
+        .call(
+            &c,
+            Method::PATCH,
+            &format!("/v1/users/{u}"),
+            Some(json!({"first_name": "Afterwards"})),
+        )
+        .await;
+    fail::remove("command::committed");
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.body);
+    let token = r
+        .header("roster-consistency-token")
+        .expect("a token on the 500")
+        .to_string();
+    assert_eq!(token, format!("user:{u}:{}", before + 2));
+    let read = app.get_after(&c, &format!("/v1/users/{u}"), &token).await;
+    assert_eq!(read.body["first_name"], "Afterwards", "{}", read.body);
+    app.cleanup().await;
+}

@@ -129,6 +129,7 @@ fn meta() -> Meta {
         idempotency_key: None,
         at: Timestamp::now(),
         recovered: None,
+        appended: Default::default(),
     }
 }
 

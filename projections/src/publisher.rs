@@ -19,7 +19,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer, PurgeConfig};
 use roster_vault::Vault;
 use sqlx::{Connection, PgConnection, PgPool};
 use std::sync::Arc;
@@ -41,18 +41,39 @@ pub struct KafkaConfig {
 }
 
 fn producer(config: &KafkaConfig) -> anyhow::Result<FutureProducer> {
-    ClientConfig::new()
-        .set("bootstrap.servers", &config.brokers)
+    producer_config(config)
+        .create()
+        .context("cannot create the Kafka producer")
+}
+
+/// The producer's settings. A failed delivery is answered by dropping the
+/// producer and sending the batch again from the checkpoint, which keeps
+/// each key's order only if a producer never writes a message after one
+/// that failed before it: then what it wrote is a prefix of the batch, and
+/// a consumer that drops repeats (by `ce_id`) sees every key in order. So
+/// no message may time out inside librdkafka (`message.timeout.ms = 0`: a
+/// timed-out message is skipped and the ones after it are written, "1 3
+/// 2" once the batch is sent again), and an error that could leave a gap
+/// stops the producer (`enable.gapless.guarantee`). The publisher bounds
+/// a batch's deliveries itself ([`DELIVERY_DEADLINE`]), then purges and
+/// drops the producer.
+pub fn producer_config(config: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.brokers)
         .set("enable.idempotence", "true")
+        .set("enable.gapless.guarantee", "true")
         .set("acks", "all")
         // Fewer, fuller produce requests; Kafka p99 lag stays well within
         // its 250 ms (docs/benchmarks.md).
         .set("linger.ms", "20")
-        .set("message.timeout.ms", "15000")
-        .set("topic.metadata.refresh.interval.ms", "5000")
-        .create()
-        .context("cannot create the Kafka producer")
+        .set("message.timeout.ms", "0")
+        .set("topic.metadata.refresh.interval.ms", "5000");
+    c
 }
+
+/// How long a batch's deliveries may take before the producer is purged
+/// and dropped and the batch sent again by a new one.
+pub const DELIVERY_DEADLINE: Duration = Duration::from_secs(15);
 
 pub struct Publisher {
     config: KafkaConfig,
@@ -121,12 +142,26 @@ impl Publisher {
         let Some((last, count, deliveries)) = handed? else {
             return Ok(0);
         };
-        for delivery in deliveries {
-            let failure = match delivery.await {
-                Ok(Ok(_)) => continue,
-                Ok(Err((e, _))) => anyhow::Error::new(e).context("delivery failed"),
-                Err(_) => anyhow::anyhow!("producer dropped a delivery"),
-            };
+        let confirmed = async {
+            for delivery in deliveries {
+                match delivery.await {
+                    Ok(Ok(_)) => continue,
+                    Ok(Err((e, _))) => return Err(anyhow::Error::new(e).context("delivery failed")),
+                    Err(_) => return Err(anyhow::anyhow!("producer dropped a delivery")),
+                }
+            }
+            Ok(())
+        };
+        let failure = match tokio::time::timeout(DELIVERY_DEADLINE, confirmed).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some(anyhow::anyhow!("deliveries not confirmed within {DELIVERY_DEADLINE:?}")),
+        };
+        if let Some(failure) = failure {
+            // Nothing of this producer is written after what failed: its
+            // queue is purged and it is dropped; a new one sends the batch
+            // again from the checkpoint.
+            self.producer.purge(PurgeConfig::default().queue().inflight());
             self.reset()?;
             return Err(failure);
         }

@@ -3,23 +3,27 @@
 //! - [`user`]: the User aggregate (pure rules, given/when/then tests) and
 //!   the requests that become its commands;
 //! - [`validate`], [`secret`]: field rules and secret hashing;
-//! - [`constraints`], [`store`], [`writer`]: cross-aggregate rules enforced
-//!   atomically with the typed append; concurrent appends share a statement
-//!   (group commit);
-//! - [`bus`]: runs a command to completion (load, decide, append, retry on
-//!   conflict) in its own task.
+//! - [`append`]: what an append is (stream, sealed events, constraints,
+//!   metadata) and what it comes to, shared by the three below;
+//! - [`runner`]: runs a command to completion (load, decide, seal, append,
+//!   retry on conflict) in its own task;
+//! - [`store`], [`writer`], [`constraints`]: the typed append with the
+//!   cross-aggregate rules enforced atomically; concurrent appends share a
+//!   statement (group commit); stream reads and snapshots.
 
-pub mod bus;
+pub mod append;
 pub mod catalog;
 pub mod constraints;
 pub mod household;
 pub mod pan;
 pub mod parse;
+pub mod runner;
 pub mod secret;
 pub mod store;
 pub mod user;
 pub mod validate;
 pub mod writer;
 
-pub use bus::{CommandError, Commands, Committed, Meta, Recovered};
+pub use append::{Meta, Recovered};
 pub use constraints::Violation;
+pub use runner::{CommandError, Commands, Committed};

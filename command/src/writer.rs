@@ -12,8 +12,8 @@
 //! violation or conflict fails only that command, with its own precise
 //! error, and the rules hold exactly as for a lone append.
 
+use crate::append::{is_busy, is_unavailable, Append, AppendError, Appended};
 use crate::constraints::Constraint;
-use crate::store::{is_unavailable, Append, AppendError, Appended};
 use sqlx::{PgExecutor, PgPool, Postgres, Transaction};
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -159,7 +159,7 @@ async fn together(own: &PgPool, appends: &[&Append]) -> Together {
             )
         }
         // Waited too long for a row: whichever append waits, it waits alone.
-        Err(e) if crate::store::is_busy(&e) => {
+        Err(e) if is_busy(&e) => {
             tracing::debug!(error = %e, size = appends.len(), "batch waited too long; appending one by one");
             Together::OneByOne
         }

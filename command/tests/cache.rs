@@ -2,7 +2,7 @@
 //! decides on the stream as it is in the store, whatever other processes
 //! appended meanwhile.
 
-use roster_command::bus::Load;
+use roster_command::runner::Load;
 use roster_command::user::patch::ProfilePatch;
 use roster_command::user::{EnrollUser, UpdateUser, UserAction, UserCommand, UserError};
 use roster_command::{CommandError, Commands, Meta};

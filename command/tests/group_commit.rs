@@ -3,8 +3,8 @@
 //! append. Each test forces a batch with `writer::write_batch`, the step
 //! the writer tasks run on whatever is queued.
 
+use roster_command::append::{Append, AppendError, NewEvent, Stream};
 use roster_command::constraints::Constrained;
-use roster_command::store::{Append, AppendError, NewEvent, Stream};
 use roster_command::user::User;
 use roster_command::writer::write_batch;
 use roster_command::{Meta, Violation};
@@ -27,7 +27,7 @@ fn meta() -> Meta {
     }
 }
 
-/// The append of an enrollment, as the bus builds it.
+/// The append of an enrollment, as the runner builds it.
 fn enroll(id: Uuid, email: &str) -> Append {
     let event = UserEvent::UserEnrolled(Box::new(UserEnrolled {
         user_id: id,

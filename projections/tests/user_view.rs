@@ -1,7 +1,7 @@
 //! The user view projector builds exactly the document the write side
 //! returned, and a replay rebuilds the same rows.
 
-use roster_command::bus::Load;
+use roster_command::runner::Load;
 use roster_command::user::{EnrollUser, UserAction, UserCommand};
 use roster_command::{Commands, Meta};
 use roster_events::user::{Profile, QuestionHash, UserDoc, UserStatus};

@@ -58,7 +58,7 @@ impl Token {
 /// 422 and appended its `VerificationFailed`; a failure after the commit is
 /// 5xx): the client can always read its own write.
 pub async fn stamp(mut req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
-    let appended = roster_command::bus::AppendedTo::default();
+    let appended = roster_command::append::AppendedTo::default();
     req.extensions_mut().insert(appended.clone());
     let mut response = next.run(req).await;
     if let Some((aggregate_type, id, version)) = appended.get() {

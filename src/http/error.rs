@@ -285,7 +285,7 @@ impl From<QueryError> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        if roster_command::store::is_unavailable(&e) {
+        if roster_command::append::is_unavailable(&e) {
             tracing::warn!(error = %e, "database unavailable");
             ApiError::Unavailable
         } else {

@@ -78,7 +78,7 @@ pub struct RequestInfo {
     pub idempotency_key: Option<String>,
     pub recovered: Option<roster_command::Recovered>,
     /// Filled by the command runner; read by [`super::consistency::stamp`].
-    pub appended: roster_command::bus::AppendedTo,
+    pub appended: roster_command::append::AppendedTo,
 }
 
 impl RequestInfo {
@@ -132,7 +132,7 @@ impl<St: Send + Sync> FromRequestParts<St> for RequestInfo {
             recovered: parts.extensions.get::<roster_command::Recovered>().cloned(),
             appended: parts
                 .extensions
-                .get::<roster_command::bus::AppendedTo>()
+                .get::<roster_command::append::AppendedTo>()
                 .cloned()
                 .unwrap_or_default(),
         })

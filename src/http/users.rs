@@ -9,7 +9,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post, put};
 use axum::{Json, Router};
-use roster_command::bus::Load;
+use roster_command::runner::Load;
 use roster_command::secret::{self, Secret};
 use roster_command::user::input::{self, AccountInput, EnrollUserRequest, KycInput, QuestionInput};
 use roster_command::user::patch::ProfilePatch;

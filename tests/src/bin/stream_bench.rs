@@ -1,5 +1,5 @@
 //! Write cost against stream length (not a test): a PATCH of a user with 10
-//! events against one with 3,000, through the command bus as the API runs
+//! events against one with 3,000, through the command runner as the API runs
 //! it (validation, load, decide, append). Warm: the process keeps the
 //! aggregate (it decides on it without a read; a stale one would conflict
 //! on append). Cold: a fresh process (an empty cache, a snapshot) each time.
@@ -9,7 +9,7 @@
 //! Uses `$ROSTER_TEST_PG` (default postgres://postgres@127.0.0.1:5432) and a
 //! database `roster_stream_bench` it recreates.
 
-use roster_command::bus::Load;
+use roster_command::runner::Load;
 use roster_command::user::patch::ProfilePatch;
 use roster_command::user::{EnrollUser, UpdateUser, UserAction, UserCommand};
 use roster_command::{Commands, Meta};
@@ -110,7 +110,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let [ws, wl] = warm.map(p50);
     let [cs, cl] = cold.map(p50);
-    println!("| PATCH through the command bus | p50 ms at 10 events | p50 ms at 3,000 events | ratio (limit 1.5) |");
+    println!("| PATCH through the command runner | p50 ms at 10 events | p50 ms at 3,000 events | ratio (limit 1.5) |");
     println!("|---|---|---|---|");
     println!("| warm (aggregate cached) | {ws:.2} | {wl:.2} | {:.2} |", wl / ws);
     println!(

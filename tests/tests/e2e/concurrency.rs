@@ -4,7 +4,7 @@
 
 use futures::future::join_all;
 use reqwest::{Method, StatusCode};
-use roster_command::bus::MAX_ATTEMPTS;
+use roster_command::runner::MAX_ATTEMPTS;
 use roster_tests::{spawn_app, TestApp};
 use serde_json::json;
 

@@ -8,7 +8,7 @@
 //!   transaction id get positions in the order their readers saw them, and
 //!   every checkpoint the same place: nothing skipped or read twice.
 
-use roster_command::bus::Load;
+use roster_command::runner::Load;
 use roster_command::user::{EnrollUser, UserAction, UserCommand};
 use roster_command::{CommandError, Commands, Meta, Violation};
 use roster_events::user::{Profile, UserStatus};

@@ -4,10 +4,11 @@
 //! Every command runs in its own task, so a client that disconnects cannot
 //! cancel a write half-way (sqlx is not cancel-safe inside `BEGIN`).
 
+use crate::append::{Append, AppendError, Meta, NewEvent, Recovered, Stream};
 use crate::catalog::{catalog_id, CardCatalog, CatalogError, CreateCardProduct};
 use crate::constraints::{Constrained, Snapshots, Violation};
 use crate::household::{Household, HouseholdCommand, HouseholdError};
-use crate::store::{Append, AppendError, EventRepo, NewEvent, ReadError, Stream};
+use crate::store::{EventRepo, ReadError};
 use crate::user::{Argon2Services, User, UserCommand, UserError, UserServices};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
@@ -28,55 +29,6 @@ use uuid::Uuid;
 pub const MAX_ATTEMPTS: usize = 10;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Who caused a command, and when: stored as every event's metadata.
-#[derive(Debug, Clone)]
-pub struct Meta {
-    pub company_id: String,
-    pub client_id: String,
-    pub request_id: String,
-    pub idempotency_key: Option<String>,
-    pub at: Timestamp,
-    /// What an earlier attempt of this request committed, when its answer
-    /// was lost: the command is not run again, its outcome is read back.
-    pub recovered: Option<Recovered>,
-    /// Where the request learns what its command appended, whatever its
-    /// answer turns out to be.
-    pub appended: AppendedTo,
-}
-
-/// The stream a command appended to and its last sequence, kept for the
-/// edge as soon as the append commits: an answer that is not a success (a
-/// failed verification appends its `VerificationFailed`; a failure after
-/// the commit) still names the write it made.
-#[derive(Debug, Clone, Default)]
-pub struct AppendedTo(Arc<Mutex<Option<StreamVersion>>>);
-
-/// An aggregate type, an aggregate id and a sequence in its stream.
-pub type StreamVersion = (&'static str, Uuid, u64);
-
-impl AppendedTo {
-    fn set(&self, aggregate_type: &'static str, id: Uuid, version: u64) {
-        if let Ok(mut slot) = self.0.lock() {
-            *slot = Some((aggregate_type, id, version));
-        }
-    }
-
-    /// Aggregate type, id and last sequence of the committed append, if any.
-    pub fn get(&self) -> Option<StreamVersion> {
-        self.0.lock().ok().and_then(|slot| *slot)
-    }
-}
-
-/// The events an earlier attempt of a request appended: `from..=to` of the
-/// stream `aggregate_type`/`aggregate_id` (recorded with the append).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recovered {
-    pub aggregate_type: String,
-    pub aggregate_id: String,
-    pub from: u64,
-    pub to: u64,
-}
 
 /// The outcome of a command: the resulting document, its version and the
 /// events appended (none for a no-op).
@@ -133,7 +85,7 @@ impl From<ReadError> for CommandError {
 impl From<VaultError> for CommandError {
     fn from(e: VaultError) -> Self {
         match e {
-            VaultError::Db(e) if crate::store::is_unavailable(&e) => CommandError::Unavailable(Box::new(e)),
+            VaultError::Db(e) if crate::append::is_unavailable(&e) => CommandError::Unavailable(Box::new(e)),
             e => CommandError::Internal(Box::new(e)),
         }
     }

@@ -2,6 +2,8 @@
 //!
 //! - [`user`]: the User aggregate (pure rules, given/when/then tests) and
 //!   the requests that become its commands;
+//! - [`erasure`]: what an erasure appends to its children's and
+//!   households' streams (pure);
 //! - [`validate`], [`secret`]: field rules and secret hashing;
 //! - [`append`]: what an append is (stream, sealed events, constraints,
 //!   metadata) and what it comes to, shared by the three below;
@@ -14,6 +16,7 @@
 pub mod append;
 pub mod catalog;
 pub mod constraints;
+pub mod erasure;
 pub mod household;
 pub mod pan;
 pub mod parse;

@@ -28,13 +28,12 @@
 
 use crate::append::{is_unavailable, Append, AppendError, Appended, NewEvent, Stream};
 use crate::constraints::{Claim, Constraint, Violation};
+use crate::erasure::{Cascaded, Tail};
 use crate::writer::Writer;
 use cqrs_es::persist::PersistedEventRepository;
 use cqrs_es::Aggregate;
 use postgres_es::PostgresEventRepository;
-use roster_events::household::{HouseholdEvent, Member};
 use roster_events::meta;
-use roster_events::user::{ParentUnlinked, UserEvent};
 use roster_events::Timestamp;
 use roster_vault::{ClaimKey, Vault};
 use serde_json::Value;
@@ -568,10 +567,9 @@ pub const FORGET_RESPONSES: &str = "DELETE FROM idempotency_keys
      WHERE ((committed_type = 'user' AND committed_id = $1::text) OR subjects @> ARRAY[$1::uuid])
        AND NOT (client_id = $2 AND key = $3)";
 
-/// What an erasure appends to other streams than the user's: a
-/// `ParentUnlinked` on each of its children, a `HouseholdMemberRemoved` on
-/// each household with one of its accounts (the account not named: it was
-/// the user's personal data).
+/// Who an erasure touches besides the user: its children and the
+/// households holding one of its accounts, found under the erasure's locks.
+/// [`crate::erasure::cascade`] decides the events.
 #[derive(Debug)]
 struct Cascade {
     user: Uuid,
@@ -581,81 +579,50 @@ struct Cascade {
 }
 
 impl Cascade {
-    fn streams(&self) -> impl Iterator<Item = Stream> + '_ {
-        let on = |aggregate_type| {
-            move |id: &Uuid| Stream {
-                aggregate_type,
-                id: *id,
-            }
-        };
-        self.children
-            .iter()
-            .map(on("user"))
-            .chain(self.households.iter().map(on("household")))
-    }
-
-    /// The event on `stream`, at `at`.
-    fn event(&self, stream: Stream, at: Timestamp) -> NewEvent {
-        if stream.aggregate_type == "user" {
-            let e = UserEvent::ParentUnlinked(ParentUnlinked {
-                previous_parent_user_id: self.user,
-                at,
-            });
-            NewEvent::sealed("user", &e, None)
-        } else {
-            let e = HouseholdEvent::HouseholdMemberRemoved(Member {
-                user_id: self.user,
-                account_id: None,
-                at,
-            });
-            NewEvent::sealed("household", &e, None)
-        }
-    }
-
     /// One append per stream, after its last event, with `append`'s
-    /// metadata. Read under the log's lock, taken first: no other
-    /// transaction can append meanwhile, so what it reads of each stream
-    /// is final. Another append may have committed on a stream after the
-    /// erasure began; the event then follows it in sequence and in time (a
-    /// microsecond after it, should the erasure's instant be earlier), so a
-    /// point-in-time read never shows the erasure's effect before what
-    /// preceded it.
+    /// metadata (the instant of each event). Read under the log's lock,
+    /// taken first: no other transaction can append meanwhile, so what it
+    /// reads of each stream is final.
     async fn appends(&self, tx: &mut Transaction<'_, Postgres>, append: &Append) -> sqlx::Result<Vec<Append>> {
-        let streams: Vec<Stream> = self.streams().collect();
-        if streams.is_empty() {
+        if self.children.is_empty() && self.households.is_empty() {
             return Ok(Vec::new());
         }
         sqlx::query("SELECT roster_lock_log()").execute(&mut **tx).await?;
-        let (types, ids): (Vec<&str>, Vec<String>) =
-            streams.iter().map(|s| (s.aggregate_type, s.id.to_string())).unzip();
-        // Each stream's last sequence and instant, in `streams`' order.
-        let last: Vec<(i64, Option<String>)> = sqlx::query_as(
-            "SELECT coalesce(l.sequence, 0), l.at
-               FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS s(t, i, n)
-               LEFT JOIN LATERAL (
-                    SELECT sequence, payload -> event_type ->> 'at' AS at FROM events
-                     WHERE aggregate_type = s.t AND aggregate_id = s.i
-                     ORDER BY sequence DESC LIMIT 1) l ON true
-              ORDER BY s.n",
-        )
-        .bind(&types)
-        .bind(&ids)
-        .fetch_all(&mut **tx)
-        .await?;
+        let children = tails(tx, "user", &self.children).await?;
+        let households = tails(tx, "household", &self.households).await?;
         let mut metadata: serde_json::Map<String, Value> = serde_json::from_str(&append.metadata).unwrap_or_default();
-        Ok(streams
+        Ok(crate::erasure::cascade(self.user, self.at, &children, &households)
             .into_iter()
-            .zip(last)
-            .map(|(stream, (sequence, last_at))| {
-                let after = last_at
-                    .and_then(|t| serde_json::from_value::<Timestamp>(Value::String(t)).ok())
-                    .map(|t| Timestamp::from(t.as_datetime() + chrono::Duration::microseconds(1)));
-                let at = after.map_or(self.at, |after| after.max(self.at));
+            .map(|c| {
+                let (stream, after, event, at) = match &c {
+                    Cascaded::Unlinked { child, after, event } => (
+                        Stream {
+                            aggregate_type: "user",
+                            id: *child,
+                        },
+                        *after,
+                        NewEvent::sealed("user", event, None),
+                        event.at(),
+                    ),
+                    Cascaded::Removed {
+                        household,
+                        after,
+                        event,
+                    } => (
+                        Stream {
+                            aggregate_type: "household",
+                            id: *household,
+                        },
+                        *after,
+                        NewEvent::sealed("household", event, None),
+                        event.at(),
+                    ),
+                };
                 metadata.insert(meta::OCCURRED_AT.to_string(), Value::String(at.to_string()));
                 Append {
                     stream,
-                    expected_version: sequence as u64,
-                    events: vec![self.event(stream, at)],
+                    expected_version: after,
+                    events: vec![event],
                     constraints: Vec::new(),
                     claim_key: append.claim_key.clone(),
                     keys: Vec::new(),
@@ -666,6 +633,33 @@ impl Cascade {
             })
             .collect())
     }
+}
+
+/// Each stream's last sequence and instant, in `ids`' order.
+async fn tails(tx: &mut Transaction<'_, Postgres>, aggregate_type: &str, ids: &[Uuid]) -> sqlx::Result<Vec<Tail>> {
+    let texts: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+    let last: Vec<(i64, Option<String>)> = sqlx::query_as(
+        "SELECT coalesce(l.sequence, 0), l.at
+           FROM UNNEST($2::text[]) WITH ORDINALITY AS s(i, n)
+           LEFT JOIN LATERAL (
+                SELECT sequence, payload -> event_type ->> 'at' AS at FROM events
+                 WHERE aggregate_type = $1 AND aggregate_id = s.i
+                 ORDER BY sequence DESC LIMIT 1) l ON true
+          ORDER BY s.n",
+    )
+    .bind(aggregate_type)
+    .bind(&texts)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(ids
+        .iter()
+        .zip(last)
+        .map(|(id, (sequence, at))| Tail {
+            id: *id,
+            sequence: sequence as u64,
+            at: at.and_then(|t| serde_json::from_value::<Timestamp>(Value::String(t)).ok()),
+        })
+        .collect())
 }
 
 /// Whether the user exists, not erased, in the company (for parent links).

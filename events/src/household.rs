@@ -21,6 +21,14 @@ impl HouseholdEvent {
             HouseholdEvent::HouseholdMemberRemoved(_) => "HouseholdMemberRemoved",
         }
     }
+
+    /// When it happened.
+    pub fn at(&self) -> Timestamp {
+        match self {
+            HouseholdEvent::HouseholdCreated(e) => e.at,
+            HouseholdEvent::HouseholdMemberAdded(m) | HouseholdEvent::HouseholdMemberRemoved(m) => m.at,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -280,7 +280,15 @@ impl User {
                     at,
                 }))
             }
-            UserAction::Verify { code, .. } => events.push(self.verification(code, answer_matched, at)?),
+            UserAction::Verify { code, .. } => {
+                let attempt = self.verification(code, answer_matched, at)?;
+                // The fifth consecutive failure locks verification.
+                let locks = matches!(&attempt, UserEvent::VerificationFailed(f) if f.attempts_remaining == 0);
+                events.push(attempt);
+                if locks {
+                    events.push(UserEvent::VerificationLocked(At { at }));
+                }
+            }
             UserAction::ChangeStatus { status, reason } => {
                 if doc.status == UserStatus::Closed && status != UserStatus::Closed {
                     return Err(UserError::Closed);
@@ -491,14 +499,8 @@ impl Aggregate for User {
                 matched = services.verify_secret(answer.clone(), hash).await;
             }
         }
-        let events = self.decide(command, matched)?;
-        let lock = matches!(events.last(), Some(UserEvent::VerificationFailed(f)) if f.attempts_remaining == 0);
-        let at = events.last().map(UserEvent::at);
-        for event in events {
+        for event in self.decide(command, matched)? {
             sink.write(event, self).await;
-        }
-        if let (true, Some(at)) = (lock, at) {
-            sink.write(UserEvent::VerificationLocked(At { at }), self).await;
         }
         Ok(())
     }

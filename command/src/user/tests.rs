@@ -213,6 +213,22 @@ fn a_right_answer_verifies_and_a_wrong_one_counts_down() {
         .then_expect_events(vec![failed("SCHOOL", false, 4)]);
 }
 
+/// The lock is decided with the failure that causes it (`decide`, not only
+/// `handle`).
+#[test]
+fn decide_locks_on_the_fifth_failure() {
+    let mut user = User::default();
+    user.apply(enrolled());
+    for i in 0..4 {
+        user.apply(failed("PET", true, 4 - i));
+    }
+    let events = user.decide(cmd(verify("PET", "tom")), false).expect("decided");
+    assert_eq!(
+        events,
+        vec![failed("PET", true, 0), UserEvent::VerificationLocked(At { at: at() })]
+    );
+}
+
 #[test]
 fn the_fifth_failure_locks_and_then_even_a_right_answer_is_refused() {
     let four: Vec<UserEvent> = (0..4).map(|i| failed("PET", true, 4 - i)).collect();

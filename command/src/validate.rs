@@ -124,6 +124,91 @@ pub fn normalise_answer(answer: &str) -> String {
     answer.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
 }
 
+/// A field's rule: the value trimmed and normalised, or why it is invalid.
+pub type Rule = fn(&str) -> Result<String, String>;
+
+/// The rule of every text field of a user (CONTRACT §3), in one place:
+/// enrollment, the merge patch, the other user routes and any other door
+/// read a field through these.
+pub mod field {
+    use super::{country, email, locale, mobile, name, text, Rule};
+
+    pub const FIRST_NAME: Rule = name;
+    pub const LAST_NAME: Rule = name;
+    pub const EMAIL: Rule = email;
+    pub const MOBILE: Rule = mobile;
+    pub const OFFICE_PHONE: Rule = |v| text(v, 1, 30);
+    pub const OFFICE_EXTENSION: Rule = |v| text(v, 1, 10);
+    pub const EMPLOYEE_ID: Rule = |v| text(v, 1, 100);
+    pub const GENDER: Rule = |v| text(v, 1, 50);
+    pub const NATIONALITY: Rule = country;
+    pub const LOCALE: Rule = locale;
+    pub const EXTERNAL_REF_ID: Rule = |v| text(v, 1, 100);
+    pub const EXTERNAL_REF_TYPE: Rule = |v| text(v, 1, 50);
+    /// `line1`, `line2`, `city`, `region` of an address.
+    pub const ADDRESS_LINE: Rule = |v| text(v, 1, 100);
+    pub const POSTAL_CODE: Rule = |v| text(v, 1, 20);
+    pub const COUNTRY: Rule = country;
+    pub const STATUS_REASON: Rule = |v| text(v, 1, 200);
+    pub const KYC_ID: Rule = |v| text(v, 1, 100);
+    /// Every field of an account (`account_id`, its type, status, product
+    /// code and program identifier).
+    pub const ACCOUNT: Rule = |v| text(v, 1, 100);
+    pub const QUESTION_CODE: Rule = |v| text(v, 1, QUESTION_CODE_MAX);
+
+    /// Longest security question code, in characters.
+    pub const QUESTION_CODE_MAX: usize = 50;
+    /// Longest (normalised) security answer, in characters.
+    pub const ANSWER_MAX: usize = 200;
+
+    /// A security answer, normalised (see [`super::normalise_answer`]):
+    /// 1 to [`ANSWER_MAX`] characters.
+    pub fn answer(value: &str) -> Result<String, String> {
+        let answer = super::normalise_answer(value);
+        if answer.is_empty() || answer.chars().count() > ANSWER_MAX {
+            Err(format!("must be 1 to {ANSWER_MAX} characters"))
+        } else {
+            Ok(answer)
+        }
+    }
+
+    /// A password: 8 to 128 characters, kept exactly as sent.
+    pub fn password(value: &str) -> Result<String, String> {
+        if (8..=128).contains(&value.chars().count()) {
+            Ok(value.to_string())
+        } else {
+            Err("must be 8 to 128 characters".into())
+        }
+    }
+}
+
+/// The rules that span a user's fields, each in one place.
+pub mod across {
+    use super::FieldError;
+
+    /// A user keeps an email or an external reference.
+    pub fn identifier(email: bool, external_ref: bool) -> Option<FieldError> {
+        (!email && !external_ref).then(|| FieldError::new("email", "email or external_ref is required"))
+    }
+
+    /// A password logs in with the email: none without one.
+    pub fn password_needs_email(password: bool, email: bool) -> Option<FieldError> {
+        (password && !email).then(|| FieldError::new("password", "a password needs an email to log in with"))
+    }
+
+    /// The email cannot go while a password needs it.
+    pub fn email_kept_for_password(email: bool, password: bool) -> Option<FieldError> {
+        (!email && password).then(|| FieldError::new("email", "cannot be cleared while the user has a password"))
+    }
+}
+
+impl Errors {
+    /// Records a cross-field rule's error, if any.
+    pub fn rule(&mut self, broken: Option<FieldError>) {
+        self.0.extend(broken);
+    }
+}
+
 const ISO_3166_ALPHA2: &str = "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ \
 BL BM BN BO BQ BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM \
 DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK \

@@ -43,6 +43,30 @@ impl Required for Admin {
     const SCOPE: Scope = Scope::Admin;
 }
 
+/// The caller a request's `Authorization: Bearer <token>` and `x-appid`
+/// name, if the token is valid for that client.
+pub(crate) fn caller(headers: &axum::http::HeaderMap, tokens: &crate::auth::Tokens) -> Option<Caller> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let token =
+        header("authorization").and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))?;
+    tokens.verify(token.trim(), header("x-appid")?.trim())
+}
+
+/// A request's `Idempotency-Key` (CONTRACT §2): `None` without one, 400
+/// for a key that is not 1 to 255 visible ASCII characters.
+pub(crate) fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(k) if (1..=255).contains(&k.len()) => Ok(Some(k.to_string())),
+        _ => Err(ApiError::field(
+            "Idempotency-Key",
+            "must be 1 to 255 visible ASCII characters",
+        )),
+    }
+}
+
 /// An authenticated caller holding scope `S`: 401 without valid
 /// credentials, 403 without the scope.
 pub struct Auth<S: Required>(pub Caller, pub PhantomData<S>);
@@ -51,15 +75,7 @@ impl<S: Required> FromRequestParts<AppState> for Auth<S> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-        let token = header("authorization")
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .ok_or(ApiError::Unauthenticated)?;
-        let app_id = header("x-appid").ok_or(ApiError::Unauthenticated)?;
-        let caller = state
-            .tokens
-            .verify(token.trim(), app_id.trim())
-            .ok_or(ApiError::Unauthenticated)?;
+        let caller = caller(&parts.headers, &state.tokens).ok_or(ApiError::Unauthenticated)?;
         if !caller.has(S::SCOPE) {
             return Err(ApiError::Forbidden(S::SCOPE.as_str()));
         }
@@ -114,18 +130,7 @@ impl<St: Send + Sync> FromRequestParts<St> for RequestInfo {
                 format!("must be at most {REQUEST_ID_MAX} characters"),
             ));
         }
-        let idempotency_key = match parts.headers.get("idempotency-key") {
-            None => None,
-            Some(v) => {
-                let k = v
-                    .to_str()
-                    .map_err(|_| ApiError::field("Idempotency-Key", "must be visible ASCII"))?;
-                if k.is_empty() || k.len() > 255 {
-                    return Err(ApiError::field("Idempotency-Key", "must be 1 to 255 characters"));
-                }
-                Some(k.to_string())
-            }
-        };
+        let idempotency_key = idempotency_key(&parts.headers)?;
         Ok(RequestInfo {
             request_id,
             idempotency_key,

@@ -57,30 +57,16 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
         *req.method(),
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
     );
-    let Some(key) = req.headers().get("idempotency-key").cloned() else {
-        return next.run(req).await;
-    };
-    if !write || req.uri().path() == "/v1/oauth/token" {
+    if !write || req.uri().path() == "/v1/oauth/token" || !req.headers().contains_key("idempotency-key") {
         return next.run(req).await;
     }
-    let key = match key.to_str() {
-        Ok(k) if (1..=255).contains(&k.len()) => k.to_string(),
-        _ => return ApiError::field("Idempotency-Key", "must be 1 to 255 visible ASCII characters").into_response(),
+    let key = match super::extract::idempotency_key(req.headers()) {
+        Ok(Some(key)) => key,
+        Ok(None) => return next.run(req).await,
+        Err(e) => return e.into_response(),
     };
     // Keys are scoped to the client; unauthenticated requests just run (and fail).
-    let client = {
-        let h = req.headers();
-        let token = h
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
-        let app_id = h.get("x-appid").and_then(|v| v.to_str().ok());
-        match (token, app_id) {
-            (Some(t), Some(a)) => state.tokens.verify(t.trim(), a.trim()).map(|c| c.client_id),
-            _ => None,
-        }
-    };
-    let Some(client) = client else {
+    let Some(client) = super::extract::caller(req.headers(), &state.tokens).map(|c| c.client_id) else {
         return next.run(req).await;
     };
     let (parts, body) = req.into_parts();

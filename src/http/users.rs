@@ -348,8 +348,9 @@ pub async fn update(
     let mut errors = Vec::new();
     for (key, value) in fields {
         match key.as_str() {
-            "password" => match value.as_str().map(|p| (p, p.chars().count())) {
-                Some((p, 8..=128)) => update.password_hash = Some(p.to_string()),
+            "password" => match value.as_str().map(validate::field::password) {
+                Some(Ok(p)) => update.password_hash = Some(p),
+                // A value that is not text breaks the same rule.
                 _ => errors.push(FieldError::new("password", "must be 8 to 128 characters")),
             },
             "parent_user_id" => match &value {
@@ -500,15 +501,12 @@ impl Validate for VerifyRequest {
 
     fn validate(self) -> Result<UserAction, Vec<FieldError>> {
         let mut errors = Errors::default();
-        let code = errors.check("code", validate::text(&self.code, 1, input::QUESTION_CODE_MAX));
-        let answer = validate::normalise_answer(&self.answer);
-        if answer.is_empty() || answer.chars().count() > input::ANSWER_MAX {
-            errors.add("answer", format!("must be 1 to {} characters", input::ANSWER_MAX));
-        }
-        let code = errors.into_result(code)?.unwrap_or_default();
+        let code = errors.check("code", validate::field::QUESTION_CODE(&self.code));
+        let answer = errors.check("answer", validate::field::answer(&self.answer));
+        let (code, answer) = errors.into_result((code, answer))?;
         Ok(UserAction::Verify {
-            code,
-            answer: Secret::new(answer),
+            code: code.unwrap_or_default(),
+            answer: Secret::new(answer.unwrap_or_default()),
         })
     }
 }
@@ -567,7 +565,7 @@ impl Validate for StatusRequest {
         let mut errors = Errors::default();
         let reason = self
             .reason
-            .and_then(|r| errors.check("reason", validate::text(&r, 1, 200)));
+            .and_then(|r| errors.check("reason", validate::field::STATUS_REASON(&r)));
         errors.into_result(UserAction::ChangeStatus {
             status: self.status,
             reason,
@@ -582,7 +580,7 @@ impl Validate for KycInput {
         let mut errors = Errors::default();
         let kyc_id = self
             .kyc_id
-            .and_then(|k| errors.check("kyc_id", validate::text(&k, 1, 100)));
+            .and_then(|k| errors.check("kyc_id", validate::field::KYC_ID(&k)));
         errors.into_result(UserAction::UpdateKyc(Kyc {
             kyc_id,
             status: self.status,

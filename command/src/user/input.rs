@@ -2,7 +2,7 @@
 //! normalised values the aggregate decides on.
 
 use crate::secret::Secret;
-use crate::validate::{self, Errors, FieldError};
+use crate::validate::{self, across, field, Errors, FieldError};
 use chrono::NaiveDate;
 use roster_events::user::{
     Account, Address, CommunicationPreferences, ExternalRef, Kyc, KycStatus, Profile, UserStatus,
@@ -115,19 +115,14 @@ fn opt<T>(errors: &mut Errors, field: &str, value: Option<&str>, f: impl Fn(&str
     value.and_then(|v| errors.check(field, f(v)))
 }
 
-fn address(errors: &mut Errors, field: &str, a: &AddressInput) -> Option<Address> {
-    let line1 = errors.check(&format!("{field}.line1"), validate::text(&a.line1, 1, 100));
-    let line2 = opt(errors, &format!("{field}.line2"), a.line2.as_deref(), |v| {
-        validate::text(v, 1, 100)
-    });
-    let city = errors.check(&format!("{field}.city"), validate::text(&a.city, 1, 100));
-    let region = opt(errors, &format!("{field}.region"), a.region.as_deref(), |v| {
-        validate::text(v, 1, 100)
-    });
-    let postal_code = opt(errors, &format!("{field}.postal_code"), a.postal_code.as_deref(), |v| {
-        validate::text(v, 1, 20)
-    });
-    let country = errors.check(&format!("{field}.country"), validate::country(&a.country));
+fn address(errors: &mut Errors, path: &str, a: &AddressInput) -> Option<Address> {
+    let at = |name: &str| format!("{path}.{name}");
+    let line1 = errors.check(&at("line1"), field::ADDRESS_LINE(&a.line1));
+    let line2 = opt(errors, &at("line2"), a.line2.as_deref(), field::ADDRESS_LINE);
+    let city = errors.check(&at("city"), field::ADDRESS_LINE(&a.city));
+    let region = opt(errors, &at("region"), a.region.as_deref(), field::ADDRESS_LINE);
+    let postal_code = opt(errors, &at("postal_code"), a.postal_code.as_deref(), field::POSTAL_CODE);
+    let country = errors.check(&at("country"), field::COUNTRY(&a.country));
     Some(Address {
         line1: line1?,
         line2,
@@ -138,31 +133,22 @@ fn address(errors: &mut Errors, field: &str, a: &AddressInput) -> Option<Address
     })
 }
 
-/// Longest security question code and (normalised) answer, in characters.
-pub const QUESTION_CODE_MAX: usize = 50;
-pub const ANSWER_MAX: usize = 200;
+pub use validate::field::{ANSWER_MAX, QUESTION_CODE_MAX};
 
 /// Validates the questions of an enrollment or of `PUT /verification-questions`.
-pub fn questions(errors: &mut Errors, field: &str, input: &[QuestionInput]) -> Vec<Question> {
+pub fn questions(errors: &mut Errors, path: &str, input: &[QuestionInput]) -> Vec<Question> {
     if input.is_empty() || input.len() > 5 {
-        errors.add(field, "must hold 1 to 5 questions");
+        errors.add(path, "must hold 1 to 5 questions");
     }
     let mut out: Vec<Question> = Vec::with_capacity(input.len());
     for (i, q) in input.iter().enumerate() {
-        let code = errors.check(
-            &format!("{field}[{i}].code"),
-            validate::text(&q.code, 1, QUESTION_CODE_MAX),
-        );
-        let answer = validate::normalise_answer(&q.answer);
-        if answer.is_empty() || answer.chars().count() > ANSWER_MAX {
-            errors.add(
-                format!("{field}[{i}].answer"),
-                format!("must be 1 to {ANSWER_MAX} characters"),
-            );
-        }
+        let code = errors.check(&format!("{path}[{i}].code"), field::QUESTION_CODE(&q.code));
+        let answer = errors
+            .check(&format!("{path}[{i}].answer"), field::answer(&q.answer))
+            .unwrap_or_default();
         if let Some(code) = code {
             if out.iter().any(|o| o.code == code) {
-                errors.add(format!("{field}[{i}].code"), "must be unique");
+                errors.add(format!("{path}[{i}].code"), "must be unique");
             }
             out.push(Question {
                 code,
@@ -177,36 +163,38 @@ impl EnrollUserRequest {
     pub fn validate(self) -> Result<Enrollment, Vec<FieldError>> {
         let mut e = Errors::default();
         let external_ref = self.external_ref.as_ref().and_then(|r| {
-            let id = e.check("external_ref.id", validate::text(&r.id, 1, 100));
-            let kind = e.check("external_ref.type", validate::text(&r.kind, 1, 50));
+            let id = e.check("external_ref.id", field::EXTERNAL_REF_ID(&r.id));
+            let kind = e.check("external_ref.type", field::EXTERNAL_REF_TYPE(&r.kind));
             Some(ExternalRef { id: id?, kind: kind? })
         });
-        let email = opt(&mut e, "email", self.email.as_deref(), validate::email);
-        if self.email.is_none() && self.external_ref.is_none() {
-            e.add("email", "email or external_ref is required");
-        }
+        let email = opt(&mut e, "email", self.email.as_deref(), field::EMAIL);
+        e.rule(across::identifier(self.email.is_some(), self.external_ref.is_some()));
         let profile = Profile {
             external_ref,
-            first_name: opt(&mut e, "first_name", self.first_name.as_deref(), validate::name),
-            last_name: opt(&mut e, "last_name", self.last_name.as_deref(), validate::name),
+            first_name: opt(&mut e, "first_name", self.first_name.as_deref(), field::FIRST_NAME),
+            last_name: opt(&mut e, "last_name", self.last_name.as_deref(), field::LAST_NAME),
             email,
             email_verified: self.email_verified.unwrap_or(false),
-            mobile: opt(&mut e, "mobile", self.mobile.as_deref(), validate::mobile),
-            office_phone: opt(&mut e, "office_phone", self.office_phone.as_deref(), |v| {
-                validate::text(v, 1, 30)
-            }),
-            office_extension: opt(&mut e, "office_extension", self.office_extension.as_deref(), |v| {
-                validate::text(v, 1, 10)
-            }),
-            employee_id: opt(&mut e, "employee_id", self.employee_id.as_deref(), |v| {
-                validate::text(v, 1, 100)
-            }),
+            mobile: opt(&mut e, "mobile", self.mobile.as_deref(), field::MOBILE),
+            office_phone: opt(
+                &mut e,
+                "office_phone",
+                self.office_phone.as_deref(),
+                field::OFFICE_PHONE,
+            ),
+            office_extension: opt(
+                &mut e,
+                "office_extension",
+                self.office_extension.as_deref(),
+                field::OFFICE_EXTENSION,
+            ),
+            employee_id: opt(&mut e, "employee_id", self.employee_id.as_deref(), field::EMPLOYEE_ID),
             date_of_birth: self
                 .date_of_birth
                 .and_then(|d| e.check("date_of_birth", validate::date_of_birth(d))),
-            gender: opt(&mut e, "gender", self.gender.as_deref(), |v| validate::text(v, 1, 50)),
-            nationality: opt(&mut e, "nationality", self.nationality.as_deref(), validate::country),
-            locale: opt(&mut e, "locale", self.locale.as_deref(), validate::locale),
+            gender: opt(&mut e, "gender", self.gender.as_deref(), field::GENDER),
+            nationality: opt(&mut e, "nationality", self.nationality.as_deref(), field::NATIONALITY),
+            locale: opt(&mut e, "locale", self.locale.as_deref(), field::LOCALE),
             address: self.address.as_ref().and_then(|a| address(&mut e, "address", a)),
             billing_address: self
                 .billing_address
@@ -225,25 +213,18 @@ impl EnrollUserRequest {
         if status == UserStatus::Closed {
             e.add("status", "a user cannot be enrolled closed");
         }
-        let status_reason = opt(&mut e, "status_reason", self.status_reason.as_deref(), |v| {
-            validate::text(v, 1, 200)
-        });
+        let status_reason = opt(
+            &mut e,
+            "status_reason",
+            self.status_reason.as_deref(),
+            field::STATUS_REASON,
+        );
         let kyc = self.kyc.map(|k| Kyc {
-            kyc_id: opt(&mut e, "kyc.kyc_id", k.kyc_id.as_deref(), |v| validate::text(v, 1, 100)),
+            kyc_id: opt(&mut e, "kyc.kyc_id", k.kyc_id.as_deref(), field::KYC_ID),
             status: k.status,
         });
-        let password = self.password.and_then(|p| {
-            let n = p.chars().count();
-            if !(8..=128).contains(&n) {
-                e.add("password", "must be 8 to 128 characters");
-                None
-            } else {
-                Some(Secret::new(p))
-            }
-        });
-        if password.is_some() && self.email.is_none() {
-            e.add("password", "a password needs an email to log in with");
-        }
+        let password = opt(&mut e, "password", self.password.as_deref(), field::password).map(Secret::new);
+        e.rule(across::password_needs_email(password.is_some(), self.email.is_some()));
         let verification_questions = match &self.verification_questions {
             Some(q) => questions(&mut e, "verification_questions", q),
             None => Vec::new(),
@@ -267,7 +248,7 @@ impl EnrollUserRequest {
 }
 
 fn account_fields(e: &mut Errors, prefix: &str, a: &AccountInput) -> Option<Account> {
-    let mut f = |name: &str, v: &str| e.check(&format!("{prefix}{name}"), validate::text(v, 1, 100));
+    let mut f = |name: &str, v: &str| e.check(&format!("{prefix}{name}"), field::ACCOUNT(v));
     let account_id = f("account_id", &a.account_id);
     let account_id_type = f("account_id_type", &a.account_id_type);
     let status = f("status", &a.status);

@@ -8,7 +8,7 @@
 pub mod input;
 pub mod patch;
 
-use crate::validate::FieldError;
+use crate::validate::{across, FieldError};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use roster_events::card::{
@@ -253,11 +253,11 @@ impl User {
             UserAction::Enroll(_) => unreachable!("handled above"),
             UserAction::Update(u) => {
                 let profile = u.patch.apply(&doc.profile).map_err(UserError::Invalid)?;
-                if u.password_hash.is_some() && profile.email.is_none() {
-                    return Err(invalid("password", "a password needs an email to log in with"));
-                }
-                if profile.email.is_none() && self.secrets.password_hash.is_some() {
-                    return Err(invalid("email", "cannot be cleared while the user has a password"));
+                let email = profile.email.is_some();
+                if let Some(broken) = across::password_needs_email(u.password_hash.is_some(), email)
+                    .or_else(|| across::email_kept_for_password(email, self.secrets.password_hash.is_some()))
+                {
+                    return Err(UserError::Invalid(vec![broken]));
                 }
                 let changes = doc.profile.changes_to(&profile);
                 if !changes.is_empty() {
@@ -447,13 +447,6 @@ impl User {
             .find(|q| q.code == code)
             .map(|q| q.answer_hash.clone())
     }
-}
-
-fn invalid(field: &str, message: &str) -> UserError {
-    UserError::Invalid(vec![FieldError {
-        field: field.into(),
-        message: message.into(),
-    }])
 }
 
 fn parent_change(doc: &UserDoc, parent: Option<Uuid>, at: Timestamp) -> Result<Option<UserEvent>, UserError> {

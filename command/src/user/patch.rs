@@ -5,7 +5,7 @@
 //! spans fields (a user keeps an identifier; a merged address is whole).
 
 use crate::parse::parse_all;
-use crate::validate::{self, Errors, FieldError};
+use crate::validate::{across, field, Errors, FieldError, Rule};
 use chrono::NaiveDate;
 use roster_events::user::{Address, CommunicationPreferences, ExternalRef, Profile};
 use serde::{Deserialize, Deserializer};
@@ -57,7 +57,7 @@ impl<T> Patch<T> {
 }
 
 impl Patch<String> {
-    fn text(self, errors: &mut Errors, field: &str, rule: impl Fn(&str) -> Result<String, String>) -> Patch<String> {
+    fn text(self, errors: &mut Errors, field: &str, rule: Rule) -> Patch<String> {
         self.check(errors, field, |v| rule(&v))
     }
 }
@@ -138,10 +138,6 @@ pub struct ProfilePatch {
     communication_preferences: Patch<PreferencesPatch>,
 }
 
-fn text(min: usize, max: usize) -> impl Fn(&str) -> Result<String, String> {
-    move |v| validate::text(v, min, max)
-}
-
 impl ProfilePatch {
     /// Reads the profile fields of a request body, reporting every field
     /// that breaks its rule and every name that is not a profile field.
@@ -156,21 +152,25 @@ impl ProfilePatch {
     fn checked(self, e: &mut Errors) -> ProfilePatch {
         ProfilePatch {
             external_ref: self.external_ref.map(|r| ExternalRefPatch {
-                id: r.id.text(e, "external_ref.id", text(1, 100)),
-                kind: r.kind.text(e, "external_ref.type", text(1, 50)),
+                id: r.id.text(e, "external_ref.id", field::EXTERNAL_REF_ID),
+                kind: r.kind.text(e, "external_ref.type", field::EXTERNAL_REF_TYPE),
             }),
-            first_name: self.first_name.text(e, "first_name", validate::name),
-            last_name: self.last_name.text(e, "last_name", validate::name),
-            email: self.email.text(e, "email", validate::email),
+            first_name: self.first_name.text(e, "first_name", field::FIRST_NAME),
+            last_name: self.last_name.text(e, "last_name", field::LAST_NAME),
+            email: self.email.text(e, "email", field::EMAIL),
             email_verified: self.email_verified,
-            mobile: self.mobile.text(e, "mobile", validate::mobile),
-            office_phone: self.office_phone.text(e, "office_phone", text(1, 30)),
-            office_extension: self.office_extension.text(e, "office_extension", text(1, 10)),
-            employee_id: self.employee_id.text(e, "employee_id", text(1, 100)),
-            date_of_birth: self.date_of_birth.check(e, "date_of_birth", validate::date_of_birth),
-            gender: self.gender.text(e, "gender", text(1, 50)),
-            nationality: self.nationality.text(e, "nationality", validate::country),
-            locale: self.locale.text(e, "locale", validate::locale),
+            mobile: self.mobile.text(e, "mobile", field::MOBILE),
+            office_phone: self.office_phone.text(e, "office_phone", field::OFFICE_PHONE),
+            office_extension: self
+                .office_extension
+                .text(e, "office_extension", field::OFFICE_EXTENSION),
+            employee_id: self.employee_id.text(e, "employee_id", field::EMPLOYEE_ID),
+            date_of_birth: self
+                .date_of_birth
+                .check(e, "date_of_birth", crate::validate::date_of_birth),
+            gender: self.gender.text(e, "gender", field::GENDER),
+            nationality: self.nationality.text(e, "nationality", field::NATIONALITY),
+            locale: self.locale.text(e, "locale", field::LOCALE),
             address: self.address.map(|a| a.checked(e, "address")),
             billing_address: self.billing_address.map(|a| a.checked(e, "billing_address")),
             communication_preferences: self.communication_preferences,
@@ -224,9 +224,10 @@ impl ProfilePatch {
                 }
             },
         };
-        if profile.email.is_none() && profile.external_ref.is_none() {
-            e.add("email", "email or external_ref is required");
-        }
+        e.rule(across::identifier(
+            profile.email.is_some(),
+            profile.external_ref.is_some(),
+        ));
         e.into_result(profile)
     }
 }
@@ -238,17 +239,15 @@ fn required(e: &mut Errors, field: &str, present: bool) {
 }
 
 impl AddressPatch {
-    fn checked(self, e: &mut Errors, field: &str) -> AddressPatch {
-        let rule = |name: &str, max: usize, v: Patch<String>, e: &mut Errors| {
-            v.text(e, &format!("{field}.{name}"), text(1, max))
-        };
+    fn checked(self, e: &mut Errors, path: &str) -> AddressPatch {
+        let at = |name: &str| format!("{path}.{name}");
         AddressPatch {
-            line1: rule("line1", 100, self.line1, e),
-            line2: rule("line2", 100, self.line2, e),
-            city: rule("city", 100, self.city, e),
-            region: rule("region", 100, self.region, e),
-            postal_code: rule("postal_code", 20, self.postal_code, e),
-            country: self.country.text(e, &format!("{field}.country"), validate::country),
+            line1: self.line1.text(e, &at("line1"), field::ADDRESS_LINE),
+            line2: self.line2.text(e, &at("line2"), field::ADDRESS_LINE),
+            city: self.city.text(e, &at("city"), field::ADDRESS_LINE),
+            region: self.region.text(e, &at("region"), field::ADDRESS_LINE),
+            postal_code: self.postal_code.text(e, &at("postal_code"), field::POSTAL_CODE),
+            country: self.country.text(e, &at("country"), field::COUNTRY),
         }
     }
 

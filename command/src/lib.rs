@@ -1,7 +1,7 @@
 //! Deciding in Roster.
 //!
 //! - [`user`]: the User aggregate (pure rules, given/when/then tests) and
-//!   the requests that become its commands;
+//!   its typed merge patch;
 //! - [`erasure`]: what an erasure appends to its children's and
 //!   households' streams (pure);
 //! - [`validate`], [`secret`]: field rules and secret hashing;

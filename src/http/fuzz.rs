@@ -4,9 +4,9 @@
 use super::consistency::Token;
 use super::error::ApiError;
 use super::extract::{parse_json, parse_limit};
+use super::users::input::EnrollUserRequest;
 use axum::response::IntoResponse;
 use proptest::prelude::*;
-use roster_command::user::input::EnrollUserRequest;
 use roster_command::user::patch::ProfilePatch;
 use roster_events::user::Profile;
 use serde_json::Value;

@@ -1,7 +1,7 @@
 //! `GET /openapi.json`: the OpenAPI 3.1 document of every `/v1` route,
 //! generated from the handlers' annotations and the types they use.
 
-use roster_command::user::input::{
+use super::users::input::{
     AccountInput, AddressInput, CommunicationPreferencesInput, EnrollUserRequest, ExternalRefInput, KycInput,
     QuestionInput,
 };

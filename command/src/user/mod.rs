@@ -5,7 +5,6 @@
 //! is checking a security answer against its hash ([`UserServices`]),
 //! CPU-heavy by design.
 
-pub mod input;
 pub mod patch;
 
 use crate::validate::{across, FieldError};

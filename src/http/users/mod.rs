@@ -9,9 +9,9 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post, put};
 use axum::{Json, Router};
+use input::{AccountInput, EnrollUserRequest, KycInput, QuestionInput};
 use roster_command::runner::Load;
 use roster_command::secret::{self, Secret};
-use roster_command::user::input::{self, AccountInput, EnrollUserRequest, KycInput, QuestionInput};
 use roster_command::user::patch::ProfilePatch;
 use roster_command::user::{EnrollUser, UpdateUser, UserAction, UserCommand};
 use roster_command::validate::{self, Errors, FieldError};
@@ -22,6 +22,8 @@ use roster_query::relationships as rel;
 use roster_query::users::{self, ListUsers, PROJECTION};
 use roster_query::{audit, history};
 use uuid::Uuid;
+
+pub mod input;
 
 pub fn router() -> Router<AppState> {
     Router::new()

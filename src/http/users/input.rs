@@ -1,9 +1,10 @@
-//! The enrollment request as clients send it, and its validation into the
-//! normalised values the aggregate decides on.
+//! The user routes' request bodies as clients send them (their OpenAPI
+//! schemas), and their validation into the normalised values the commands
+//! carry.
 
-use crate::secret::Secret;
-use crate::validate::{self, across, field, Errors, FieldError};
 use chrono::NaiveDate;
+use roster_command::secret::Secret;
+use roster_command::validate::{self, across, field, Errors, FieldError};
 use roster_events::user::{
     Account, Address, CommunicationPreferences, ExternalRef, Kyc, KycStatus, Profile, UserStatus,
 };

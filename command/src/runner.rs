@@ -182,17 +182,10 @@ impl<A: Constrained + Clone> Side<A> {
     /// cannot be the user's). Another company's erased user is answered as
     /// one that never existed: the caller learns nothing of it.
     async fn keyless(&self, owner: Uuid, company_id: &str) -> CommandError {
-        let erased: sqlx::Result<Option<bool>> = sqlx::query_scalar(
-            "SELECT erased_at IS NOT NULL FROM user_registry WHERE user_id = $1 AND company_id = $2",
-        )
-        .bind(owner)
-        .bind(company_id)
-        .fetch_optional(self.store.pool())
-        .await;
-        match erased {
+        match self.store.registered(company_id, owner).await {
             Ok(Some(true)) => CommandError::User(UserError::Erased),
             Ok(_) => CommandError::Violation(Violation::AccountNotOwned),
-            Err(e) => ReadError::from(e).into(),
+            Err(e) => e.into(),
         }
     }
 
@@ -210,13 +203,7 @@ impl<A: Constrained + Clone> Side<A> {
         if owners.is_empty() {
             return Ok(None);
         }
-        let erased: Option<Uuid> = sqlx::query_scalar(
-            "SELECT user_id FROM user_registry WHERE user_id = ANY($1) AND erased_at IS NOT NULL LIMIT 1",
-        )
-        .bind(&owners)
-        .fetch_optional(self.store.pool())
-        .await
-        .map_err(ReadError::from)?;
+        let erased = self.store.first_erased(&owners).await?;
         if let Some(owner) = erased {
             self.store.vault().forget(owner);
         }
@@ -310,15 +297,7 @@ impl Commands {
     /// Whether the user exists for this company (write side: always
     /// current); an erased one is [`UserError::Erased`].
     pub async fn user_exists(&self, company_id: &str, user_id: Uuid) -> Result<bool, CommandError> {
-        let erased: Option<bool> = sqlx::query_scalar(
-            "SELECT erased_at IS NOT NULL FROM user_registry WHERE user_id = $1 AND company_id = $2",
-        )
-        .bind(user_id)
-        .bind(company_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| CommandError::Unavailable(Box::new(e)))?;
-        match erased {
+        match self.users.store.registered(company_id, user_id).await? {
             Some(true) => Err(CommandError::User(UserError::Erased)),
             Some(false) => Ok(true),
             None => Ok(false),
@@ -421,17 +400,9 @@ impl Commands {
             .iter()
             .map(|a| claim_key.hash(&a.account.account_id))
             .collect();
-        let rows: Vec<(String, Uuid)> = sqlx::query_as(
-            "SELECT value, owner_id FROM unique_claims
-              WHERE company_id = $1 AND kind = 'household_account' AND value = ANY($2)",
-        )
-        .bind(&doc.company_id)
-        .bind(&accounts)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| CommandError::Unavailable(Box::new(e)))?;
-        for (a, hash) in doc.accounts.iter_mut().zip(&accounts) {
-            a.household_id = rows.iter().find(|(v, _)| v == hash).map(|(_, h)| *h);
+        let households = self.users.store.households_of(&doc.company_id, &accounts).await?;
+        for (a, household) in doc.accounts.iter_mut().zip(households) {
+            a.household_id = household;
         }
         Ok(doc)
     }

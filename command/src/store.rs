@@ -97,6 +97,47 @@ impl EventRepo {
         &self.vault
     }
 
+    /// The registry's word on `user` in `company_id`: `None` if it is no
+    /// user of that company, else whether it is erased. Always current.
+    pub async fn registered(&self, company_id: &str, user: Uuid) -> Result<Option<bool>, ReadError> {
+        Ok(
+            sqlx::query_scalar(
+                "SELECT erased_at IS NOT NULL FROM user_registry WHERE user_id = $1 AND company_id = $2",
+            )
+            .bind(user)
+            .bind(company_id)
+            .fetch_optional(&self.pool)
+            .await?,
+        )
+    }
+
+    /// The first of `users` the registry marks erased (of any company).
+    pub async fn first_erased(&self, users: &[Uuid]) -> Result<Option<Uuid>, ReadError> {
+        Ok(sqlx::query_scalar(
+            "SELECT user_id FROM user_registry WHERE user_id = ANY($1) AND erased_at IS NOT NULL LIMIT 1",
+        )
+        .bind(users)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// The household each of `accounts` (keyed hashes of account ids) is a
+    /// member of in `company_id`, as the membership claims say, in order.
+    pub async fn households_of(&self, company_id: &str, accounts: &[String]) -> Result<Vec<Option<Uuid>>, ReadError> {
+        let rows: Vec<(String, Uuid)> = sqlx::query_as(
+            "SELECT value, owner_id FROM unique_claims
+              WHERE company_id = $1 AND kind = 'household_account' AND value = ANY($2)",
+        )
+        .bind(company_id)
+        .bind(accounts)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(accounts
+            .iter()
+            .map(|hash| rows.iter().find(|(v, _)| v == hash).map(|(_, h)| *h))
+            .collect())
+    }
+
     /// Appends `events` to `stream` at `expected_version`, with the
     /// constraints they carry, atomically.
     pub async fn append(&self, append: Append) -> Result<Appended, AppendError> {

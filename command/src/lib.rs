@@ -1,5 +1,7 @@
 //! Deciding in Roster.
 //!
+//! - [`users`]: the user use cases, one function each, that every door
+//!   calls with typed values;
 //! - [`user`]: the User aggregate (pure rules, given/when/then tests) and
 //!   its typed merge patch;
 //! - [`erasure`]: what an erasure appends to its children's and
@@ -24,6 +26,7 @@ pub mod runner;
 pub mod secret;
 pub mod store;
 pub mod user;
+pub mod users;
 pub mod validate;
 pub mod writer;
 

@@ -4,6 +4,7 @@
 
 use chrono::NaiveDate;
 use roster_command::secret::Secret;
+use roster_command::users::{Enrollment, Question};
 use roster_command::validate::{self, across, field, Errors, FieldError};
 use roster_events::user::{
     Account, Address, CommunicationPreferences, ExternalRef, Kyc, KycStatus, Profile, UserStatus,
@@ -89,27 +90,6 @@ pub struct EnrollUserRequest {
     pub parent_user_id: Option<Uuid>,
     pub verification_questions: Option<Vec<QuestionInput>>,
     pub account: Option<AccountInput>,
-}
-
-/// A question with its normalised (not yet hashed) answer.
-#[derive(Debug, Clone)]
-pub struct Question {
-    pub code: String,
-    pub answer: Secret,
-}
-
-/// A valid enrollment: every value normalised; secrets still in plain text
-/// inside [`Secret`] until the service hashes them.
-#[derive(Debug, Clone)]
-pub struct Enrollment {
-    pub profile: Profile,
-    pub status: UserStatus,
-    pub status_reason: Option<String>,
-    pub kyc: Option<Kyc>,
-    pub password: Option<Secret>,
-    pub parent_user_id: Option<Uuid>,
-    pub verification_questions: Vec<Question>,
-    pub account: Option<Account>,
 }
 
 fn opt<T>(errors: &mut Errors, field: &str, value: Option<&str>, f: impl Fn(&str) -> Result<T, String>) -> Option<T> {

@@ -10,13 +10,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post, put};
 use axum::{Json, Router};
 use input::{AccountInput, EnrollUserRequest, KycInput, QuestionInput};
-use roster_command::runner::Load;
-use roster_command::secret::{self, Secret};
+use roster_command::secret::Secret;
 use roster_command::user::patch::ProfilePatch;
-use roster_command::user::{EnrollUser, UpdateUser, UserAction, UserCommand};
+use roster_command::user::UserAction;
+use roster_command::users::{self as app, Change, Enrollment, Question, Target};
 use roster_command::validate::{self, Errors, FieldError};
 use roster_command::Committed;
-use roster_events::user::{Kyc, QuestionHash, UserDoc, UserEvent, UserStatus};
+use roster_events::user::{Kyc, UserDoc, UserEvent, UserStatus};
 use roster_events::Timestamp;
 use roster_query::relationships as rel;
 use roster_query::users::{self, ListUsers, PROJECTION};
@@ -56,16 +56,6 @@ fn etag(version: u64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).expect("digits are a valid header value")
 }
 
-/// Hashes secrets off the async executor: Argon2id is CPU-bound by design.
-async fn hash_all(secrets: Vec<Secret>) -> Result<Vec<String>, ApiError> {
-    if secrets.is_empty() {
-        return Ok(Vec::new());
-    }
-    tokio::task::spawn_blocking(move || secrets.iter().map(secret::hash).collect())
-        .await
-        .map_err(ApiError::internal)
-}
-
 /// Enroll a user.
 #[utoipa::path(post, path = "/v1/users", tag = "users", request_body = EnrollUserRequest,
     params(super::openapi::IdempotencyKey),
@@ -81,38 +71,7 @@ pub async fn enroll(
     info: RequestInfo,
     Valid(e): Valid<EnrollUserRequest>,
 ) -> Result<Response, ApiError> {
-    let mut secrets: Vec<Secret> = e.verification_questions.iter().map(|q| q.answer.clone()).collect();
-    secrets.extend(e.password.clone());
-    let mut hashes = hash_all(secrets).await?;
-    let password_hash = e.password.is_some().then(|| hashes.pop()).flatten();
-    let verification_questions = e
-        .verification_questions
-        .into_iter()
-        .zip(hashes)
-        .map(|(q, answer_hash)| QuestionHash {
-            code: q.code,
-            answer_hash,
-        })
-        .collect();
-    let user_id = Uuid::now_v7();
-    let meta = info.meta(&caller);
-    let command = UserCommand {
-        company_id: caller.company_id.clone(),
-        at: meta.at,
-        expected_version: None,
-        action: UserAction::Enroll(Box::new(EnrollUser {
-            user_id,
-            profile: e.profile,
-            status: e.status,
-            status_reason: e.status_reason,
-            kyc: e.kyc,
-            parent_user_id: e.parent_user_id,
-            account: e.account,
-            password_hash,
-            verification_questions,
-        })),
-    };
-    let Committed { doc, .. } = state.commands.user(user_id, command, meta, Load::Fresh).await?;
+    let Committed { doc, .. } = app::enroll(&state.commands, info.meta(&caller), e).await?;
     let mut headers = user_headers(&doc);
     headers.insert(
         header::LOCATION,
@@ -252,24 +211,12 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
         .map_err(|_| ApiError::field("If-Match", "must be an ETag this API returned"))
 }
 
-/// Runs one command on an existing user.
-async fn run(
-    state: &AppState,
-    caller: &crate::auth::Caller,
-    info: RequestInfo,
-    id: &str,
-    headers: &HeaderMap,
-    action: UserAction,
-) -> Result<Committed<UserDoc, UserEvent>, ApiError> {
-    let id = user_id(id)?;
-    let meta = info.meta(caller);
-    let command = UserCommand {
-        company_id: caller.company_id.clone(),
-        at: meta.at,
+/// The user a request names, at the version its `If-Match` expects.
+fn target(id: &str, headers: &HeaderMap) -> Result<Target, ApiError> {
+    Ok(Target {
+        id: user_id(id)?,
         expected_version: if_match(headers)?,
-        action,
-    };
-    Ok(state.commands.user(id, command, meta, Load::Existing).await?)
+    })
 }
 
 fn user_response(status: StatusCode, doc: UserDoc) -> Response {
@@ -309,15 +256,9 @@ pub async fn erase(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let id = user_id(&id)?;
-    let meta = info.meta(&caller);
-    let command = UserCommand {
-        company_id: caller.company_id.clone(),
-        at: meta.at,
-        expected_version: if_match(&headers)?,
-        action: UserAction::Erase,
-    };
-    let c = state.commands.erase_user(id, command, meta).await?;
+    let user = target(&id, &headers)?;
+    let c = app::erase(&state.commands, info.meta(&caller), user).await?;
+    let id = user.id;
     let token = Token::new("user", id, c.version).header_value();
     let body = Erased {
         id,
@@ -345,20 +286,20 @@ pub async fn update(
     let serde_json::Value::Object(fields) = body else {
         return Err(ApiError::field("body", "must be a JSON object"));
     };
-    let mut update = UpdateUser::default();
+    let mut change = Change::default();
     let mut profile = serde_json::Map::new();
     let mut errors = Vec::new();
     for (key, value) in fields {
         match key.as_str() {
             "password" => match value.as_str().map(validate::field::password) {
-                Some(Ok(p)) => update.password_hash = Some(p),
+                Some(Ok(p)) => change.password = Some(Secret::new(p)),
                 // A value that is not text breaks the same rule.
                 _ => errors.push(FieldError::new("password", "must be 8 to 128 characters")),
             },
             "parent_user_id" => match &value {
-                serde_json::Value::Null => update.parent = Some(None),
+                serde_json::Value::Null => change.parent = Some(None),
                 v => match v.as_str().and_then(|s| s.parse::<Uuid>().ok()) {
-                    Some(p) => update.parent = Some(Some(p)),
+                    Some(p) => change.parent = Some(Some(p)),
                     None => errors.push(FieldError::new("parent_user_id", "must be a user id or null")),
                 },
             },
@@ -380,24 +321,13 @@ pub async fn update(
     // Every profile field is checked by its rule here; what spans fields
     // (an identifier kept, a merged address whole) the aggregate checks.
     match ProfilePatch::parse(profile) {
-        Ok(patch) => update.patch = patch,
+        Ok(patch) => change.patch = patch,
         Err(more) => errors.extend(more),
     }
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    if let Some(password) = update.password_hash.take() {
-        update.password_hash = hash_all(vec![Secret::new(password)]).await?.pop();
-    }
-    let c = run(
-        &state,
-        &caller,
-        info,
-        &id,
-        &headers,
-        UserAction::Update(Box::new(update)),
-    )
-    .await?;
+    let c = app::change(&state.commands, info.meta(&caller), target(&id, &headers)?, change).await?;
     Ok(user_response(StatusCode::OK, c.doc))
 }
 
@@ -421,7 +351,7 @@ pub async fn link_parent(
     Body(body): Body<ParentRequest>,
 ) -> Result<Response, ApiError> {
     let action = UserAction::SetParent(Some(body.parent_user_id));
-    let c = run(&state, &caller, info, &id, &headers, action).await?;
+    let c = app::act(&state.commands, info.meta(&caller), target(&id, &headers)?, action).await?;
     Ok(user_response(StatusCode::OK, c.doc))
 }
 
@@ -437,7 +367,13 @@ pub async fn unlink_parent(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let c = run(&state, &caller, info, &id, &headers, UserAction::SetParent(None)).await?;
+    let c = app::act(
+        &state.commands,
+        info.meta(&caller),
+        target(&id, &headers)?,
+        UserAction::SetParent(None),
+    )
+    .await?;
     Ok(user_response(StatusCode::OK, c.doc))
 }
 
@@ -448,7 +384,7 @@ pub struct QuestionsRequest {
 }
 
 impl Validate for QuestionsRequest {
-    type Valid = Vec<input::Question>;
+    type Valid = Vec<Question>;
 
     fn validate(self) -> Result<Self::Valid, Vec<FieldError>> {
         let mut errors = Errors::default();
@@ -470,24 +406,8 @@ pub async fn set_questions(
     headers: HeaderMap,
     Valid(questions): Valid<QuestionsRequest>,
 ) -> Result<Response, ApiError> {
-    let hashes = hash_all(questions.iter().map(|q| q.answer.clone()).collect()).await?;
-    let questions = questions
-        .into_iter()
-        .zip(hashes)
-        .map(|(q, answer_hash)| QuestionHash {
-            code: q.code,
-            answer_hash,
-        })
-        .collect();
-    let c = run(
-        &state,
-        &caller,
-        info,
-        &id,
-        &headers,
-        UserAction::SetQuestions(questions),
-    )
-    .await?;
+    let user = target(&id, &headers)?;
+    let c = app::set_questions(&state.commands, info.meta(&caller), user, questions).await?;
     Ok(user_response(StatusCode::OK, c.doc))
 }
 
@@ -527,7 +447,7 @@ pub async fn verify(
     headers: HeaderMap,
     Valid(action): Valid<VerifyRequest>,
 ) -> Result<Response, ApiError> {
-    let c = run(&state, &caller, info, &id, &headers, action).await?;
+    let c = app::act(&state.commands, info.meta(&caller), target(&id, &headers)?, action).await?;
     let mut headers = user_headers(&c.doc);
     headers.remove(header::ETAG);
     let failure = c.events.iter().find_map(|e| match e {
@@ -599,9 +519,9 @@ impl Validate for AccountInput {
 }
 
 impl Validate for EnrollUserRequest {
-    type Valid = input::Enrollment;
+    type Valid = Enrollment;
 
-    fn validate(self) -> Result<input::Enrollment, Vec<FieldError>> {
+    fn validate(self) -> Result<Enrollment, Vec<FieldError>> {
         EnrollUserRequest::validate(self)
     }
 }
@@ -619,7 +539,7 @@ pub async fn change_status(
     headers: HeaderMap,
     Valid(action): Valid<StatusRequest>,
 ) -> Result<Response, ApiError> {
-    let c = run(&state, &caller, info, &id, &headers, action).await?;
+    let c = app::act(&state.commands, info.meta(&caller), target(&id, &headers)?, action).await?;
     Ok(user_response(StatusCode::OK, c.doc))
 }
 
@@ -636,7 +556,7 @@ pub async fn update_kyc(
     headers: HeaderMap,
     Valid(action): Valid<KycInput>,
 ) -> Result<Response, ApiError> {
-    let c = run(&state, &caller, info, &id, &headers, action).await?;
+    let c = app::act(&state.commands, info.meta(&caller), target(&id, &headers)?, action).await?;
     Ok(user_response(StatusCode::OK, c.doc))
 }
 
@@ -653,7 +573,7 @@ pub async fn add_account(
     headers: HeaderMap,
     Valid(action): Valid<AccountInput>,
 ) -> Result<Response, ApiError> {
-    let c = run(&state, &caller, info, &id, &headers, action).await?;
+    let c = app::act(&state.commands, info.meta(&caller), target(&id, &headers)?, action).await?;
     Ok(user_response(StatusCode::CREATED, c.doc))
 }
 

@@ -32,6 +32,10 @@ pub struct CreateCardProduct {
 pub enum CatalogError {
     #[error("card product already exists")]
     AlreadyExists,
+    #[error("no such card product")]
+    ProductNotFound,
+    #[error("the company has no default card product")]
+    NoDefaultProduct,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! Deciding in Roster.
 //!
-//! - [`users`]: the user use cases, one function each, that every door
-//!   calls with typed values;
+//! - [`users`], [`households`], [`cards`]: the use cases, one function each, that every
+//!   door calls with typed values;
 //! - [`user`]: the User aggregate (pure rules, given/when/then tests) and
 //!   its typed merge patch;
 //! - [`erasure`]: what an erasure appends to its children's and
@@ -16,10 +16,12 @@
 //!   statement (group commit); stream reads and snapshots.
 
 pub mod append;
+pub mod cards;
 pub mod catalog;
 pub mod constraints;
 pub mod erasure;
 pub mod household;
+pub mod households;
 pub mod pan;
 pub mod parse;
 pub mod runner;

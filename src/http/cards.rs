@@ -9,19 +9,15 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use roster_command::catalog::CreateCardProduct;
-use roster_command::pan::{Pan, DEFAULT_BIN};
-use roster_command::user::{OrderCard, TerminateCard, UserAction, UserCommand, UserError};
+use roster_command::cards::{self as app, NewProduct, Order};
+use roster_command::user::TerminateCard;
 use roster_command::validate::{self, FieldError};
-use roster_command::{CommandError, Committed};
+use roster_command::Committed;
 use roster_events::card::{AddressToUse, CardDoc, CardProductDoc, CardType, Issuer};
 use roster_projections::card_view;
 use roster_query::{cards, cursor, Page};
 use serde::Deserialize;
 use uuid::Uuid;
-
-/// PANs drawn before giving up on finding unused last four digits.
-const PAN_ATTEMPTS: usize = 20;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -74,19 +70,14 @@ pub async fn create_product(
     info: RequestInfo,
     Valid((body, name, bin)): Valid<CreateProduct>,
 ) -> Result<Response, ApiError> {
-    let meta = info.meta(&caller);
-    let id = Uuid::now_v7();
-    let command = CreateCardProduct {
-        company_id: caller.company_id.clone(),
-        card_product_id: id,
+    let product = NewProduct {
         name,
         card_type: body.card_type,
         issuer: body.issuer,
         bin,
         default: body.default.unwrap_or(false),
-        at: meta.at,
     };
-    let Committed { doc, .. } = state.commands.create_card_product(command, meta).await?;
+    let Committed { doc, .. } = app::create_product(&state.commands, info.meta(&caller), product).await?;
     let location =
         HeaderValue::from_str(&format!("/v1/card-products/{}", doc.id)).expect("uuid is a valid header value");
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(doc)).into_response())
@@ -159,47 +150,17 @@ pub async fn order_card(
     Path(id): Path<String>,
     Body(body): Body<OrderCardRequest>,
 ) -> Result<Response, ApiError> {
-    let user = user_id(&id)?;
-    if !state.commands.user_exists(&caller.company_id, user).await? {
-        return Err(ApiError::user_not_found());
-    }
-    let catalog = state.commands.catalog(&caller.company_id).await?;
-    let product = match body.card_product_id {
-        Some(p) => catalog
-            .product(p)
-            .ok_or(ApiError::NotFound("CARD_PRODUCT_NOT_FOUND", "No such card product."))?,
-        None => catalog.default_product().ok_or(ApiError::Unprocessable(
-            "NO_DEFAULT_CARD_PRODUCT",
-            "The company has no default card product; name one.",
-        ))?,
-    };
     let instructions = body.instructions.unwrap_or(Instructions {
         address2use: None,
         expedite: None,
     });
-    let meta = info.meta(&caller);
-    let card_id = Uuid::now_v7();
-    for _ in 0..PAN_ATTEMPTS {
-        // The full PAN exists only inside this block.
-        let last4 = Pan::generate(product.bin.as_deref().unwrap_or(DEFAULT_BIN), &mut rand::thread_rng()).last4();
-        let command = UserCommand {
-            company_id: caller.company_id.clone(),
-            at: meta.at,
-            expected_version: None,
-            action: UserAction::OrderCard(Box::new(OrderCard {
-                card_id,
-                product: product.clone(),
-                address2use: instructions.address2use.unwrap_or(AddressToUse::User),
-                expedite: instructions.expedite.unwrap_or(false),
-                last4,
-            })),
-        };
-        match state.commands.user_card(user, command, meta.clone()).await {
-            Err(CommandError::User(UserError::Last4Taken)) => continue,
-            result => return Ok(card_response(StatusCode::CREATED, result?)),
-        }
-    }
-    Err(CommandError::User(UserError::Last4Taken).into())
+    let order = Order {
+        product: body.card_product_id,
+        address2use: instructions.address2use,
+        expedite: instructions.expedite,
+    };
+    let committed = app::order(&state.commands, info.meta(&caller), user_id(&id)?, order).await?;
+    Ok(card_response(StatusCode::CREATED, committed))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -252,15 +213,7 @@ pub async fn terminate_card(
     Path(id): Path<String>,
     Valid(terminate): Valid<TerminateRequest>,
 ) -> Result<Response, ApiError> {
-    let user = user_id(&id)?;
-    let meta = info.meta(&caller);
-    let command = UserCommand {
-        company_id: caller.company_id.clone(),
-        at: meta.at,
-        expected_version: None,
-        action: UserAction::TerminateCard(terminate),
-    };
-    let committed = state.commands.user_card(user, command, meta).await?;
+    let committed = app::terminate(&state.commands, info.meta(&caller), user_id(&id)?, terminate).await?;
     Ok(card_response(StatusCode::OK, committed))
 }
 

@@ -4,6 +4,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use roster_command::catalog::CatalogError;
 use roster_command::household::HouseholdError;
 use roster_command::validate::FieldError;
 use roster_command::{user::UserError, CommandError, Violation};
@@ -225,9 +226,16 @@ impl From<CommandError> for ApiError {
                     ApiError::NotFound("NOT_FOUND", "The account is not a member of this household.")
                 }
             },
-            CommandError::Catalog(_) => {
-                ApiError::Conflict("CONCURRENT_MODIFICATION", "The card product already exists.")
-            }
+            CommandError::Catalog(c) => match c {
+                CatalogError::AlreadyExists => {
+                    ApiError::Conflict("CONCURRENT_MODIFICATION", "The card product already exists.")
+                }
+                CatalogError::ProductNotFound => ApiError::NotFound("CARD_PRODUCT_NOT_FOUND", "No such card product."),
+                CatalogError::NoDefaultProduct => ApiError::Unprocessable(
+                    "NO_DEFAULT_CARD_PRODUCT",
+                    "The company has no default card product; name one.",
+                ),
+            },
             CommandError::Violation(v) => match v {
                 Violation::EmailTaken => {
                     ApiError::Conflict("EMAIL_TAKEN", "Another user of this company has this email.")

@@ -9,8 +9,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use roster_command::household::{HouseholdAction, HouseholdCommand};
-use roster_command::runner::Load;
+use roster_command::household::HouseholdAction;
+use roster_command::households as app;
 use roster_command::validate::{self, FieldError};
 use roster_events::household::HouseholdDoc;
 use roster_projections::household_view;
@@ -70,23 +70,6 @@ fn household_id(id: &str) -> Result<Uuid, ApiError> {
     id.parse().map_err(|_| ApiError::household_not_found())
 }
 
-async fn run(
-    state: &AppState,
-    caller: &crate::auth::Caller,
-    info: RequestInfo,
-    id: Uuid,
-    action: HouseholdAction,
-    load: Load,
-) -> Result<HouseholdDoc, ApiError> {
-    let meta = info.meta(caller);
-    let command = HouseholdCommand {
-        company_id: caller.company_id.clone(),
-        at: meta.at,
-        action,
-    };
-    Ok(state.commands.household(id, command, meta, load).await?.doc)
-}
-
 fn respond(status: StatusCode, doc: HouseholdDoc) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert(HEADER, Token::new("household", doc.id, doc.version).header_value());
@@ -103,16 +86,7 @@ pub async fn create(
     info: RequestInfo,
     Valid(name): Valid<CreateHousehold>,
 ) -> Result<Response, ApiError> {
-    let id = Uuid::now_v7();
-    let doc = run(
-        &state,
-        &caller,
-        info,
-        id,
-        HouseholdAction::Create { household_id: id, name },
-        Load::Fresh,
-    )
-    .await?;
+    let doc = app::create(&state.commands, info.meta(&caller), name).await?.doc;
     let location = HeaderValue::from_str(&format!("/v1/households/{}", doc.id)).expect("uuid is a valid header value");
     let mut response = respond(StatusCode::CREATED, doc);
     response.headers_mut().insert(header::LOCATION, location);
@@ -131,7 +105,7 @@ pub async fn add_member(
     Valid(action): Valid<AddMember>,
 ) -> Result<Response, ApiError> {
     let id = household_id(&id)?;
-    let doc = run(&state, &caller, info, id, action, Load::Existing).await?;
+    let doc = app::act(&state.commands, info.meta(&caller), id, action).await?.doc;
     Ok(respond(StatusCode::OK, doc))
 }
 
@@ -152,15 +126,8 @@ pub async fn remove_member(
             format!("must be 1 to {ACCOUNT_ID_MAX} characters"),
         ));
     }
-    let doc = run(
-        &state,
-        &caller,
-        info,
-        id,
-        HouseholdAction::RemoveMember { account_id },
-        Load::Existing,
-    )
-    .await?;
+    let action = HouseholdAction::RemoveMember { account_id };
+    let doc = app::act(&state.commands, info.meta(&caller), id, action).await?.doc;
     Ok(respond(StatusCode::OK, doc))
 }
 

@@ -2,8 +2,10 @@
 //! schemas), and their validation into the normalised values the commands
 //! carry.
 
+use crate::http::extract::Validate;
 use chrono::NaiveDate;
 use roster_command::secret::Secret;
+use roster_command::user::UserAction;
 use roster_command::users::{Enrollment, Question};
 use roster_command::validate::{self, across, field, Errors, FieldError};
 use roster_events::user::{
@@ -250,6 +252,103 @@ pub fn account(a: &AccountInput) -> Result<Account, Vec<FieldError>> {
     let account = account_fields(&mut e, "", a);
     e.into_result(account)
         .map(|a| a.expect("no errors means every field is valid"))
+}
+
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ParentRequest {
+    pub parent_user_id: Uuid,
+}
+
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuestionsRequest {
+    pub questions: Vec<QuestionInput>,
+}
+
+impl Validate for QuestionsRequest {
+    type Valid = Vec<Question>;
+
+    fn validate(self) -> Result<Self::Valid, Vec<FieldError>> {
+        let mut errors = Errors::default();
+        let questions = questions(&mut errors, "questions", &self.questions);
+        errors.into_result(questions)
+    }
+}
+
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    pub code: String,
+    pub answer: String,
+}
+
+impl Validate for VerifyRequest {
+    type Valid = UserAction;
+
+    fn validate(self) -> Result<UserAction, Vec<FieldError>> {
+        let mut errors = Errors::default();
+        let code = errors.check("code", validate::field::QUESTION_CODE(&self.code));
+        let answer = errors.check("answer", validate::field::answer(&self.answer));
+        let (code, answer) = errors.into_result((code, answer))?;
+        Ok(UserAction::Verify {
+            code: code.unwrap_or_default(),
+            answer: Secret::new(answer.unwrap_or_default()),
+        })
+    }
+}
+
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusRequest {
+    pub status: UserStatus,
+    pub reason: Option<String>,
+}
+
+impl Validate for StatusRequest {
+    type Valid = UserAction;
+
+    fn validate(self) -> Result<UserAction, Vec<FieldError>> {
+        let mut errors = Errors::default();
+        let reason = self
+            .reason
+            .and_then(|r| errors.check("reason", validate::field::STATUS_REASON(&r)));
+        errors.into_result(UserAction::ChangeStatus {
+            status: self.status,
+            reason,
+        })
+    }
+}
+
+impl Validate for KycInput {
+    type Valid = UserAction;
+
+    fn validate(self) -> Result<UserAction, Vec<FieldError>> {
+        let mut errors = Errors::default();
+        let kyc_id = self
+            .kyc_id
+            .and_then(|k| errors.check("kyc_id", validate::field::KYC_ID(&k)));
+        errors.into_result(UserAction::UpdateKyc(Kyc {
+            kyc_id,
+            status: self.status,
+        }))
+    }
+}
+
+impl Validate for AccountInput {
+    type Valid = UserAction;
+
+    fn validate(self) -> Result<UserAction, Vec<FieldError>> {
+        account(&self).map(UserAction::AddAccount)
+    }
+}
+
+impl Validate for EnrollUserRequest {
+    type Valid = Enrollment;
+
+    fn validate(self) -> Result<Enrollment, Vec<FieldError>> {
+        EnrollUserRequest::validate(self)
+    }
 }
 
 #[cfg(test)]

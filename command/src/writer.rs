@@ -11,6 +11,9 @@
 //! each of its appends is written again on its own, so one command's
 //! violation or conflict fails only that command, with its own precise
 //! error, and the rules hold exactly as for a lone append.
+//!
+//! One file of about 480 lines: the queue, the batch statement (built here
+//! in its variants) and the fallback append by append are one mechanism.
 
 use crate::append::{is_busy, is_unavailable, Append, AppendError, Appended};
 use crate::constraints::Constraint;

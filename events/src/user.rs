@@ -4,6 +4,9 @@
 //! its aggregate and the user view projection keeps one per row; both build
 //! it with the same [`UserDoc::apply`], so a write's response and a later
 //! read are the same document.
+//!
+//! One file of about 540 lines: every user event and the document they fold
+//! into, so the whole vocabulary of a user is in one place.
 
 use crate::card::{CardOrdered, CardTerminated};
 use crate::Timestamp;

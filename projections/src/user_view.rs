@@ -2,6 +2,10 @@
 //! as the API returns it, folded with the same [`UserDoc::fold`] as the
 //! aggregate uses. An erased user's events are skipped and its
 //! `UserErased` deletes its rows, so a replay never shows it either.
+//!
+//! One file of about 490 lines: the projector, its folding of a batch per
+//! user and its bulk writes (upsert live, `COPY` in a rebuild) share one
+//! row type.
 
 use crate::engine::{Projector, StoredEvent};
 use anyhow::Context;

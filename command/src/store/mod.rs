@@ -22,7 +22,7 @@
 //! (their personal values unsealed, see `roster-vault`) and typed, and the
 //! latest snapshot, read through postgres-es' snapshot store.
 //!
-//! Personal data is sealed before it gets here (`runner.rs`); what this file
+//! Personal data is sealed before it gets here (`runner/side.rs`); what this file
 //! adds is the keys: a new user's data key is stored with its first events,
 //! and unique values are claimed by their keyed hash, never as themselves.
 //!

@@ -4,6 +4,10 @@
 //! time, ids and already-hashed secrets). The one computation it delegates
 //! is checking a security answer against its hash ([`UserServices`]),
 //! CPU-heavy by design.
+//!
+//! One file of about 540 lines: the aggregate's commands, errors, state
+//! and `decide` read together; its tests are in `tests.rs`, its merge patch
+//! in `patch.rs`.
 
 pub mod patch;
 

@@ -23,7 +23,6 @@ pub mod erasure;
 pub mod household;
 pub mod households;
 pub mod pan;
-pub mod parse;
 pub mod runner;
 pub mod secret;
 pub mod store;

@@ -54,7 +54,10 @@ fn enroll(user_id: Uuid, email: &str) -> UserAction {
 fn rename(last_name: &str) -> UserAction {
     let mut fields = serde_json::Map::new();
     fields.insert("last_name".into(), last_name.into());
-    let patch = ProfilePatch::parse(fields).expect("a valid patch");
+    let patch = serde_json::from_value::<ProfilePatch>(serde_json::Value::Object(fields))
+        .expect("a patch")
+        .checked()
+        .expect("a valid patch");
     UserAction::Update(Box::new(UpdateUser {
         patch,
         ..UpdateUser::default()

@@ -537,7 +537,11 @@ async fn kept_documents_give_way_to_what_another_runner_wrote(pool: PgPool) {
     let rename = |last_name: &str, version: u64| {
         let mut fields = serde_json::Map::new();
         fields.insert("last_name".into(), last_name.into());
-        let patch = roster_command::user::patch::ProfilePatch::parse(fields).expect("a valid patch");
+        let patch =
+            serde_json::from_value::<roster_command::user::patch::ProfilePatch>(serde_json::Value::Object(fields))
+                .expect("a patch")
+                .checked()
+                .expect("a valid patch");
         let meta = Meta {
             company_id: "acme".into(),
             client_id: "client".into(),

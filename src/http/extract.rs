@@ -2,12 +2,12 @@
 //! only issue one command or one query.
 
 use super::error::ApiError;
+use super::parse;
 use super::AppState;
 use crate::auth::{Caller, Scope};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use roster_command::parse;
 use roster_command::validate::FieldError;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;

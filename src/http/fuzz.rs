@@ -7,7 +7,6 @@ use super::extract::{parse_json, parse_limit};
 use super::users::input::EnrollUserRequest;
 use axum::response::IntoResponse;
 use proptest::prelude::*;
-use roster_command::user::patch::ProfilePatch;
 use roster_events::user::Profile;
 use serde_json::Value;
 
@@ -87,7 +86,7 @@ proptest! {
     #[test]
     fn any_merge_patch_of_a_profile_validates_or_names_its_fields(patch in json()) {
         if let Value::Object(patch) = patch {
-            match ProfilePatch::parse(patch) {
+            match crate::http::users::input::profile_patch(patch) {
                 Ok(patch) => {
                     if let Err(errors) = patch.apply(&Profile::default()) {
                         prop_assert!(!errors.is_empty());

@@ -13,6 +13,7 @@ pub mod idempotency;
 pub mod oauth;
 pub mod openapi;
 pub mod ops;
+pub mod parse;
 pub mod users;
 
 use crate::auth::Tokens;

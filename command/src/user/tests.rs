@@ -67,7 +67,10 @@ fn enrolled() -> UserEvent {
 
 fn update(patch: serde_json::Value) -> UserAction {
     UserAction::Update(Box::new(UpdateUser {
-        patch: ProfilePatch::parse(patch.as_object().expect("object").clone()).expect("a valid patch"),
+        patch: serde_json::from_value::<ProfilePatch>(patch)
+            .expect("a patch")
+            .checked()
+            .expect("a valid patch"),
         ..UpdateUser::default()
     }))
 }

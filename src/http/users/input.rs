@@ -5,6 +5,7 @@
 use crate::http::extract::Validate;
 use chrono::NaiveDate;
 use roster_command::secret::Secret;
+use roster_command::user::patch::ProfilePatch;
 use roster_command::user::UserAction;
 use roster_command::users::{Enrollment, Question};
 use roster_command::validate::{self, across, field, Errors, FieldError};
@@ -351,6 +352,12 @@ impl Validate for EnrollUserRequest {
     }
 }
 
+/// The profile fields of a `PATCH` body as a typed merge patch: every field
+/// that is mistyped, unknown or breaks its rule reported at once.
+pub fn profile_patch(fields: serde_json::Map<String, serde_json::Value>) -> Result<ProfilePatch, Vec<FieldError>> {
+    crate::http::parse::parse_all::<ProfilePatch>(serde_json::Value::Object(fields)).validate(ProfilePatch::checked)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,5 +412,15 @@ mod tests {
         assert_eq!(ok.profile.mobile.as_deref(), Some("+971501234567"));
         assert_eq!(ok.profile.nationality.as_deref(), Some("AE"));
         assert_eq!(ok.status, UserStatus::Inactive);
+    }
+
+    #[test]
+    fn a_patch_reports_every_mistyped_unknown_or_invalid_field() {
+        let body = json!({"mobile": "12", "address": {"city": 5, "country": "ZZ"}, "nickname": "x"});
+        let errors = profile_patch(body.as_object().expect("object").clone()).expect_err("invalid");
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        for f in ["mobile", "address.city", "address.country", "nickname"] {
+            assert!(fields.contains(&f), "missing {f} in {fields:?}");
+        }
     }
 }

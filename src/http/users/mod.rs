@@ -12,7 +12,6 @@ use axum::routing::{get, patch, post, put};
 use axum::{Json, Router};
 use input::{AccountInput, EnrollUserRequest, KycInput, ParentRequest, QuestionsRequest, StatusRequest, VerifyRequest};
 use roster_command::secret::Secret;
-use roster_command::user::patch::ProfilePatch;
 use roster_command::user::UserAction;
 use roster_command::users::{self as app, Change, Target};
 use roster_command::validate::{self, FieldError};
@@ -211,7 +210,7 @@ pub async fn update(
     }
     // Every profile field is checked by its rule here; what spans fields
     // (an identifier kept, a merged address whole) the aggregate checks.
-    match ProfilePatch::parse(profile) {
+    match input::profile_patch(profile) {
         Ok(patch) => change.patch = patch,
         Err(more) => errors.extend(more),
     }

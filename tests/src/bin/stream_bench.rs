@@ -33,7 +33,10 @@ fn meta() -> Meta {
 fn update(n: usize) -> UserCommand {
     let mut fields = serde_json::Map::new();
     fields.insert("last_name".into(), format!("L{n}").into());
-    let patch = ProfilePatch::parse(fields).expect("a valid patch");
+    let patch = serde_json::from_value::<ProfilePatch>(serde_json::Value::Object(fields))
+        .expect("a patch")
+        .checked()
+        .expect("a valid patch");
     UserCommand {
         company_id: "bench".into(),
         at: Timestamp::now(),

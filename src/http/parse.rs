@@ -8,7 +8,7 @@
 //! wrong. The stand-ins are also the reason to drop the validation errors
 //! of those fields afterwards ([`Parsed::keep`]).
 
-use crate::validate::FieldError;
+use roster_command::validate::FieldError;
 use serde::de::{self, DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::forward_to_deserialize_any;
 use serde_json::{Map, Value};

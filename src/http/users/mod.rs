@@ -11,10 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post, put};
 use axum::{Json, Router};
 use input::{AccountInput, EnrollUserRequest, KycInput, ParentRequest, QuestionsRequest, StatusRequest, VerifyRequest};
-use roster_command::secret::Secret;
 use roster_command::user::UserAction;
-use roster_command::users::{self as app, Change, Target};
-use roster_command::validate::{self, FieldError};
+use roster_command::users::{self as app, Target};
 use roster_command::Committed;
 use roster_events::user::{UserDoc, UserEvent};
 use roster_events::Timestamp;
@@ -173,50 +171,7 @@ pub async fn update(
     headers: HeaderMap,
     Body(body): Body<serde_json::Value>,
 ) -> Result<Response, ApiError> {
-    let serde_json::Value::Object(fields) = body else {
-        return Err(ApiError::field("body", "must be a JSON object"));
-    };
-    let mut change = Change::default();
-    let mut profile = serde_json::Map::new();
-    let mut errors = Vec::new();
-    for (key, value) in fields {
-        match key.as_str() {
-            "password" => match value.as_str().map(validate::field::password) {
-                Some(Ok(p)) => change.password = Some(Secret::new(p)),
-                // A value that is not text breaks the same rule.
-                _ => errors.push(FieldError::new("password", "must be 8 to 128 characters")),
-            },
-            "parent_user_id" => match &value {
-                serde_json::Value::Null => change.parent = Some(None),
-                v => match v.as_str().and_then(|s| s.parse::<Uuid>().ok()) {
-                    Some(p) => change.parent = Some(Some(p)),
-                    None => errors.push(FieldError::new("parent_user_id", "must be a user id or null")),
-                },
-            },
-            "status" | "status_reason" => {
-                errors.push(FieldError::new(&key, "is changed with POST /v1/users/{id}/status"))
-            }
-            "kyc" => errors.push(FieldError::new(&key, "is changed with PATCH /v1/users/{id}/kyc")),
-            "verification_questions" => errors.push(FieldError::new(
-                &key,
-                "is changed with PUT /v1/users/{id}/verification-questions",
-            )),
-            "account" | "accounts" => errors.push(FieldError::new(&key, "is added with POST /v1/users/{id}/accounts")),
-            // A profile field, or one `ProfilePatch` reports as unknown.
-            _ => {
-                profile.insert(key, value);
-            }
-        }
-    }
-    // Every profile field is checked by its rule here; what spans fields
-    // (an identifier kept, a merged address whole) the aggregate checks.
-    match input::profile_patch(profile) {
-        Ok(patch) => change.patch = patch,
-        Err(more) => errors.extend(more),
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
+    let change = input::change(body).map_err(ApiError::Validation)?;
     let c = app::change(&state.commands, info.meta(&caller), target(&id, &headers)?, change).await?;
     Ok(user_response(StatusCode::OK, c.doc))
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The load benchmark of docs/benchmarks.md: pgbench and Roster on this
 # machine, one table. Arguments: [clients=32] [seconds=20] [--no-pgbench]
-# [--processes=N] (N `roster serve` processes on one database).
+# [--processes=N] (N `roster serve` processes on one database) [--enroll-only]
+# (clients only enroll distinct users).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/infra.sh up

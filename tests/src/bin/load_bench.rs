@@ -1,7 +1,7 @@
 //! Load benchmark (not a test): Roster against the machine's limit, both
 //! measured in one run.
 //!
-//!     scripts/bench.sh [clients=32] [seconds=20] [--no-pgbench] [--processes=N]
+//!     scripts/bench.sh [clients=32] [seconds=20] [--no-pgbench] [--processes=N] [--enroll-only]
 //!
 //! (builds `roster` and this binary in release mode and runs it).
 //!
@@ -17,6 +17,9 @@
 //!    `../shared/peers/cqrs-es-default`): the textbook cqrs-es wiring as its
 //!    own process on the same Postgres and broker, the same clients doing
 //!    the same enroll-then-update for the same time (it has no auth).
+//!
+//! With `--enroll-only` the clients (Roster's and the peer's) only enroll
+//! distinct users: the heaviest command alone.
 //!
 //! Prints one Markdown table, and the ratios Roster ÷ pgbench and Roster ÷
 //! the peer.
@@ -44,11 +47,20 @@ struct BenchArgs {
     /// `roster serve` processes on the one database (`--processes=N`); the
     /// clients are split between them.
     processes: usize,
+    /// Enrollments only, no update after each (`--enroll-only`).
+    enroll_only: bool,
 }
 
 /// Throughput of the peer (`../shared/peers/cqrs-es-default`): commands
 /// per second, their p99, and the errors.
-async fn peer(bin: &str, server: &str, brokers: &str, clients: usize, seconds: u64) -> anyhow::Result<(f64, f64, u64)> {
+async fn peer(
+    bin: &str,
+    server: &str,
+    brokers: &str,
+    clients: usize,
+    seconds: u64,
+    enroll_only: bool,
+) -> anyhow::Result<(f64, f64, u64)> {
     let admin = roster::db::connect(&format!("{server}/postgres"), 1).await?;
     sqlx::query("DROP DATABASE IF EXISTS peer_loadbench WITH (FORCE)")
         .execute(&admin)
@@ -109,6 +121,9 @@ async fn peer(bin: &str, server: &str, brokers: &str, clients: usize, seconds: u
                 }
                 let user: serde_json::Value = r.json().await.unwrap_or_default();
                 done.push(t.elapsed());
+                if enroll_only {
+                    continue;
+                }
                 let id = user["id"].as_str().unwrap_or_default();
                 let t = Instant::now();
                 let r = http
@@ -262,6 +277,7 @@ async fn main() -> anyhow::Result<()> {
             .find_map(|a| a.strip_prefix("--processes="))
             .and_then(|n| n.parse().ok())
             .unwrap_or(1),
+        enroll_only: argv.iter().any(|a| a == "--enroll-only"),
     };
     let url = format!("{}/roster_loadbench", args.server);
     let admin = roster::db::connect(&format!("{}/postgres", args.server), 1).await?;
@@ -360,6 +376,7 @@ async fn main() -> anyhow::Result<()> {
             app_id.clone(),
             samples.clone(),
         );
+        let enroll_only = args.enroll_only;
         workers.push(tokio::spawn(async move {
             let mut mine = Samples::default();
             let mut i = 0u64;
@@ -384,6 +401,9 @@ async fn main() -> anyhow::Result<()> {
                 }
                 let user: serde_json::Value = r.json().await.unwrap_or_default();
                 mine.enroll.push(t.elapsed());
+                if enroll_only {
+                    continue;
+                }
                 let id = user["id"].as_str().unwrap_or_default();
                 let t = Instant::now();
                 let r = http
@@ -481,8 +501,13 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!(
-        "| roster: enrollments ({} clients, enroll then update, {} process(es)) | {enroll_rate:.0} /s |",
+        "| roster: enrollments ({} clients, {}, {} process(es)) | {enroll_rate:.0} /s |",
         args.clients,
+        if args.enroll_only {
+            "enroll only"
+        } else {
+            "enroll then update"
+        },
         servers.len()
     );
     println!("| roster: updates | {:.0} /s |", update.len() as f64 / elapsed);
@@ -502,11 +527,13 @@ async fn main() -> anyhow::Result<()> {
         q(&enroll, 0.5),
         q(&enroll, 0.99)
     );
-    println!(
-        "| update latency p50 / p99 | {:.1} / {:.1} ms |",
-        q(&update, 0.5),
-        q(&update, 0.99)
-    );
+    if !args.enroll_only {
+        println!(
+            "| update latency p50 / p99 | {:.1} / {:.1} ms |",
+            q(&update, 0.5),
+            q(&update, 0.99)
+        );
+    }
     println!(
         "| projection lag p50 / p99 ({} probes) | {:.1} / {:.1} ms |",
         projection.len(),
@@ -527,9 +554,22 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     if let Ok(bin) = std::env::var("ROSTER_PEER_BIN") {
-        let (rate, p99, errors) = peer(&bin, &args.server, &args.kafka_brokers, args.clients, args.seconds).await?;
+        let (rate, p99, errors) = peer(
+            &bin,
+            &args.server,
+            &args.kafka_brokers,
+            args.clients,
+            args.seconds,
+            args.enroll_only,
+        )
+        .await?;
         println!(
-            "| peer (cqrs-es-default): commands (enroll + update), {} clients | {rate:.0} /s, p99 {p99:.1} ms, {errors} errors |",
+            "| peer (cqrs-es-default): commands ({}), {} clients | {rate:.0} /s, p99 {p99:.1} ms, {errors} errors |",
+            if args.enroll_only {
+                "enroll only"
+            } else {
+                "enroll + update"
+            },
             args.clients
         );
         println!(

@@ -12,10 +12,9 @@ pub const PROJECTION: &str = "user_view";
 /// The user's document; `None` also for an erased user the view has not
 /// caught up with (the registry knows at once).
 pub async fn get(pool: &PgPool, company_id: &str, id: Uuid) -> Result<Option<UserDoc>, QueryError> {
-    let row: Option<Json<UserDoc>> = sqlx::query_scalar(
-        "SELECT doc FROM user_view WHERE id = $1 AND company_id = $2
-            AND NOT EXISTS (SELECT 1 FROM user_registry WHERE user_id = $1 AND erased_at IS NOT NULL)",
-    )
+    let row: Option<Json<UserDoc>> = sqlx::query_scalar(&format!(
+        "SELECT doc FROM user_view WHERE id = $1 AND company_id = $2 AND NOT {ERASED}"
+    ))
     .bind(id)
     .bind(company_id)
     .fetch_optional(pool)

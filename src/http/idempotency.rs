@@ -57,7 +57,7 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
         *req.method(),
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
     );
-    if !write || req.uri().path() == "/v1/oauth/token" || !req.headers().contains_key("idempotency-key") {
+    if !write || req.uri().path() == "/v1/oauth/token" {
         return next.run(req).await;
     }
     let key = match super::extract::idempotency_key(req.headers()) {

@@ -115,8 +115,7 @@ impl Cascade {
             return Ok(Vec::new());
         }
         sqlx::query("SELECT roster_lock_log()").execute(&mut **tx).await?;
-        let children = tails(tx, "user", &self.children).await?;
-        let households = tails(tx, "household", &self.households).await?;
+        let (children, households) = tails(tx, &self.children, &self.households).await?;
         let mut metadata: serde_json::Map<String, Value> = serde_json::from_str(&append.metadata).unwrap_or_default();
         Ok(crate::erasure::cascade(self.user, self.at, &children, &households)
             .into_iter()
@@ -162,29 +161,41 @@ impl Cascade {
     }
 }
 
-/// Each stream's last sequence and instant, in `ids`' order.
-async fn tails(tx: &mut Transaction<'_, Postgres>, aggregate_type: &str, ids: &[Uuid]) -> sqlx::Result<Vec<Tail>> {
-    let texts: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+/// Each child's and each household's stream: its last sequence and
+/// instant, in the order given, in one statement.
+async fn tails(
+    tx: &mut Transaction<'_, Postgres>,
+    children: &[Uuid],
+    households: &[Uuid],
+) -> sqlx::Result<(Vec<Tail>, Vec<Tail>)> {
+    let streams: Vec<(&str, &Uuid)> = children
+        .iter()
+        .map(|id| ("user", id))
+        .chain(households.iter().map(|id| ("household", id)))
+        .collect();
+    let (types, ids): (Vec<&str>, Vec<String>) = streams.iter().map(|(t, id)| (*t, id.to_string())).unzip();
     let last: Vec<(i64, Option<String>)> = sqlx::query_as(
         "SELECT coalesce(l.sequence, 0), l.at
-           FROM UNNEST($2::text[]) WITH ORDINALITY AS s(i, n)
+           FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS s(t, i, n)
            LEFT JOIN LATERAL (
                 SELECT sequence, payload -> event_type ->> 'at' AS at FROM events
-                 WHERE aggregate_type = $1 AND aggregate_id = s.i
+                 WHERE aggregate_type = s.t AND aggregate_id = s.i
                  ORDER BY sequence DESC LIMIT 1) l ON true
           ORDER BY s.n",
     )
-    .bind(aggregate_type)
-    .bind(&texts)
+    .bind(&types)
+    .bind(&ids)
     .fetch_all(&mut **tx)
     .await?;
-    Ok(ids
+    let mut tails: Vec<Tail> = streams
         .iter()
         .zip(last)
-        .map(|(id, (sequence, at))| Tail {
-            id: *id,
+        .map(|((_, id), (sequence, at))| Tail {
+            id: **id,
             sequence: sequence as u64,
             at: at.and_then(|t| serde_json::from_value::<Timestamp>(Value::String(t)).ok()),
         })
-        .collect())
+        .collect();
+    let households = tails.split_off(children.len());
+    Ok((tails, households))
 }

@@ -748,12 +748,28 @@ pub fn hold_at(name: &str) -> (std::sync::mpsc::Sender<()>, tokio::sync::mpsc::U
     let (arrived, reached) = tokio::sync::mpsc::unbounded_channel();
     fail::cfg_callback(name, move || {
         let _ = arrived.send(());
-        if let Ok(held) = held.lock() {
-            let _ = held.recv();
-        }
+        wait_for_release(&held);
     })
     .expect("failpoint");
     (release, reached)
+}
+
+/// Blocks the calling thread until `held` hears from its sender (or the
+/// sender is dropped). On a worker of a multi-threaded runtime it blocks
+/// through `block_in_place`, which hands the worker's other tasks to another
+/// thread first: a plain blocking wait keeps the task in the worker's LIFO
+/// slot, which no other worker can steal, stuck until the release, and if
+/// the test waits on that task to release, both wait forever.
+pub fn wait_for_release(held: &std::sync::Mutex<std::sync::mpsc::Receiver<()>>) {
+    let wait = || {
+        if let Ok(held) = held.lock() {
+            let _ = held.recv();
+        }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(wait),
+        _ => wait(),
+    }
 }
 
 /// Backends of this database waiting for a lock, once `n` wait (or after
@@ -785,4 +801,31 @@ pub async fn waiting(app: &TestApp) -> i64 {
 pub fn account(id: &str) -> Value {
     serde_json::json!({"account_id": id, "account_id_type": "T", "status": "GOOD_STANDING", "product_code": "P",
                        "program_identifier": "G"})
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    /// A task spawned just before a hold sits in the holding worker's LIFO
+    /// slot; held through `wait_for_release`, it still runs on another
+    /// worker (held with a plain blocking wait, it waits for the release).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hold_leaves_the_task_it_just_spawned_to_other_workers() {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let held = std::sync::Mutex::new(held);
+        let (ran, done) = tokio::sync::oneshot::channel();
+        let holder = tokio::spawn(async move {
+            tokio::spawn(async move {
+                let _ = ran.send(());
+            });
+            super::wait_for_release(&held);
+        });
+        tokio::time::timeout(Duration::from_secs(5), done)
+            .await
+            .expect("the spawned task runs while its spawner is held")
+            .expect("sent");
+        release.send(()).expect("released");
+        holder.await.expect("holder");
+    }
 }

@@ -338,9 +338,7 @@ async fn a_retried_command_never_goes_back_in_time() {
     fail::cfg_callback("bus::decided", move || {
         if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
             let _ = arrived.send(());
-            if let Ok(held) = held.lock() {
-                let _ = held.recv();
-            }
+            roster_tests::wait_for_release(&held);
         }
     })
     .expect("failpoint");

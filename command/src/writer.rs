@@ -17,9 +17,11 @@
 
 use crate::append::{is_busy, is_unavailable, Append, AppendError, Appended};
 use crate::constraints::Constraint;
-use sqlx::{PgExecutor, PgPool, Postgres, Transaction};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection, PgExecutor, PgPool, Postgres, Transaction};
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -43,22 +45,17 @@ impl Writer {
     /// One writer, not several: a second one would take half of what is
     /// queued while the first writes, so twice the statements for the same
     /// appends (13 % more of Postgres' CPU, docs/benchmarks.md). It writes
-    /// through a connection of its own, made like `pool`'s: a statement on
-    /// one of the big pool's connections, which are handed out in turn,
-    /// finds that backend's caches cold.
+    /// through a connection it owns, made like `pool`'s, not one borrowed
+    /// from a pool: a pool pings every connection given back to it (a round
+    /// trip, and a task to schedule, between any two batches), and a
+    /// statement on one of the big pool's connections, which are handed out
+    /// in turn, finds that backend's caches cold.
     pub fn start(pool: PgPool) -> Self {
-        let own = pool
-            .options()
+        let options = (*pool.connect_options())
             .clone()
-            .min_connections(0)
-            .max_connections(1)
-            .connect_lazy_with(
-                (*pool.connect_options())
-                    .clone()
-                    .options([("lock_timeout", BATCH_LOCK_TIMEOUT), ("statement_timeout", "15s")]),
-            );
+            .options([("lock_timeout", BATCH_LOCK_TIMEOUT), ("statement_timeout", "15s")]);
         let (jobs, queue) = mpsc::unbounded_channel();
-        tokio::spawn(run(own, pool, queue));
+        tokio::spawn(run(options, pool, queue));
         Writer { jobs }
     }
 
@@ -67,12 +64,16 @@ impl Writer {
     pub async fn append(&self, append: Append) -> Result<Appended, AppendError> {
         let (reply, answer) = oneshot::channel();
         let gone = || AppendError::Unavailable(Arc::new(sqlx::Error::PoolClosed));
+        let queued = std::time::Instant::now();
         self.jobs.send(Job { append, reply }).map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        let appended = answer.await.map_err(|_| gone())?;
+        metrics::histogram!("roster_append_seconds").record(queued.elapsed().as_secs_f64());
+        appended
     }
 }
 
-async fn run(own: PgPool, pool: PgPool, mut queue: mpsc::UnboundedReceiver<Job>) {
+async fn run(options: PgConnectOptions, pool: PgPool, mut queue: mpsc::UnboundedReceiver<Job>) {
+    let mut own = Own::new(options);
     while let Some(first) = queue.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -81,22 +82,75 @@ async fn run(own: PgPool, pool: PgPool, mut queue: mpsc::UnboundedReceiver<Job>)
                 Err(_) => break,
             }
         }
+        let conn = match own.take().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                let e = Arc::new(e);
+                for job in batch {
+                    let _ = job.reply.send(Err(AppendError::Unavailable(e.clone())));
+                }
+                continue;
+            }
+        };
         // In a task of its own: should a batch ever panic, its commands get
-        // an answer (503) and the writer goes on.
-        let (own, pool) = (own.clone(), pool.clone());
-        if let Err(e) = tokio::spawn(async move { write(&own, &pool, batch).await }).await {
-            tracing::error!(error = %e, "a batch of appends failed");
+        // an answer (503) and the writer goes on (on a new connection).
+        let pool = pool.clone();
+        match tokio::spawn(async move { write(conn, &pool, batch).await }).await {
+            Ok(kept) => own.give_back(kept),
+            Err(e) => tracing::error!(error = %e, "a batch of appends failed"),
         }
     }
 }
 
-/// Writes one batch and answers its commands. When the batch must be
-/// written append by append, each one is written and answered in a task of
-/// its own, which the writer does not wait for: an append that waits for a
-/// row (or the time-out of its wait) holds no other append up.
-async fn write(own: &PgPool, pool: &PgPool, batch: Vec<Job>) {
+/// The writer's connection: kept from batch to batch, pinged first when
+/// it sat idle (a Postgres restart meanwhile is found before a batch is
+/// sent on it, as the pools do), made anew after it failed.
+struct Own {
+    options: PgConnectOptions,
+    conn: Option<(PgConnection, Instant)>,
+}
+
+/// A connection idle this long is pinged before the next batch (as the
+/// pools ping theirs, `roster::db`).
+const PING_WHEN_IDLE: Duration = Duration::from_secs(1);
+
+/// How long the writer waits to connect before it answers the batch
+/// unavailable (as a pool's acquire time-out).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl Own {
+    fn new(options: PgConnectOptions) -> Self {
+        Own { options, conn: None }
+    }
+
+    async fn take(&mut self) -> sqlx::Result<PgConnection> {
+        if let Some((mut conn, used)) = self.conn.take() {
+            if used.elapsed() < PING_WHEN_IDLE || conn.ping().await.is_ok() {
+                return Ok(conn);
+            }
+        }
+        tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&self.options))
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?
+    }
+
+    /// Keeps `conn` for the next batch (`None`: it failed, make another).
+    fn give_back(&mut self, conn: Option<PgConnection>) {
+        self.conn = conn.map(|c| (c, Instant::now()));
+    }
+}
+
+/// Writes one batch on `own` and answers its commands; gives `own` back
+/// unless it failed. When the batch must be written append by append, each
+/// one is written and answered in a task of its own, which the writer does
+/// not wait for: an append that waits for a row (or the time-out of its
+/// wait) holds no other append up.
+async fn write(mut own: PgConnection, pool: &PgPool, batch: Vec<Job>) -> Option<PgConnection> {
     let all: Vec<&Append> = batch.iter().map(|j| &j.append).collect();
-    match together(own, &all).await {
+    let outcome = together(&mut own, &all).await;
+    let failed =
+        matches!(&outcome, Together::Done(r) if r.iter().any(|r| matches!(r, Err(AppendError::Unavailable(_)))));
+    match outcome {
         Together::Done(results) => {
             for (job, result) in batch.into_iter().zip(results) {
                 let _ = job.reply.send(result);
@@ -112,13 +166,18 @@ async fn write(own: &PgPool, pool: &PgPool, batch: Vec<Job>) {
             }
         }
     }
+    (!failed).then_some(own)
 }
 
 /// Writes `appends` as one batch (the writer task's step, public so tests
 /// can force a batch): one statement for all on `own`; should it fail for
 /// another reason than an outage, each append alone, side by side on
 /// `pool`. Outcomes in order.
-pub async fn write_batch(own: &PgPool, pool: &PgPool, appends: &[Append]) -> Vec<Result<Appended, AppendError>> {
+pub async fn write_batch(
+    own: &mut PgConnection,
+    pool: &PgPool,
+    appends: &[Append],
+) -> Vec<Result<Appended, AppendError>> {
     let all: Vec<&Append> = appends.iter().collect();
     match together(own, &all).await {
         Together::Done(results) => results,
@@ -148,9 +207,12 @@ pub const BATCH_LOCK_TIMEOUT: &str = "200ms";
 pub const WAIT_LIMITS: &str =
     "SELECT set_config('lock_timeout', '5s', true), set_config('statement_timeout', '15s', true)";
 
-async fn together(own: &PgPool, appends: &[&Append]) -> Together {
+async fn together(own: &mut PgConnection, appends: &[&Append]) -> Together {
     metrics::histogram!("roster_append_batch_size").record(appends.len() as f64);
-    match insert(own, appends).await {
+    let started = std::time::Instant::now();
+    let inserted = insert(own, appends).await;
+    metrics::histogram!("roster_append_batch_seconds").record(started.elapsed().as_secs_f64());
+    match inserted {
         Ok(done) => Together::Done(done.into_iter().map(Ok).collect()),
         Err(e) if is_unavailable(&e) => {
             let e = Arc::new(e);
@@ -317,8 +379,8 @@ enum Constraints {
     Stepped,
 }
 
-async fn insert(pool: &PgPool, appends: &[&Append]) -> sqlx::Result<Vec<Appended>> {
-    insert_rows(pool, appends, Constraints::InStatement).await
+async fn insert(own: &mut PgConnection, appends: &[&Append]) -> sqlx::Result<Vec<Appended>> {
+    insert_rows(own, appends, Constraints::InStatement).await
 }
 
 /// The events and idempotency outcomes of appends whose constraints their

@@ -3,6 +3,7 @@
 //! append. Each test forces a batch with `writer::write_batch`, the step
 //! the writer tasks run on whatever is queued.
 
+use roster_command::append::Appended;
 use roster_command::append::{Append, AppendError, NewEvent, Stream};
 use roster_command::constraints::Constrained;
 use roster_command::user::User;
@@ -59,6 +60,13 @@ fn enroll(id: Uuid, email: &str) -> Append {
     )
 }
 
+/// `appends` as one batch, written as the writer task writes it, on a
+/// connection of its own.
+async fn batch(pool: &PgPool, appends: &[Append]) -> Vec<Result<Appended, AppendError>> {
+    let mut own = pool.acquire().await.expect("connection");
+    write_batch(&mut own, pool, appends).await
+}
+
 async fn stored(pool: &PgPool, id: Uuid) -> Vec<(i64, String)> {
     sqlx::query_as("SELECT sequence, xmin::text FROM events WHERE aggregate_id = $1 ORDER BY sequence")
         .bind(id.to_string())
@@ -89,7 +97,7 @@ async fn a_batch_is_one_transaction(pool: PgPool) {
         .enumerate()
         .map(|(i, id)| enroll(*id, &format!("u{i}@example.com")))
         .collect();
-    let outcomes = write_batch(&pool, &pool, &appends).await;
+    let outcomes = batch(&pool, &appends).await;
     let mut xids = Vec::new();
     let mut positions = Vec::new();
     for (id, outcome) in ids.iter().zip(outcomes) {
@@ -109,12 +117,11 @@ async fn a_batch_is_one_transaction(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn a_taken_claim_fails_only_its_own_append(pool: PgPool) {
     let holder = Uuid::now_v7();
-    write_batch(&pool, &pool, &[enroll(holder, "taken@example.com")]).await[0]
+    batch(&pool, &[enroll(holder, "taken@example.com")]).await[0]
         .as_ref()
         .expect("first holder");
     let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
-    let outcomes = write_batch(
-        &pool,
+    let outcomes = batch(
         &pool,
         &[
             enroll(a, "a@example.com"),
@@ -146,12 +153,7 @@ async fn a_taken_claim_fails_only_its_own_append(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn two_appends_of_a_batch_claiming_one_value_one_wins(pool: PgPool) {
     let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
-    let outcomes = write_batch(
-        &pool,
-        &pool,
-        &[enroll(a, "same@example.com"), enroll(b, "Same@example.com")],
-    )
-    .await;
+    let outcomes = batch(&pool, &[enroll(a, "same@example.com"), enroll(b, "Same@example.com")]).await;
     let won: Vec<bool> = outcomes.iter().map(Result::is_ok).collect();
     assert_eq!(won.iter().filter(|w| **w).count(), 1, "{outcomes:?}");
     let loser = outcomes.iter().find(|o| o.is_err()).expect("one refused");
@@ -166,11 +168,11 @@ async fn two_appends_of_a_batch_claiming_one_value_one_wins(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn a_stream_that_moved_conflicts_alone(pool: PgPool) {
     let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
-    write_batch(&pool, &pool, &[enroll(a, "a@example.com")]).await[0]
+    batch(&pool, &[enroll(a, "a@example.com")]).await[0]
         .as_ref()
         .expect("enrolled");
     // `a` again at version 0: its stream has moved on.
-    let outcomes = write_batch(&pool, &pool, &[enroll(a, "a2@example.com"), enroll(b, "b@example.com")]).await;
+    let outcomes = batch(&pool, &[enroll(a, "a2@example.com"), enroll(b, "b@example.com")]).await;
     assert!(matches!(outcomes[0], Err(AppendError::Conflict)), "{:?}", outcomes[0]);
     assert!(outcomes[1].is_ok(), "{:?}", outcomes[1]);
     assert_eq!(
@@ -216,7 +218,7 @@ async fn every_combination_of_parts_writes_exactly_its_rows(pool: PgPool) {
                 .expect("idempotency key");
             append.request = Some(("client".into(), key.clone()));
         }
-        let appended = write_batch(&pool, &pool, &[append]).await.remove(0);
+        let appended = batch(&pool, &[append]).await.remove(0);
         assert_eq!(appended.expect("appended").version, 1, "parts {parts}");
         assert_eq!(stored(&pool, id).await.len(), 1, "parts {parts}: the event");
         let claimed = claim_owner(&pool, &format!("parts{parts}@example.com")).await;
@@ -255,7 +257,7 @@ async fn a_batch_waiting_for_a_claim_holds_no_other_append_up(pool: PgPool) {
     let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
     let appends = vec![enroll(a, "wanted@example.com"), enroll(b, "free@example.com")];
     let p = pool.clone();
-    let batch = tokio::spawn(async move { write_batch(&p, &p, &appends).await });
+    let batch = tokio::spawn(async move { batch(&p, &appends).await });
     let mut waiting = 0;
     for _ in 0..200 {
         waiting = sqlx::query_scalar::<_, i64>(

@@ -140,13 +140,13 @@ impl App {
             let commands = Commands::new(pool.clone(), settings.vault.clone());
             tasks.spawn(notify_appends(pool.clone(), commands.appended(), shutdown.clone()));
             tasks.spawn(purge_idempotency_keys(pool.clone(), shutdown.clone()));
-            let state = AppState {
+            let state = AppState::new(http::Shared {
                 commands,
                 tokens: Arc::new(Tokens::load(&pool).await.context("cannot load the token signing key")?),
                 metrics: http::metrics_handle(),
                 publisher_enabled: settings.kafka.is_some(),
                 pool,
-            };
+            });
             let router = http::router(state);
             let (stop, failed) = (http_stop.clone(), shutdown.clone());
             http = Some(tokio::spawn(async move {

@@ -35,8 +35,26 @@ use tower_http::trace::TraceLayer;
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 256 * 1024;
 
+/// What every handler shares. A request clones it several times on its way
+/// through the layers, so it is one `Arc`: one reference count per clone,
+/// not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub pool: PgPool,
     pub commands: Commands,
     pub tokens: Arc<Tokens>,

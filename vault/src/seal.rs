@@ -50,7 +50,7 @@ pub fn seal_value(value: &Value, key: &DataKey) -> Value {
     let mut sealed = Map::with_capacity(1);
     sealed.insert(
         SEALED.to_string(),
-        Value::String(key.seal(value.to_string().as_bytes())),
+        Value::String(key.seal(&serde_json::to_vec(value).expect("values serialise"))),
     );
     Value::Object(sealed)
 }

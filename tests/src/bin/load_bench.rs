@@ -169,8 +169,29 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
+/// CPU seconds the whole machine was busy so far (every core, from
+/// `/proc/stat`: all but idle and I/O wait). Beside the processes' own
+/// figures because they miss work the kernel does for them in soft
+/// interrupts (the loopback network's), which this load has plenty of.
+fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal …
+    let total: f64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3).copied().unwrap_or_default() + ticks.get(4).copied().unwrap_or_default();
+    (total - idle) / 100.0
+}
+
 /// CPU seconds so far of: the service's processes, the bench itself (HTTP
-/// clients and Kafka consumer), every Postgres process, the broker.
+/// clients and Kafka consumer), every Postgres process, the broker, and the
+/// whole machine.
 fn cpu_split(service: &[u32]) -> Vec<(&'static str, f64)> {
     let (mut postgres, mut broker) = (0.0, 0.0);
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -191,6 +212,7 @@ fn cpu_split(service: &[u32]) -> Vec<(&'static str, f64)> {
         ("bench clients", cpu_seconds(std::process::id())),
         ("postgres", postgres),
         ("tansu", broker),
+        ("whole machine busy", machine_busy_seconds()),
     ]
 }
 

@@ -1,6 +1,7 @@
 //! Database bootstrap: create the database if missing, connect, migrate.
 
 use anyhow::Context;
+use roster_command::writer::PING_WHEN_IDLE;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
@@ -35,9 +36,6 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
     conn.close().await.ok();
     Ok(())
 }
-
-/// A pooled connection idle this long is pinged before it is handed out.
-const PING_WHEN_IDLE: Duration = Duration::from_secs(1);
 
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
     let opts = PgConnectOptions::from_str(url).context("invalid DATABASE_URL")?;

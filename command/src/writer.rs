@@ -51,11 +51,15 @@ impl Writer {
     /// statement on one of the big pool's connections, which are handed out
     /// in turn, finds that backend's caches cold.
     pub fn start(pool: PgPool) -> Self {
-        let options = (*pool.connect_options())
-            .clone()
-            .options([("lock_timeout", BATCH_LOCK_TIMEOUT), ("statement_timeout", "15s")]);
+        let own = Own {
+            options: (*pool.connect_options())
+                .clone()
+                .options([("lock_timeout", BATCH_LOCK_TIMEOUT), ("statement_timeout", "15s")]),
+            connect_timeout: pool.options().get_acquire_timeout(),
+            conn: None,
+        };
         let (jobs, queue) = mpsc::unbounded_channel();
-        tokio::spawn(run(options, pool, queue));
+        tokio::spawn(run(own, pool, queue));
         Writer { jobs }
     }
 
@@ -64,7 +68,7 @@ impl Writer {
     pub async fn append(&self, append: Append) -> Result<Appended, AppendError> {
         let (reply, answer) = oneshot::channel();
         let gone = || AppendError::Unavailable(Arc::new(sqlx::Error::PoolClosed));
-        let queued = std::time::Instant::now();
+        let queued = Instant::now();
         self.jobs.send(Job { append, reply }).map_err(|_| gone())?;
         let appended = answer.await.map_err(|_| gone())?;
         metrics::histogram!("roster_append_seconds").record(queued.elapsed().as_secs_f64());
@@ -72,8 +76,7 @@ impl Writer {
     }
 }
 
-async fn run(options: PgConnectOptions, pool: PgPool, mut queue: mpsc::UnboundedReceiver<Job>) {
-    let mut own = Own::new(options);
+async fn run(mut own: Own, pool: PgPool, mut queue: mpsc::UnboundedReceiver<Job>) {
     while let Some(first) = queue.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -85,10 +88,7 @@ async fn run(options: PgConnectOptions, pool: PgPool, mut queue: mpsc::Unbounded
         let conn = match own.take().await {
             Ok(conn) => conn,
             Err(e) => {
-                let e = Arc::new(e);
-                for job in batch {
-                    let _ = job.reply.send(Err(AppendError::Unavailable(e.clone())));
-                }
+                unavailable(batch, Arc::new(e));
                 continue;
             }
         };
@@ -102,34 +102,36 @@ async fn run(options: PgConnectOptions, pool: PgPool, mut queue: mpsc::Unbounded
     }
 }
 
+/// Answers every command of `batch`: Postgres cannot be reached.
+fn unavailable(batch: Vec<Job>, e: Arc<sqlx::Error>) {
+    for job in batch {
+        let _ = job.reply.send(Err(AppendError::Unavailable(e.clone())));
+    }
+}
+
 /// The writer's connection: kept from batch to batch, pinged first when
 /// it sat idle (a Postgres restart meanwhile is found before a batch is
-/// sent on it, as the pools do), made anew after it failed.
+/// sent on it, as the pools do), made anew after it failed, within the
+/// pool's acquire time-out.
 struct Own {
     options: PgConnectOptions,
+    connect_timeout: Duration,
     conn: Option<(PgConnection, Instant)>,
 }
 
-/// A connection idle this long is pinged before the next batch (as the
-/// pools ping theirs, `roster::db`).
-const PING_WHEN_IDLE: Duration = Duration::from_secs(1);
-
-/// How long the writer waits to connect before it answers the batch
-/// unavailable (as a pool's acquire time-out).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// A pooled connection idle this long is pinged before it is handed out
+/// (`roster::db` sets the pools so); the writer's own likewise before a
+/// batch.
+pub const PING_WHEN_IDLE: Duration = Duration::from_secs(1);
 
 impl Own {
-    fn new(options: PgConnectOptions) -> Self {
-        Own { options, conn: None }
-    }
-
     async fn take(&mut self) -> sqlx::Result<PgConnection> {
         if let Some((mut conn, used)) = self.conn.take() {
             if used.elapsed() < PING_WHEN_IDLE || conn.ping().await.is_ok() {
                 return Ok(conn);
             }
         }
-        tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&self.options))
+        tokio::time::timeout(self.connect_timeout, PgConnection::connect_with(&self.options))
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)?
     }
@@ -147,14 +149,15 @@ impl Own {
 /// wait) holds no other append up.
 async fn write(mut own: PgConnection, pool: &PgPool, batch: Vec<Job>) -> Option<PgConnection> {
     let all: Vec<&Append> = batch.iter().map(|j| &j.append).collect();
-    let outcome = together(&mut own, &all).await;
-    let failed =
-        matches!(&outcome, Together::Done(r) if r.iter().any(|r| matches!(r, Err(AppendError::Unavailable(_)))));
-    match outcome {
+    match together(&mut own, &all).await {
         Together::Done(results) => {
             for (job, result) in batch.into_iter().zip(results) {
                 let _ = job.reply.send(result);
             }
+        }
+        Together::Unavailable(e) => {
+            unavailable(batch, e);
+            return None;
         }
         Together::OneByOne => {
             for job in batch {
@@ -166,7 +169,7 @@ async fn write(mut own: PgConnection, pool: &PgPool, batch: Vec<Job>) -> Option<
             }
         }
     }
-    (!failed).then_some(own)
+    Some(own)
 }
 
 /// Writes `appends` as one batch (the writer task's step, public so tests
@@ -181,6 +184,7 @@ pub async fn write_batch(
     let all: Vec<&Append> = appends.iter().collect();
     match together(own, &all).await {
         Together::Done(results) => results,
+        Together::Unavailable(e) => all.iter().map(|_| Err(AppendError::Unavailable(e.clone()))).collect(),
         Together::OneByOne => futures::future::join_all(all.iter().map(|a| alone(pool, a))).await,
     }
 }
@@ -189,6 +193,9 @@ pub async fn write_batch(
 enum Together {
     /// Every append's outcome, in order.
     Done(Vec<Result<Appended, AppendError>>),
+    /// Postgres could not be reached: every append is unavailable, and the
+    /// connection is not to be used again.
+    Unavailable(Arc<sqlx::Error>),
     /// Refused as a whole: each append is to be written on its own.
     OneByOne,
 }
@@ -209,20 +216,12 @@ pub const WAIT_LIMITS: &str =
 
 async fn together(own: &mut PgConnection, appends: &[&Append]) -> Together {
     metrics::histogram!("roster_append_batch_size").record(appends.len() as f64);
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let inserted = insert(own, appends).await;
     metrics::histogram!("roster_append_batch_seconds").record(started.elapsed().as_secs_f64());
     match inserted {
         Ok(done) => Together::Done(done.into_iter().map(Ok).collect()),
-        Err(e) if is_unavailable(&e) => {
-            let e = Arc::new(e);
-            Together::Done(
-                appends
-                    .iter()
-                    .map(|_| Err(AppendError::Unavailable(e.clone())))
-                    .collect(),
-            )
-        }
+        Err(e) if is_unavailable(&e) => Together::Unavailable(Arc::new(e)),
         // Waited too long for a row: whichever append waits, it waits alone.
         Err(e) if is_busy(&e) => {
             tracing::debug!(error = %e, size = appends.len(), "batch waited too long; appending one by one");

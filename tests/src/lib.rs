@@ -691,12 +691,7 @@ impl PrivatePostgres {
 
     fn run(&self, tool: &str, args: &[&str]) {
         let out = self.command(tool).args(args).output().expect("postgres tool runs");
-        assert!(
-            out.status.success(),
-            "{tool} {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{tool} {args:?} failed: {}", output(&out));
     }
 
     fn pg_ctl(&self, args: &[&str]) {
@@ -770,6 +765,15 @@ pub fn wait_for_release(held: &std::sync::Mutex<std::sync::mpsc::Receiver<()>>) 
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(wait),
         _ => wait(),
     }
+}
+
+/// A finished tool's standard output, then its standard error.
+pub fn output(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// Backends of this database waiting for a lock, once `n` wait (or after

@@ -34,11 +34,7 @@ async fn schemathesis_finds_no_server_error_and_only_problem_json_rejections() {
         .output()
         .await
         .expect("schemathesis runs (scripts/infra.sh installs it)");
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let report = roster_tests::output(&out);
     assert!(out.status.success(), "{report}");
     app.cleanup().await;
 }

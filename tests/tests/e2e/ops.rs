@@ -96,11 +96,7 @@ async fn the_openapi_document_passes_redocly_recommended_lint() {
         .await
         .expect("redocly runs (scripts/infra.sh installs it)");
     let _ = std::fs::remove_file(&file);
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let report = roster_tests::output(&out);
     assert!(out.status.success(), "{report}");
     app.cleanup().await;
 }

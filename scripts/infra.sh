@@ -158,9 +158,20 @@ infra_openapi_lint() {
   fi
 }
 
+# The Standard Webhooks reference verifier checks every delivery the
+# webhook tests receive, pinned by tests/webhooks/package-lock.json.
+infra_webhooks_verifier() {
+  local dir
+  dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/webhooks"
+  if [ ! -d "$dir/node_modules/standardwebhooks" ]; then
+    log "installing standardwebhooks (npm ci in tests/webhooks)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) || return
+  fi
+}
+
 infra_up() {
   infra_packages && infra_postgres && infra_tansu_install && infra_broker_start && infra_schemathesis \
-    && infra_browser && infra_openapi_lint || return
+    && infra_browser && infra_openapi_lint && infra_webhooks_verifier || return
   log "ready: postgres 127.0.0.1:5432, kafka $BROKER_HOST:$BROKER_PORT"
 }
 

@@ -1,4 +1,5 @@
-//! Wiring: start the parts of `roster serve` (API, projectors, publisher)
+//! Wiring: start the parts of `roster serve` (API, projectors, publisher
+//! and webhook deliverer)
 //! on one pool, and stop them cleanly.
 
 use crate::auth::Tokens;
@@ -7,6 +8,7 @@ use crate::http::{self, AppState};
 use anyhow::Context;
 use roster_command::Commands;
 use roster_projections::publisher::{self, KafkaConfig};
+use roster_projections::webhooks::{deliver, WebhookConfig};
 use roster_projections::{card_view::CardView, engine, household_view::HouseholdView, user_view::UserView};
 use roster_vault::Vault;
 use sqlx::PgPool;
@@ -30,6 +32,8 @@ pub struct Settings {
     /// The keys of personal data (every process of one database needs the
     /// same master key).
     pub vault: Arc<Vault>,
+    /// Webhook delivery: the retry schedule, whether private URLs are allowed.
+    pub webhooks: WebhookConfig,
 }
 
 /// Tells every subscriber (in this and other processes) that events were
@@ -134,6 +138,15 @@ impl App {
                 shutdown.clone(),
             ));
         }
+        if has(Role::Publisher) {
+            tasks.spawn(deliver::run(
+                pool.clone(),
+                settings.vault.clone(),
+                settings.webhooks.clone(),
+                wake.clone(),
+                shutdown.clone(),
+            ));
+        }
         let mut addr = None;
         if let (true, Some(listener)) = (has(Role::Api), listener) {
             addr = Some(listener.local_addr()?);
@@ -145,6 +158,8 @@ impl App {
                 tokens: Arc::new(Tokens::load(&pool).await.context("cannot load the token signing key")?),
                 metrics: http::metrics_handle(),
                 publisher_enabled: settings.kafka.is_some(),
+                vault: settings.vault.clone(),
+                webhooks: settings.webhooks.clone(),
                 pool,
             });
             let router = http::router(state);

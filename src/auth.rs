@@ -29,15 +29,17 @@ pub enum Scope {
     CardsWrite,
     UsersErase,
     Admin,
+    Webhooks,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 5] = [
+    pub const ALL: [Scope; 6] = [
         Scope::UsersRead,
         Scope::UsersWrite,
         Scope::CardsWrite,
         Scope::UsersErase,
         Scope::Admin,
+        Scope::Webhooks,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -47,6 +49,7 @@ impl Scope {
             Scope::CardsWrite => "cards:write",
             Scope::UsersErase => "users:erase",
             Scope::Admin => "admin",
+            Scope::Webhooks => "webhooks",
         }
     }
 

@@ -120,7 +120,7 @@ pub enum Role {
     Api,
     /// The read-model projectors.
     Projector,
-    /// The Kafka publisher.
+    /// The Kafka publisher and the webhook deliverer.
     Publisher,
 }
 
@@ -147,6 +147,31 @@ pub struct ServeArgs {
     pub role: Vec<Role>,
     #[command(flatten)]
     pub keys: KeyArgs,
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
+}
+
+/// Webhook delivery (CONTRACT §9).
+#[derive(Debug, Clone, Args)]
+pub struct WebhookArgs {
+    /// Waits before each retry of a failed delivery (`5s,5m,30m,2h`: ms,
+    /// s, m, h or d); after the last one a delivery is failed.
+    #[arg(long, env = "ROSTER_WEBHOOK_RETRY_SCHEDULE", default_value = roster_projections::webhooks::DEFAULT_SCHEDULE,
+          value_parser = roster_projections::webhooks::parse_schedule)]
+    pub webhook_retry_schedule: std::vec::Vec<std::time::Duration>,
+    /// Let webhook URLs use http and loopback or private addresses
+    /// (development, tests).
+    #[arg(long, env = "ROSTER_WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_allow_private: bool,
+}
+
+impl WebhookArgs {
+    pub fn config(&self) -> roster_projections::webhooks::WebhookConfig {
+        roster_projections::webhooks::WebhookConfig {
+            schedule: self.webhook_retry_schedule.clone(),
+            allow_private: self.webhook_allow_private,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]

@@ -86,6 +86,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             roles: args.role,
             kafka,
             vault,
+            webhooks: args.webhooks.config(),
         },
         Some(listener),
     )

@@ -62,6 +62,30 @@ fn scrub(value: &mut Value) {
 /// The CloudEvents `type` of an event: `roster.<aggregate>.<event>.v<major>`,
 /// where `<event>` is the event name without the aggregate prefix, in
 /// snake_case (`UserEnrolled` → `roster.user.enrolled.v1`).
+/// Every CloudEvents type Roster publishes (CONTRACT §8), as webhook
+/// endpoints subscribe to them; each has its schema in `docs/events`.
+pub const CLOUD_EVENT_TYPES: [&str; 19] = [
+    "roster.card_catalog.card_product_created.v1",
+    "roster.household.created.v1",
+    "roster.household.member_added.v1",
+    "roster.household.member_removed.v1",
+    "roster.user.account_added.v1",
+    "roster.user.card_ordered.v1",
+    "roster.user.card_terminated.v1",
+    "roster.user.enrolled.v1",
+    "roster.user.erased.v1",
+    "roster.user.kyc_updated.v1",
+    "roster.user.parent_linked.v1",
+    "roster.user.parent_unlinked.v1",
+    "roster.user.password_changed.v1",
+    "roster.user.status_changed.v1",
+    "roster.user.updated.v1",
+    "roster.user.verification_failed.v1",
+    "roster.user.verification_locked.v1",
+    "roster.user.verification_questions_set.v1",
+    "roster.user.verification_succeeded.v1",
+];
+
 pub fn cloud_event_type(aggregate_type: &str, event_type: &str, event_version: &str) -> String {
     let prefix: String = {
         let mut c = aggregate_type.chars();
@@ -117,5 +141,22 @@ mod tests {
             cloud_event_type("household", "HouseholdMemberAdded", "2.0"),
             "roster.household.member_added.v2"
         );
+    }
+
+    #[test]
+    fn every_published_type_is_listed_with_its_schema() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/events");
+        let mut documented: Vec<String> = std::fs::read_dir(dir)
+            .expect("docs/events")
+            .filter_map(|e| {
+                e.ok()?
+                    .file_name()
+                    .to_str()?
+                    .strip_suffix(".schema.json")
+                    .map(String::from)
+            })
+            .collect();
+        documented.sort();
+        assert_eq!(documented, CLOUD_EVENT_TYPES.map(String::from).to_vec());
     }
 }

@@ -36,6 +36,18 @@ pub fn upcast(aggregate_type: &str, event_type: &str, version: &str, payload: Va
     upcast_with(REGISTERED, aggregate_type, event_type, version, payload)
 }
 
+/// The version an event stored at `version` is read at.
+pub fn current_version(aggregate_type: &str, event_type: &str, version: &str) -> String {
+    let mut version = version.to_string();
+    while let Some(u) = REGISTERED
+        .iter()
+        .find(|u| u.aggregate_type == aggregate_type && u.event_type == event_type && u.from == version)
+    {
+        version = u.to.to_string();
+    }
+    version
+}
+
 /// [`upcast`] for a payload kept as JSON text: parsed only when an upcaster applies.
 pub fn upcast_text(aggregate_type: &str, event_type: &str, version: &str, payload: String) -> (String, String) {
     let applies = REGISTERED

@@ -8,11 +8,14 @@
 //! - [`user_view`], [`household_view`], [`card_view`]: the read-model projectors.
 //! - [`publisher`]: publishes every event to Kafka, checkpointing only
 //!   after delivery.
+//! - [`webhooks`]: delivers every event to the webhook endpoints that
+//!   subscribe to it, recording each delivery before attempting it.
 
 pub mod card_view;
 pub mod engine;
 pub mod household_view;
 pub mod publisher;
 pub mod user_view;
+pub mod webhooks;
 
 pub use engine::{Position, Projector, StoredEvent};

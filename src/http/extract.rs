@@ -43,6 +43,11 @@ impl Required for Admin {
     const SCOPE: Scope = Scope::Admin;
 }
 
+pub struct Webhooks;
+impl Required for Webhooks {
+    const SCOPE: Scope = Scope::Webhooks;
+}
+
 /// The caller a request's `Authorization: Bearer <token>` and `x-appid`
 /// name, if the token is valid for that client.
 pub(crate) fn caller(headers: &axum::http::HeaderMap, tokens: &crate::auth::Tokens) -> Option<Caller> {

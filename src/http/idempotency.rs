@@ -214,7 +214,10 @@ async fn store(pool: sqlx::PgPool, client: String, key: String, response: Respon
     let outcome = Outcome {
         status: parts.status,
         headers: kept_headers(&parts.headers),
-        body: bytes.to_vec(),
+        body: match parts.extensions.get::<HoldsSecret>() {
+            Some(_) => without_secret(&bytes),
+            None => bytes.to_vec(),
+        },
         subjects,
     };
     // Tests hold a response here, computed and not stored, to race it.
@@ -239,6 +242,22 @@ async fn store(pool: sqlx::PgPool, client: String, key: String, response: Respon
 /// who is erased (the erasure's own answer): stored like any other.
 #[derive(Debug, Clone, Copy)]
 pub struct Impersonal;
+
+/// Marks a response whose body holds a `secret` (a new webhook endpoint's,
+/// a rotated one): it is stored without it, and a replay answers the rest
+/// (the secret is read again with `GET …/secret`).
+#[derive(Debug, Clone, Copy)]
+pub struct HoldsSecret;
+
+fn without_secret(body: &[u8]) -> Vec<u8> {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(mut o)) => {
+            o.remove("secret");
+            serde_json::to_vec(&o).unwrap_or_default()
+        }
+        _ => Vec::new(),
+    }
+}
 
 /// Every id a response body names (the users among them are the ones whose
 /// erasure must forget it).

@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod ops;
 pub mod parse;
 pub mod users;
+pub mod webhooks;
 
 use crate::auth::Tokens;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
@@ -60,6 +61,9 @@ pub struct Shared {
     pub tokens: Arc<Tokens>,
     pub metrics: PrometheusHandle,
     pub publisher_enabled: bool,
+    /// Personal data keys and webhook secrets.
+    pub vault: std::sync::Arc<roster_vault::Vault>,
+    pub webhooks: roster_projections::webhooks::WebhookConfig,
 }
 
 /// The process-wide Prometheus recorder (installed once, shared by every
@@ -85,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         .merge(users::router())
         .merge(households::router())
         .merge(cards::router())
+        .merge(webhooks::router())
         .merge(ops::router())
         .merge(console::router())
         .fallback(|| async { ApiError::NotFound("NOT_FOUND", "No such route.") })

@@ -11,6 +11,7 @@ use roster_events::user::{
     Account, AccountDoc, Address, CommunicationPreferences, ExternalRef, Kyc, KycStatus, Login, Profile, UserDoc,
     UserStatus, VerificationDoc,
 };
+use roster_projections::webhooks::endpoints::{Delivery, Endpoint};
 use serde::Serialize;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToResponse, ToSchema};
@@ -26,7 +27,10 @@ use utoipa::{IntoParams, Modify, OpenApi, ToResponse, ToSchema};
         super::households::create, super::households::retrieve, super::households::add_member,
         super::households::remove_member, super::cards::create_product, super::cards::list_products,
         super::cards::order_card, super::cards::list_cards, super::cards::terminate_card, super::users::search,
-        super::users::relationships, super::users::audit_trail, super::users::erase, search_alias
+        super::users::relationships, super::users::audit_trail, super::users::erase, search_alias,
+        super::webhooks::create, super::webhooks::list, super::webhooks::retrieve, super::webhooks::update,
+        super::webhooks::remove, super::webhooks::secret, super::webhooks::rotate, super::webhooks::deliveries,
+        super::webhooks::replay
     ),
     components(schemas(
         Problem, FieldErrorDoc, UserPage, UserDoc, Profile, UserStatus, ExternalRef, Address, CommunicationPreferences,
@@ -40,7 +44,9 @@ use utoipa::{IntoParams, Modify, OpenApi, ToResponse, ToSchema};
         Shipping, Termination, CardProductPage, CardPage, super::users::SearchRequest, AuditPage,
         roster_query::audit::AuditEntry, roster_query::audit::Actor, roster_query::relationships::Relationships,
         roster_query::relationships::Related, roster_query::relationships::Ancestor,
-        roster_query::relationships::Descendant, super::users::Erased
+        roster_query::relationships::Descendant, super::users::Erased, super::webhooks::CreateEndpoint,
+        super::webhooks::UpdateEndpoint, super::webhooks::ReplayRequest, super::webhooks::CreatedEndpoint,
+        super::webhooks::Secret, super::webhooks::Replayed, Endpoint, Delivery, EndpointPage, DeliveryPage
     ),
     responses(BadRequest, Unauthenticated, Forbidden, NotFound, Conflict, Gone, PreconditionFailed, Unprocessable, Locked, Unavailable)),
     modifiers(&Security)
@@ -93,6 +99,22 @@ pub struct FieldErrorDoc {
 #[derive(Serialize, ToSchema)]
 pub struct CardProductPage {
     pub data: Vec<CardProductDoc>,
+    pub has_more: bool,
+    pub next_cursor: Option<String>,
+}
+
+/// A page of webhook endpoints.
+#[derive(Serialize, ToSchema)]
+pub struct EndpointPage {
+    pub data: Vec<Endpoint>,
+    pub has_more: bool,
+    pub next_cursor: Option<String>,
+}
+
+/// A page of webhook deliveries.
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryPage {
+    pub data: Vec<Delivery>,
     pub has_more: bool,
     pub next_cursor: Option<String>,
 }

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use roster_projections::webhooks::deliver;
 use roster_projections::{card_view, engine, household_view, publisher, user_view};
 use serde_json::{json, Value};
 
@@ -20,7 +21,7 @@ pub fn router() -> Router<AppState> {
         .route("/openapi.json", get(openapi))
 }
 
-async fn lags(state: &AppState) -> Result<(Value, Value), sqlx::Error> {
+async fn lags(state: &AppState) -> Result<(Value, Value, Value), sqlx::Error> {
     let mut projections = serde_json::Map::new();
     for name in [user_view::NAME, household_view::NAME, card_view::NAME] {
         let lag = engine::lag(&state.pool, name, LAG_CAP).await?;
@@ -34,7 +35,11 @@ async fn lags(state: &AppState) -> Result<(Value, Value), sqlx::Error> {
     } else {
         json!({"enabled": false, "lag_events": null})
     };
-    Ok((Value::Object(projections), publisher))
+    let (pending, oldest, lag) = deliver::status(&state.pool).await?;
+    metrics::gauge!("roster_webhook_pending").set(pending as f64);
+    metrics::gauge!("roster_webhook_oldest_pending_seconds").set(oldest);
+    let webhooks = json!({"pending": pending, "oldest_pending_s": oldest, "lag_events": lag});
+    Ok((Value::Object(projections), publisher, webhooks))
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
@@ -43,8 +48,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
         .await;
     let expected = crate::db::MIGRATOR.iter().count() as i64;
     match (applied, lags(&state).await) {
-        (Ok(n), Ok((projections, publisher))) if n >= expected => Json(json!({
-            "status": "ready", "projections": projections, "publisher": publisher,
+        (Ok(n), Ok((projections, publisher, webhooks))) if n >= expected => Json(json!({
+            "status": "ready", "projections": projections, "publisher": publisher, "webhooks": webhooks,
         }))
         .into_response(),
         (Ok(n), _) if n < expected => (

@@ -5,6 +5,7 @@
 //   cd tests/browser && npm ci
 //   ROSTER_BASE=http://127.0.0.1:18080 ROSTER_CLIENT_ID=… ROSTER_CLIENT_SECRET=… \
 //   ROSTER_USER=<user id with a parent, children and ≥ 5 events> ROSTER_SEARCH=<text that finds it> \
+//   [ROSTER_WEBHOOK_URL=<URL of an enabled endpoint with a delivered delivery>] \
 //   [ROSTER_SCREENSHOTS=/some/dir] [CHROMIUM=/usr/bin/chromium] node tests/browser/console.mjs
 //
 // It uses accessible locators only (labels, roles, text). It fails if the page
@@ -28,6 +29,7 @@ const CLIENT_ID = env.ROSTER_CLIENT_ID;
 const SECRET = env.ROSTER_CLIENT_SECRET;
 const USER = env.ROSTER_USER;
 const SEARCH = env.ROSTER_SEARCH;
+const WEBHOOK_URL = env.ROSTER_WEBHOOK_URL || '';
 const SHOTS = env.ROSTER_SCREENSHOTS || '';
 const CHROMIUM = env.CHROMIUM || '/usr/bin/chromium';
 
@@ -79,7 +81,26 @@ async function groundTruth() {
     if (!res.has_more) break;
     after = res.next_cursor;
   }
-  return { user, rel, cards: cards.data, events, wrongDetail: wrongBody.detail, get };
+  const endpoints = [];
+  for (let after = null, page = 0; page < 10; page++) {
+    const res = await get(`/v1/webhook-endpoints?limit=100${after ? `&after=${encodeURIComponent(after)}` : ''}`);
+    endpoints.push(...res.data);
+    if (!res.has_more) break;
+    after = res.next_cursor;
+  }
+  return { user, rel, cards: cards.data, events, endpoints, wrongDetail: wrongBody.detail, get };
+}
+
+/** What the console shows for an endpoint's event types and state (CONTRACT §7, §9). */
+const eventTypesText = (types) => (types === null || types === undefined ? 'all event types'
+  : types.length ? types.join('') : 'no event types');
+const endpointStateText = (e) => (!e.disabled ? 'enabled' : e.disabled_reason ? `disabled (${e.disabled_reason})` : 'disabled');
+
+/** A table row's cells as {column header: text} (textContent: what the DOM holds, not its CSS case). */
+async function rowCells(table, row) {
+  const headers = await table.getByRole('columnheader').allTextContents();
+  const cells = await row.getByRole('cell').allTextContents();
+  return Object.fromEntries(headers.map((header, i) => [header, (cells[i] ?? '').trim()]));
 }
 
 async function main() {
@@ -91,6 +112,9 @@ async function main() {
   if (!ancestors.length) warn('ROSTER_USER has no parent: the ancestor checks are skipped');
   if (!children.length) warn('ROSTER_USER has no children: the descendant checks are skipped');
   if (truth.events.length < 5) warn(`ROSTER_USER has only ${truth.events.length} events (5 or more expected)`);
+  const hook = WEBHOOK_URL ? truth.endpoints.find((e) => e.url === WEBHOOK_URL) : null;
+  if (WEBHOOK_URL) check(hook, `no webhook endpoint has the URL ROSTER_WEBHOOK_URL=${WEBHOOK_URL}`);
+  else warn('ROSTER_WEBHOOK_URL is not set: the webhook delivery checks are skipped');
   if (SHOTS) mkdirSync(SHOTS, { recursive: true });
 
   const browser = await chromium.launch({
@@ -138,13 +162,14 @@ async function main() {
       return `"${truth.wrongDetail}"`;
     });
 
-    await step('signing in shows the header with Search, Status and Sign out', async () => {
+    await step('signing in shows the header with Search, Status, Webhooks and Sign out', async () => {
       await page.getByLabel('Client secret', { exact: true }).fill(SECRET);
       await page.getByRole('button', { name: 'Sign in', exact: true }).click();
       await page.getByRole('button', { name: 'Sign out', exact: true }).waitFor();
       const navBar = page.getByRole('navigation', { name: 'Main' });
       await navBar.getByRole('link', { name: 'Search', exact: true }).waitFor();
       await navBar.getByRole('link', { name: 'Status', exact: true }).waitFor();
+      await navBar.getByRole('link', { name: 'Webhooks', exact: true }).waitFor();
       check(browserToken, 'the token response was not seen');
     });
 
@@ -267,7 +292,8 @@ async function main() {
       check(await selected.getAttribute('aria-current') === 'true', 'the chosen event is not marked as selected');
       await shot('timeline-past.png');
       await page.getByRole('link', { name: 'Back to current version', exact: true }).click();
-      await page.getByText(`Past version ${chosen} of`).waitFor({ state: 'detached' });
+      // In main only: the live region (outside it) may still be announcing the past version.
+      await page.getByRole('main').getByText(`Past version ${chosen} of`).waitFor({ state: 'detached' });
       await h1().filter({ hasText: name }).waitFor();
       return `version ${chosen} of ${latest}, ${highlighted} field(s) marked changed`;
     });
@@ -285,6 +311,70 @@ async function main() {
       await shot('status.png');
       return rowText.trim();
     });
+
+    const endpointsTable = page.getByRole('table', { name: 'Webhook endpoints' });
+    await step('the Webhooks page lists every endpoint with its URL, event types and state, as text', async () => {
+      await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Webhooks', exact: true }).click();
+      await page.getByRole('heading', { level: 1, name: 'Webhooks', exact: true }).waitFor();
+      check(page.url().endsWith('#/webhooks'), `unexpected URL ${page.url()}`);
+      if (!truth.endpoints.length) {
+        await page.getByText('No webhook endpoints.', { exact: true }).waitFor();
+        await shot('webhooks.png');
+        return 'no endpoints';
+      }
+      await endpointsTable.waitFor();
+      for (const e of truth.endpoints) {
+        await endpointsTable.getByRole('link', { name: e.url, exact: true }).waitFor();
+        const row = endpointsTable.getByRole('row').filter({ has: page.getByRole('link', { name: e.url, exact: true }) });
+        const cells = await rowCells(endpointsTable, row);
+        check(cells['Event types'] === eventTypesText(e.event_types), `${e.url}: event types "${cells['Event types']}"`);
+        check(cells.State === endpointStateText(e), `${e.url}: state "${cells.State}", expected "${endpointStateText(e)}"`);
+        // Descriptions are free text: one of the test's is markup, which must stay text.
+        if (e.description) check(cells.Description === e.description, `${e.url}: description "${cells.Description}"`);
+      }
+      check(await page.getByRole('img').count() === 0, 'an <img> from API data was rendered');
+      noProblems();
+      await shot('webhooks.png');
+      return `${truth.endpoints.length} endpoint(s)`;
+    });
+
+    if (hook) {
+      await step('choosing the endpoint by keyboard shows its recent deliveries: delivered, 1 attempt, status 204', async () => {
+        const { data: deliveries } = await truth.get(`/v1/webhook-endpoints/${hook.id}/deliveries?limit=20`);
+        const sent = deliveries.find((d) => d.status === 'delivered');
+        check(sent, `the endpoint has no delivered delivery: ${JSON.stringify(deliveries)}`);
+        const link = endpointsTable.getByRole('link', { name: WEBHOOK_URL, exact: true });
+        await link.focus();
+        await page.keyboard.press('Enter');
+        const region = page.getByRole('region', { name: 'Recent deliveries' });
+        const table = region.getByRole('table', { name: 'Deliveries' });
+        await table.waitFor();
+        check(page.url().endsWith(`#/webhooks/${hook.id}`), `unexpected URL ${page.url()}`);
+        check(await endpointsTable.getByRole('link', { name: WEBHOOK_URL, exact: true }).getAttribute('aria-current') === 'true',
+          'the chosen endpoint is not marked as selected');
+        check(await page.evaluate(() => document.activeElement && document.activeElement.textContent) === 'Recent deliveries',
+          'focus did not move to the deliveries');
+        const headers = await table.getByRole('columnheader').allTextContents();
+        const expected = ['Event type', 'Subject', 'Sequence', 'Status', 'Attempts', 'Last status', 'Last attempt'];
+        check(headers.join('|') === expected.join('|'), `columns: ${headers.join(', ')}`);
+        const rows = table.getByRole('row').filter({ has: page.getByRole('cell') });
+        const count = await rows.count();
+        check(count >= 1 && count <= 20, `${count} delivery rows (1 to 20 expected)`);
+        const shown = [];
+        for (let i = 0; i < count; i++) shown.push(await rowCells(table, rows.nth(i)));
+        const row = shown.find((c) => c['Event type'] === sent.event_type && c.Subject === sent.subject
+          && c.Sequence === String(sent.sequence) && c.Status === 'delivered');
+        check(row, `no row for the delivered ${sent.event_type} of ${sent.subject}: ${JSON.stringify(shown)}`);
+        check(row.Attempts === '1' && row['Last status'] === '204', `attempts "${row.Attempts}", last status "${row['Last status']}"`);
+        check(/^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} UTC$/.test(row['Last attempt']), `last attempt "${row['Last attempt']}"`);
+        await shot('webhook-deliveries.png');
+        await page.goBack();
+        await region.waitFor({ state: 'detached' });
+        await endpointsTable.getByRole('link', { name: WEBHOOK_URL, exact: true }).waitFor();
+        noProblems();
+        return `${count} row(s); ${sent.event_type} ${sent.subject} v${sent.sequence}: delivered, 1 attempt, 204`;
+      });
+    }
 
     await step('API values are shown as text, never as markup (XSS)', async () => {
       const evil = '<img src=x onerror="window.__rosterXss=1"><script>window.__rosterXss=2</script>';

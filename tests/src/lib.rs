@@ -30,6 +30,15 @@ pub fn test_vault() -> std::sync::Arc<roster_vault::Vault> {
     std::sync::Arc::new(roster_vault::Vault::new(master, None))
 }
 
+/// Webhooks in tests: receivers on this machine, retries after 200 ms and
+/// 400 ms, then failed.
+pub fn test_webhooks() -> roster_projections::webhooks::WebhookConfig {
+    roster_projections::webhooks::WebhookConfig {
+        schedule: vec![Duration::from_millis(200), Duration::from_millis(400)],
+        allow_private: true,
+    }
+}
+
 pub fn brokers() -> String {
     std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
@@ -83,6 +92,15 @@ pub async fn spawn_app_with(brokers: Option<String>) -> TestApp {
 /// Starts an app on a database of its own on the Postgres server at
 /// `server` (a URL without a database), publishing to `brokers`.
 pub async fn spawn_app_on(server: &str, brokers: Option<String>) -> TestApp {
+    spawn_app_configured(server, brokers, test_webhooks()).await
+}
+
+/// [`spawn_app_on`] with webhook settings of the test's own.
+pub async fn spawn_app_configured(
+    server: &str,
+    brokers: Option<String>,
+    webhooks: roster_projections::webhooks::WebhookConfig,
+) -> TestApp {
     if std::env::var_os("RUST_LOG").is_some() {
         roster::telemetry::init(roster::config::LogFormat::Pretty);
     }
@@ -97,6 +115,7 @@ pub async fn spawn_app_on(server: &str, brokers: Option<String>) -> TestApp {
             topic: topic.clone(),
         }),
         vault: test_vault(),
+        webhooks,
     };
     let app = App::start(pool.clone(), settings, Some(listener))
         .await
@@ -118,14 +137,20 @@ impl TestApp {
     /// runner and caches (no projector or publisher). Stop it with
     /// [`TestApp::stop`] before the first one's cleanup.
     pub async fn beside(&self) -> TestApp {
+        self.beside_with(vec![Role::Api]).await
+    }
+
+    /// [`TestApp::beside`] running `roles`.
+    pub async fn beside_with(&self, roles: Vec<Role>) -> TestApp {
         let pool = roster::db::connect(&self.database_url, 4)
             .await
             .expect("database reachable");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let settings = Settings {
-            roles: vec![Role::Api],
+            roles,
             kafka: None,
             vault: test_vault(),
+            webhooks: test_webhooks(),
         };
         let app = App::start(pool.clone(), settings, Some(listener))
             .await
@@ -487,6 +512,8 @@ impl Server {
             ("ROSTER_LOG_FORMAT", "json".to_string()),
             ("RUST_LOG", filter.to_string()),
             ("ROSTER_MASTER_KEY", TEST_MASTER_KEY.to_string()),
+            ("ROSTER_WEBHOOK_ALLOW_PRIVATE", "true".to_string()),
+            ("ROSTER_WEBHOOK_RETRY_SCHEDULE", "200ms,400ms".to_string()),
         ];
         let mut server = Server {
             addr: env[1].1.clone(),

@@ -28,7 +28,8 @@ pub enum CipherError {
     Tampered,
 }
 
-fn random_key() -> Zeroizing<[u8; KEY_LEN]> {
+/// 32 random bytes from the operating system.
+pub fn random_key() -> Zeroizing<[u8; KEY_LEN]> {
     let mut key = Zeroizing::new([0u8; KEY_LEN]);
     rand::rngs::OsRng.fill_bytes(key.as_mut());
     key
@@ -125,6 +126,16 @@ impl MasterKey {
         let raw = Zeroizing::new(self.cipher.open(aad, wrapped)?);
         let key: [u8; KEY_LEN] = raw.as_slice().try_into().map_err(|_| CipherError::Tampered)?;
         Ok(Zeroizing::new(key))
+    }
+
+    /// A 32-byte secret of the service's own (a webhook endpoint's signing
+    /// secret), wrapped; `aad` names what it belongs to.
+    pub fn wrap_secret(&self, aad: &[u8], secret: &[u8; KEY_LEN]) -> Vec<u8> {
+        self.wrap(aad, secret)
+    }
+
+    pub fn unwrap_secret(&self, aad: &[u8], wrapped: &[u8]) -> Result<Zeroizing<[u8; KEY_LEN]>, CipherError> {
+        self.unwrap(aad, wrapped)
     }
 
     /// `wrapped` (under `from`) wrapped under this key instead.

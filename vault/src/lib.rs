@@ -176,7 +176,8 @@ impl Vault {
                  SELECT (SELECT master_id FROM data_keys WHERE master_id > m.id ORDER BY master_id LIMIT 1)
                    FROM m WHERE m.id IS NOT NULL)
              SELECT id FROM m WHERE id IS NOT NULL
-             UNION SELECT master_id FROM company_keys",
+             UNION SELECT master_id FROM company_keys
+             UNION SELECT master_id FROM webhook_endpoints",
         )
         .fetch_all(pool)
         .await?;
@@ -184,6 +185,30 @@ impl Vault {
             Some(unknown) => Err(VaultError::UnknownMaster(unknown)),
             None => Ok(()),
         }
+    }
+
+    /// A secret of the service's own wrapped under the master key, with
+    /// that key's id (store both).
+    pub fn wrap_secret(&self, aad: &[u8], secret: &[u8; cipher::KEY_LEN]) -> (Vec<u8>, String) {
+        (self.master.wrap_secret(aad, secret), self.master.id().to_string())
+    }
+
+    /// A secret [`Vault::wrap_secret`] wrapped, under the master or the
+    /// previous one.
+    pub fn unwrap_secret(
+        &self,
+        aad: &[u8],
+        wrapped: &[u8],
+        master_id: &str,
+    ) -> Result<zeroize::Zeroizing<[u8; cipher::KEY_LEN]>, VaultError> {
+        let master = self
+            .master_for(master_id)
+            .ok_or_else(|| VaultError::UnknownMaster(master_id.to_string()))?;
+        master.unwrap_secret(aad, wrapped).map_err(|error| VaultError::Unwrap {
+            owner: String::from_utf8_lossy(aad).into_owned(),
+            master_id: master_id.to_string(),
+            error,
+        })
     }
 
     fn master_for(&self, id: &str) -> Option<&MasterKey> {
@@ -371,6 +396,30 @@ impl Vault {
                 .await?;
             done += 1;
         }
+        let secrets: Vec<(Uuid, Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT id, secret, previous_secret FROM webhook_endpoints
+              WHERE master_id = $1 LIMIT $2 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(previous.id())
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (id, secret, before) in &secrets {
+            let name = id.to_string();
+            let secret = self.rewrap(previous, id.as_bytes(), secret, &name)?;
+            let before = match before {
+                Some(b) => Some(self.rewrap(previous, id.as_bytes(), b, &name)?),
+                None => None,
+            };
+            sqlx::query("UPDATE webhook_endpoints SET secret = $2, previous_secret = $3, master_id = $4 WHERE id = $1")
+                .bind(id)
+                .bind(secret)
+                .bind(before)
+                .bind(self.master.id())
+                .execute(&mut *tx)
+                .await?;
+            done += 1;
+        }
         tx.commit().await?;
         Ok(done)
     }
@@ -390,7 +439,8 @@ impl Vault {
         let Some(previous) = &self.previous else { return Ok(0) };
         Ok(sqlx::query_scalar(
             "SELECT (SELECT count(*) FROM data_keys WHERE master_id = $1)
-                  + (SELECT count(*) FROM company_keys WHERE master_id = $1)",
+                  + (SELECT count(*) FROM company_keys WHERE master_id = $1)
+                  + (SELECT count(*) FROM webhook_endpoints WHERE master_id = $1)",
         )
         .bind(previous.id())
         .fetch_one(pool)

@@ -106,10 +106,32 @@ pub enum Keys {
     Kept,
 }
 
+/// Whether the event's owner is erased: a probe of a partial index that
+/// holds only erased users.
+macro_rules! ERASED_JOIN {
+    () => {
+        "LEFT JOIN LATERAL (
+             SELECT true AS erased FROM user_registry r
+              WHERE wanted AND event_type <> 'UserErased' AND r.erased_at IS NOT NULL
+                AND r.user_id = CASE aggregate_type
+                      WHEN 'user' THEN aggregate_id::uuid
+                      WHEN 'household' THEN (payload -> event_type ->> 'user_id')::uuid END) x ON true"
+    };
+}
+
 /// The page query, with an `erased` column and the join that fills it
 /// (two texts, so that projectors' pages are planned as cheaply as before).
 macro_rules! page_query {
-    ($erased:literal, $join:literal) => {
+    ($erased:literal, $join:expr) => {
+        page_query!(
+            $erased,
+            $join,
+            " WHERE position > $1
+              ORDER BY position
+              LIMIT $2"
+        )
+    };
+    ($erased:literal, $join:expr, $rows:literal) => {
         concat!(
             "SELECT position, wanted, aggregate_type, aggregate_id,
                     sequence, event_type, event_version,
@@ -121,9 +143,7 @@ macro_rules! page_query {
                     CROSS JOIN LATERAL (SELECT ($3::text[] IS NULL OR aggregate_type = ANY($3))
                                            AND ($4::text[] IS NULL OR event_type = ANY($4)) AS wanted) w ",
             $join,
-            " WHERE position > $1
-              ORDER BY position
-              LIMIT $2"
+            $rows
         )
     };
 }
@@ -138,17 +158,7 @@ pub async fn read_page(
     reads: Reads,
 ) -> anyhow::Result<Page> {
     let sql = match keys {
-        Keys::Fresh => page_query!(
-            "x.erased",
-            // Whether the event's owner is erased: a probe of a partial
-            // index that holds only erased users.
-            "LEFT JOIN LATERAL (
-                 SELECT true AS erased FROM user_registry r
-                  WHERE wanted AND event_type <> 'UserErased' AND r.erased_at IS NOT NULL
-                    AND r.user_id = CASE aggregate_type
-                          WHEN 'user' THEN aggregate_id::uuid
-                          WHEN 'household' THEN (payload -> event_type ->> 'user_id')::uuid END) x ON true"
-        ),
+        Keys::Fresh => page_query!("x.erased", ERASED_JOIN!()),
         Keys::Kept => page_query!("NULL::bool", ""),
     };
     let rows = sqlx::query(sql)
@@ -158,6 +168,32 @@ pub async fn read_page(
         .bind(reads.event_types)
         .fetch_all(&mut *conn)
         .await?;
+    page_of(conn, vault, rows).await
+}
+
+/// The events at `positions`, in commit order, opened with the owners'
+/// keys as stored now ([`Keys::Fresh`]: the caller holds erasure off).
+pub async fn read_positions(
+    conn: &mut PgConnection,
+    vault: &Vault,
+    positions: &[i64],
+) -> anyhow::Result<Vec<StoredEvent>> {
+    let sql = page_query!(
+        "x.erased",
+        ERASED_JOIN!(),
+        " WHERE position = ANY($1) AND $2::bigint IS NOT NULL ORDER BY position"
+    );
+    let rows = sqlx::query(sql)
+        .bind(positions)
+        .bind(0i64)
+        .bind(None::<Vec<String>>)
+        .bind(None::<Vec<String>>)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(page_of(conn, vault, rows).await?.events)
+}
+
+async fn page_of(conn: &mut PgConnection, vault: &Vault, rows: Vec<sqlx::postgres::PgRow>) -> anyhow::Result<Page> {
     let mut page = Page {
         events: Vec::with_capacity(rows.len()),
         end: None,

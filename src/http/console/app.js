@@ -14,9 +14,11 @@
  *    class names (app.css) and the `hidden` attribute only.
  *
  * Routes (location.hash): #/search[?q=…]  #/users/<id>  #/users/<id>/v/<n>  #/status
+ *                          #/webhooks  #/webhooks/<endpoint id>
  *
  * Contents: 1 DOM helpers · 2 API client · 3 formatting · 4 shell & routing ·
- * 5 sign-in · 6 search · 7 user page · 8 status page · 9 start-up
+ * 5 sign-in · 6 search · 7 user page · 8 status page · 9 webhooks page ·
+ * 10 start-up
  */
 (() => {
   'use strict';
@@ -180,6 +182,7 @@
     active: 'ok', inactive: 'neutral', blocked: 'warn', closed: 'bad',
     approved: 'ok', pending: 'warn', rejected: 'bad',
     good_standing: 'ok', unactivated: 'accent', terminated: 'bad', ready: 'ok',
+    delivered: 'ok', failed: 'bad',
   };
   function badge(label, tone) {
     const t = tone || TONES[String(label).toLowerCase()] || 'neutral';
@@ -214,10 +217,11 @@
   function renderShell() {
     nav.search = h('a', { href: '#/search', class: 'nav-link' }, 'Search');
     nav.status = h('a', { href: '#/status', class: 'nav-link' }, 'Status');
+    nav.webhooks = h('a', { href: '#/webhooks', class: 'nav-link' }, 'Webhooks');
     $topbar.replaceChildren(h('div', { class: 'topbar-inner' },
       h('a', { href: '#/search', class: 'brand' },
         h('span', { class: 'brand-mark', 'aria-hidden': 'true' }, 'R'), h('span', {}, 'Roster ', h('span', { class: 'brand-sub' }, 'console'))),
-      h('nav', { class: 'nav', 'aria-label': 'Main' }, nav.search, nav.status),
+      h('nav', { class: 'nav', 'aria-label': 'Main' }, nav.search, nav.status, nav.webhooks),
       h('div', { class: 'session' },
         h('span', { class: 'session-client', title: session.clientId }, 'Client ', h('code', {}, session.clientId)),
         h('button', { type: 'button', class: 'btn btn-quiet', onclick: () => endSession('You signed out.') }, 'Sign out')),
@@ -258,6 +262,7 @@
     try { parts = path.split('/').filter(Boolean).map(decodeURIComponent); } catch { return { name: 'notfound' }; }
     if (parts[0] === 'search' && parts.length === 1) return { name: 'search', q: new URLSearchParams(query).get('q') || '' };
     if (parts[0] === 'status' && parts.length === 1) return { name: 'status' };
+    if (parts[0] === 'webhooks' && parts.length <= 2) return { name: 'webhooks', id: parts[1] || null };
     if (parts[0] === 'users' && parts.length === 2) return { name: 'user', id: parts[1] };
     if (parts[0] === 'users' && parts.length === 4 && parts[2] === 'v' && /^[1-9]\d{0,9}$/.test(parts[3])) {
       return { name: 'user', id: parts[1], version: Number(parts[3]) };
@@ -275,6 +280,7 @@
     if (r.name === 'search') searchPage(r, isCurrent);
     else if (r.name === 'user') userPage(r, isCurrent);
     else if (r.name === 'status') statusPage(isCurrent);
+    else if (r.name === 'webhooks') webhooksPage(r, isCurrent);
     else {
       showPage('Not found', [h('h1', {}, 'Page not found'),
         h('p', {}, 'There is nothing at this address. ', h('a', { href: '#/search' }, 'Go to search'), '.')]);
@@ -543,8 +549,7 @@
     }));
   }
 
-  function section(title, body, { aside, note, wide } = {}) {
-    const id = newId('sec');
+  function section(title, body, { aside, note, wide, id = newId('sec') } = {}) {
     return h('section', { class: `card${wide ? ' card-wide' : ''}`, 'aria-labelledby': id },
       h('div', { class: 'card-head' }, h('h2', { id }, title), aside || null),
       note ? h('p', { class: 'card-note' }, note) : null,
@@ -838,7 +843,151 @@
           h('dd', {}, lagText(pub.lag_events) ?? none(pub.enabled === false ? 'not publishing' : 'unknown'))))));
   }
 
-  // ---------------------------------------------------------------- 9. Start-up
+  // ---------------------------------------------------------------- 9. Webhooks page
+  //
+  // The company's endpoints (CONTRACT §9) in a table; choosing one (#/webhooks/<id>)
+  // shows its most recent deliveries below. Endpoints are managed through the API:
+  // this page only reads.
+
+  const RECENT_DELIVERIES = 20;
+
+  /** The mounted webhooks page, kept while only the chosen endpoint changes (no flash, focus stays sensible). */
+  let webhooksView = null; // {root, body, reload}
+
+  function webhooksPage(r, isCurrent) {
+    const fresh = !webhooksView || !$app.contains(webhooksView.root);
+    if (fresh) webhooksView = buildWebhooksView();
+    const view = webhooksView;
+    view.reload = () => load(true);
+    if (fresh) showPage('Webhooks', view.root, { focus: !r.id });
+
+    async function load(manual) {
+      const results = await busy(async () => {
+        const settled = await Promise.allSettled([
+          fetchAllPages('/v1/webhook-endpoints', 10),
+          r.id ? api(`/v1/webhook-endpoints/${enc(r.id)}/deliveries?limit=${RECENT_DELIVERIES}`) : Promise.resolve(null),
+        ]);
+        if (settled.some((s) => s.status === 'rejected' && s.reason instanceof SessionEnded)) throw new SessionEnded();
+        return settled;
+      });
+      if (!results || !isCurrent()) return;
+      const [endpointsRes, deliveriesRes] = results;
+      renderWebhooks(view.body, r.id, endpointsRes, deliveriesRes);
+      document.title = `${r.id ? 'Webhook deliveries' : 'Webhooks'} · Roster console`;
+      // Someone who chose an endpoint lands on its deliveries; one who left them, back on the title
+      // (the link they used is gone); a refresh leaves focus on its button.
+      const target = manual ? null : view.body.querySelector('#deliveries-h') || (fresh ? null : view.root.querySelector('h1'));
+      if (target) { target.setAttribute('tabindex', '-1'); target.focus(); }
+      if (manual) announce('Webhooks refreshed.');
+      else if (endpointsRes.status === 'fulfilled') announce(webhooksSummary(endpointsRes.value.items, r.id, deliveriesRes));
+    }
+    load(false);
+  }
+
+  function buildWebhooksView() {
+    const body = h('div', { class: 'webhooks-body' }, h('p', { class: 'muted' }, 'Loading…'));
+    const refresh = h('button', { type: 'button', class: 'btn', onclick: () => webhooksView && webhooksView.reload() }, 'Refresh');
+    const root = h('div', { class: 'webhooks-page' },
+      h('div', { class: 'title-row' }, h('h1', {}, 'Webhooks'), refresh),
+      h('p', { class: 'muted' }, 'The endpoints this company’s events are sent to, and what was sent. ',
+        'Endpoints are managed through the API (', h('code', {}, '/v1/webhook-endpoints'), ').'),
+      body);
+    return { root, body, reload: () => {} };
+  }
+
+  function webhooksSummary(endpoints, id, deliveriesRes) {
+    const head = endpoints.length ? `${plural(endpoints.length, 'webhook endpoint')}.` : 'No webhook endpoints.';
+    if (!id || !deliveriesRes || deliveriesRes.status !== 'fulfilled') return head;
+    const n = Array.isArray(deliveriesRes.value && deliveriesRes.value.data) ? deliveriesRes.value.data.length : 0;
+    return `${head} Showing ${plural(n, 'recent delivery', 'recent deliveries')}.`;
+  }
+
+  function renderWebhooks(body, id, endpointsRes, deliveriesRes) {
+    const endpoints = endpointsRes.status === 'fulfilled' ? endpointsRes.value.items : [];
+    const chosen = id ? endpoints.find((e) => e && e.id === id) || null : null;
+    body.replaceChildren(endpointsSection(endpointsRes, id));
+    if (id) body.append(deliveriesSection(id, chosen, deliveriesRes));
+  }
+
+  /** "enabled", or "disabled (manual)" / "disabled (gone)": why it gets nothing. */
+  function endpointState(e) {
+    if (!e.disabled) return badge('enabled', 'ok');
+    const reason = isBlank(e.disabled_reason) ? null : String(e.disabled_reason);
+    return badge(reason ? `disabled (${reason})` : 'disabled', reason === 'gone' ? 'bad' : 'warn');
+  }
+
+  /** null means every type (CONTRACT §9); an empty list would mean none. */
+  function eventTypes(types) {
+    if (types === null || types === undefined) return h('span', { class: 'muted' }, 'all event types');
+    if (!Array.isArray(types) || !types.length) return h('span', { class: 'muted' }, 'no event types');
+    return h('span', { class: 'chips' }, types.map((t) => h('code', { class: 'chip' }, String(t))));
+  }
+
+  function endpointsSection(endpointsRes, id) {
+    if (endpointsRes.status === 'rejected') return section('Endpoints', errorBox(endpointsRes.reason.message));
+    const { items, truncated } = endpointsRes.value;
+    const rows = items.filter((e) => e && typeof e === 'object').map((e) => {
+      const selected = e.id === id;
+      return h('tr', { class: selected ? 'is-selected' : null },
+        h('td', { class: 'wrap' }, h('a', { href: `#/webhooks/${enc(e.id)}`, class: 'endpoint-link mono',
+          'aria-current': selected ? 'true' : null }, isBlank(e.url) ? '(no URL)' : String(e.url))),
+        h('td', { class: 'wrap' }, text(e.description)),
+        h('td', { class: 'wrap' }, eventTypes(e.event_types)),
+        h('td', {}, endpointState(e)),
+        h('td', {}, time(e.created_at)));
+    });
+    return section('Endpoints', rows.length
+      ? table(['URL', 'Description', 'Event types', 'State', 'Created'], rows, 'Webhook endpoints')
+      : h('p', { class: 'empty' }, 'No webhook endpoints.'), {
+      aside: h('span', { class: 'count' }, plural(rows.length, 'endpoint')),
+      note: truncated ? 'Only the first endpoints are listed: there are very many.'
+        : rows.length ? 'Choose an endpoint’s URL to see its recent deliveries.' : null,
+    });
+  }
+
+  /** The answer's status code; else why there was none (a timeout, a refused connection…); else nothing yet. */
+  function lastStatus(d) {
+    if (typeof d.last_status_code === 'number') return h('code', {}, String(d.last_status_code));
+    if (!isBlank(d.last_error)) return h('span', { class: 'delivery-error' }, String(d.last_error));
+    return none('no answer yet');
+  }
+
+  /** users/<id> links to the user's page; other subjects (households) are shown as they are. */
+  function subjectCell(subject) {
+    if (isBlank(subject)) return none();
+    const m = /^users\/([^/]+)$/.exec(String(subject));
+    return m ? h('a', { href: `#/users/${enc(m[1])}` }, h('code', {}, String(subject))) : code(subject);
+  }
+
+  function deliveriesSection(id, endpoint, deliveriesRes) {
+    const heading = 'Recent deliveries';
+    const target = h('p', { class: 'delivery-target' }, 'To ',
+      endpoint ? h('code', {}, isBlank(endpoint.url) ? '(no URL)' : String(endpoint.url)) : h('code', {}, String(id)),
+      endpoint && endpoint.disabled ? [' ', endpointState(endpoint)] : null);
+    if (deliveriesRes.status === 'rejected') {
+      return section(heading, [target, errorBox(deliveriesRes.reason.message)], { id: 'deliveries-h' });
+    }
+    const page = deliveriesRes.value || {};
+    const deliveries = (Array.isArray(page.data) ? page.data : []).filter((d) => d && typeof d === 'object');
+    const rows = deliveries.map((d) => h('tr', {},
+      h('td', {}, code(d.event_type)),
+      h('td', {}, subjectCell(d.subject)),
+      h('td', { class: 'num' }, text(d.sequence)),
+      h('td', {}, stateBadge(d.status),
+        d.status === 'pending' && d.next_attempt_at ? h('span', { class: 'next-attempt' }, 'next ', time(d.next_attempt_at)) : null),
+      h('td', { class: 'num' }, text(d.attempts)),
+      h('td', { class: 'wrap' }, lastStatus(d)),
+      h('td', {}, time(d.last_attempt_at))));
+    return section(heading, [target, rows.length
+      ? table(['Event type', 'Subject', 'Sequence', 'Status', 'Attempts', 'Last status', 'Last attempt'], rows, 'Deliveries')
+      : h('p', { class: 'empty' }, 'Nothing has been sent to this endpoint yet.')], {
+      id: 'deliveries-h',
+      aside: h('span', { class: 'count' }, plural(rows.length, 'delivery', 'deliveries')),
+      note: page.has_more ? `The ${RECENT_DELIVERIES} most recent, newest first; older ones are not shown.` : 'Newest first.',
+    });
+  }
+
+  // ---------------------------------------------------------------- 10. Start-up
 
   window.addEventListener('hashchange', route);
   renderSignIn();

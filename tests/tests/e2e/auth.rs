@@ -47,7 +47,10 @@ async fn tokens_scopes_and_app_ids_are_enforced() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["token_type"], "Bearer");
     assert_eq!(r.body["expires_in"], 3600);
-    assert_eq!(r.body["scope"], "users:read users:write cards:write users:erase admin");
+    assert_eq!(
+        r.body["scope"],
+        "users:read users:write cards:write users:erase admin webhooks"
+    );
     app.cleanup().await;
 }
 

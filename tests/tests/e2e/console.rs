@@ -1,10 +1,17 @@
 //! The operator console in a real browser: Debian's chromium driven by
 //! Playwright (`tests/browser/console.mjs`, installed by `scripts/infra.sh`)
-//! against the real app with the demo data of `scripts/demo-seed.py`.
+//! against the real app with the demo data of `scripts/demo-seed.py`, plus
+//! two webhook endpoints, one of them delivered to a receiver in this test.
 
-use roster_tests::spawn_app_with;
+use reqwest::StatusCode;
+use roster_tests::{spawn_app_with, Creds, TestApp};
+use serde_json::{json, Value};
+use std::io::ErrorKind;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -42,6 +49,39 @@ async fn the_console_signs_in_finds_a_user_and_walks_its_tree_and_history() {
     // Search reads the user view.
     app.settle(Duration::from_secs(30)).await;
 
+    // The webhooks page: an enabled endpoint that has delivered, and a
+    // disabled one whose description is markup. An endpoint gets only the
+    // events appended after it was created (CONTRACT §9), so one user is
+    // enrolled after both exist: its event is what the first one delivers.
+    let (port, received) = receiver().await;
+    let hook = format!("http://127.0.0.1:{port}/hook");
+    let r = app
+        .post(&c, "/v1/webhook-endpoints", &json!({"url": hook, "description": "CRM"}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let endpoint = r.body["id"].as_str().expect("endpoint id").to_string();
+    let r = app
+        .post(
+            &c,
+            "/v1/webhook-endpoints",
+            &json!({"url": format!("http://127.0.0.1:{port}/markup"), "description": "<img src=x onerror=alert(1)>",
+                    "event_types": ["roster.user.updated.v1"], "disabled": true}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    app.enroll(
+        &c,
+        json!({"first_name": "Webhook", "last_name": "Probe", "email": "webhook.probe@example.com", "status": "active"}),
+    )
+    .await;
+    let sent = delivered(&app, &c, &endpoint, Duration::from_secs(30)).await;
+    assert_eq!(
+        (sent["attempts"].as_i64(), sent["last_status_code"].as_i64()),
+        (Some(1), Some(204)),
+        "{sent}"
+    );
+    assert!(received.load(Ordering::SeqCst) >= 1, "the receiver got nothing");
+
     let mut browser = tokio::process::Command::new("node");
     browser
         .arg(repo().join("tests/browser/console.mjs"))
@@ -49,7 +89,8 @@ async fn the_console_signs_in_finds_a_user_and_walks_its_tree_and_history() {
         .env("ROSTER_CLIENT_ID", &c.client_id)
         .env("ROSTER_CLIENT_SECRET", &c.client_secret)
         .env("ROSTER_USER", &user)
-        .env("ROSTER_SEARCH", "Omar");
+        .env("ROSTER_SEARCH", "Omar")
+        .env("ROSTER_WEBHOOK_URL", &hook);
     if let Some(dir) = std::env::var_os("ROSTER_SCREENSHOTS") {
         browser.env("ROSTER_SCREENSHOTS", dir);
     }
@@ -62,4 +103,100 @@ async fn the_console_signs_in_finds_a_user_and_walks_its_tree_and_history() {
     assert!(run.status.success(), "browser test failed:\n{out}\n{err}");
     println!("{out}");
     app.cleanup().await;
+}
+
+/// Polls `endpoint`'s deliveries until one is `delivered` and returns it
+/// (panics after `patience`).
+async fn delivered(app: &TestApp, c: &Creds, endpoint: &str, patience: Duration) -> Value {
+    let deadline = tokio::time::Instant::now() + patience;
+    let path = format!("/v1/webhook-endpoints/{endpoint}/deliveries?limit=20");
+    loop {
+        let r = app.get(c, &path).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let done = r.body["data"]
+            .as_array()
+            .and_then(|d| d.iter().find(|d| d["status"] == "delivered"));
+        if let Some(d) = done {
+            return d.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing delivered after {patience:?}: {}",
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A webhook receiver on a free port of 127.0.0.1 that answers every
+/// request `204 No Content`; returns its port and how many requests it got.
+/// Plain HTTP/1.1 on tokio's sockets: the tests crate has no HTTP server
+/// library, and one request per connection is all a receiver needs.
+async fn receiver() -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let received = Arc::new(AtomicUsize::new(0));
+    let counter = received.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                if read_request(&stream).await.is_ok() {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    // `connection: close`: the sender opens a new connection for the next one.
+                    let _ = write_all(&stream, b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n").await;
+                }
+            });
+        }
+    });
+    (port, received)
+}
+
+/// Reads one whole request: its head, then its body (`content-length` or
+/// chunked), so the answer never comes before the sender finished writing.
+async fn read_request(stream: &TcpStream) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    while !request_complete(&buf) {
+        stream.readable().await?;
+        match stream.try_read(&mut chunk) {
+            Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn request_complete(buf: &[u8]) -> bool {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let body = &buf[end + 4..];
+    for line in head.lines() {
+        if let Some(length) = line.strip_prefix("content-length:") {
+            return match length.trim().parse::<usize>() {
+                Ok(n) => body.len() >= n,
+                Err(_) => true, // not ours to judge: answer and let the sender see
+            };
+        }
+        if line.starts_with("transfer-encoding:") && line.contains("chunked") {
+            return body.ends_with(b"0\r\n\r\n");
+        }
+    }
+    true
+}
+
+async fn write_all(stream: &TcpStream, mut out: &[u8]) -> std::io::Result<()> {
+    while !out.is_empty() {
+        stream.writable().await?;
+        match stream.try_write(out) {
+            Ok(n) => out = &out[n..],
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

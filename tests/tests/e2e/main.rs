@@ -20,3 +20,4 @@ mod queries;
 mod security;
 mod upgrade;
 mod users;
+mod webhooks;

@@ -24,6 +24,7 @@ struct Ids {
     last4: String,
     /// A user of the *calling* company (a parent to link to).
     own_user: String,
+    webhook: String,
 }
 
 fn operations(ids: &Ids) -> Vec<Op> {
@@ -115,6 +116,35 @@ fn operations(ids: &Ids) -> Vec<Op> {
             Some(json!({"user_id": ids.user, "account_id": "ACC-1"})),
         ),
         op(Method::DELETE, "/v1/households/{hid}/members/{account_id}", w, None),
+        op(
+            Method::POST,
+            "/v1/webhook-endpoints",
+            "webhooks",
+            Some(json!({"url": "http://127.0.0.1:9/hook"})),
+        ),
+        op(Method::GET, "/v1/webhook-endpoints", "webhooks", None),
+        op(Method::GET, "/v1/webhook-endpoints/{wid}", "webhooks", None),
+        op(
+            Method::PATCH,
+            "/v1/webhook-endpoints/{wid}",
+            "webhooks",
+            Some(json!({"description": "x"})),
+        ),
+        op(Method::GET, "/v1/webhook-endpoints/{wid}/secret", "webhooks", None),
+        op(
+            Method::POST,
+            "/v1/webhook-endpoints/{wid}/secret/rotate",
+            "webhooks",
+            None,
+        ),
+        op(Method::GET, "/v1/webhook-endpoints/{wid}/deliveries", "webhooks", None),
+        op(
+            Method::POST,
+            "/v1/webhook-endpoints/{wid}/replay",
+            "webhooks",
+            Some(json!({"since": "2020-01-01T00:00:00Z"})),
+        ),
+        op(Method::DELETE, "/v1/webhook-endpoints/{wid}", "webhooks", None),
     ]
 }
 
@@ -123,13 +153,14 @@ impl Op {
     fn path(&self, ids: &Ids) -> String {
         self.template
             .replace("{hid}", &ids.household)
+            .replace("{wid}", &ids.webhook)
             .replace("{id}", &ids.user)
             .replace("{account_id}", "ACC-1")
     }
 
     /// The template as the OpenAPI document spells it.
     fn documented(&self) -> String {
-        self.template.replace("{hid}", "{id}")
+        self.template.replace("{hid}", "{id}").replace("{wid}", "{id}")
     }
 
     async fn send(&self, app: &TestApp, c: Option<&Creds>, ids: &Ids) -> roster_tests::Res {
@@ -176,11 +207,17 @@ async fn two_companies(app: &TestApp) -> (Creds, Creds, Ids) {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let own_user = app.enroll(&b, json!({"email": "bob@example.com"})).await;
+    let r = app
+        .post(&a, "/v1/webhook-endpoints", &json!({"url": "http://127.0.0.1:9/hook"}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let webhook = r.body["id"].as_str().expect("id").to_string();
     let ids = Ids {
         user,
         household,
         last4,
         own_user,
+        webhook,
     };
     (a, b, ids)
 }
@@ -232,10 +269,17 @@ async fn every_route_needs_credentials_its_scope_and_hides_other_companies() {
             "{name}"
         );
         // Every scope but the one needed.
-        let others: Vec<&str> = ["users:read", "users:write", "cards:write", "users:erase", "admin"]
-            .into_iter()
-            .filter(|s| *s != op.scope)
-            .collect();
+        let others: Vec<&str> = [
+            "users:read",
+            "users:write",
+            "cards:write",
+            "users:erase",
+            "admin",
+            "webhooks",
+        ]
+        .into_iter()
+        .filter(|s| *s != op.scope)
+        .collect();
         let limited = app.creds("globex", Some(&others)).await;
         let r = op.send(&app, Some(&limited), &ids).await;
         assert_eq!((r.status, r.code()), (StatusCode::FORBIDDEN, "FORBIDDEN"), "{name}");
@@ -244,11 +288,15 @@ async fn every_route_needs_credentials_its_scope_and_hides_other_companies() {
             let r = op.send(&app, Some(&b), &ids).await;
             assert_eq!(r.status, StatusCode::NOT_FOUND, "{name}: {}", r.body);
             assert!(
-                matches!(r.code(), "USER_NOT_FOUND" | "HOUSEHOLD_NOT_FOUND" | "NOT_FOUND"),
+                matches!(
+                    r.code(),
+                    "USER_NOT_FOUND" | "HOUSEHOLD_NOT_FOUND" | "WEBHOOK_ENDPOINT_NOT_FOUND" | "NOT_FOUND"
+                ),
                 "{name}: {}",
                 r.body
             );
             assert!(!r.body.to_string().contains(&ids.user), "{name} leaks the id");
+            assert!(!r.body.to_string().contains(&ids.webhook), "{name} leaks the id");
         }
     }
     // None of it changed company A's streams (B's own writes are new streams).

@@ -46,8 +46,8 @@ CREATE TABLE webhook_deliveries (
     last_attempt_at  timestamptz,
     last_status_code integer,
     last_error       text,
-    -- NULL while pending: an attempt is under way (a new leader makes
-    -- such deliveries due again, as its predecessor may have died in it).
+    -- When a pending delivery is due (attempts under way are known to the
+    -- sender alone); NULL once delivered or failed.
     next_attempt_at  timestamptz,
     delivered_at     timestamptz,
     UNIQUE (endpoint_id, event_id)

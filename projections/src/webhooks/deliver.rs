@@ -1,26 +1,26 @@
-//! The deliverer: one more reader of the log, beside the Kafka publisher,
-//! run by one leader at a time across processes (an advisory lock, like
-//! every subscriber). Each round it
+//! The deliverer: one more reader of the log, beside the Kafka publisher.
+//! Two loops, each run by one leader at a time across processes (an
+//! advisory lock, like every subscriber):
 //!
-//! 1. **records**: reads the events after its checkpoint (commit order,
-//!    gap-free) and, in one transaction with the checkpoint, inserts a
-//!    pending delivery per (endpoint, event) the endpoint subscribes to;
-//! 2. **claims** what is due: per endpoint with room, the pending
-//!    deliveries that head their aggregate's chain (no earlier pending one
-//!    of the same aggregate: an event waits until the one before it is
-//!    delivered or has failed for good), marking each as under way
-//!    (`next_attempt_at` NULL, one more attempt);
-//! 3. **sends** each claimed delivery in a task of its own: the body built
-//!    from the event at this moment (opened with its owner's key as stored
-//!    now, under the shared erasure lock; `"data": null` once erased),
-//!    signed, POSTed with a 15 s time-out and no redirects;
-//! 4. **settles** the answers in one statement: delivered, due again after
-//!    the schedule's wait (or a longer `Retry-After`), failed after the
-//!    last, or the endpoint disabled on 410.
+//! - the **recorder** reads the events after its checkpoint (commit order,
+//!   gap-free) and, in one transaction with the checkpoint, inserts a
+//!   pending delivery per (endpoint, event) the endpoint subscribes to;
+//! - the **sender** picks what is due: per enabled endpoint with room, the
+//!   pending deliveries that head their aggregate's chain (no earlier
+//!   pending one of the same aggregate: an event waits until the one before
+//!   it is delivered or has failed for good), and sends each in a task of
+//!   its own: the body built from the event at that moment (opened with its
+//!   owner's key as stored now, under the shared erasure lock; `"data":
+//!   null` once erased), signed, POSTed with a 15 s time-out and no
+//!   redirects. It settles the answers in one statement: delivered, due
+//!   again after the schedule's wait (or a longer `Retry-After`), failed
+//!   after the last, or the endpoint disabled on 410. What is under way is
+//!   known to the sender alone (a pending delivery stays due): a sender
+//!   that dies leaves it due for the next.
 //!
-//! A crash anywhere leaves pending rows: recorded and not sent, or sent and
-//! not settled (the new leader makes those under way due again). So every
-//! event is sent at least once, and never skipped.
+//! A crash anywhere leaves pending rows (recorded and not sent, or sent and
+//! not settled), which are sent (again): every event at least once, none
+//! skipped.
 
 use super::{address, sign, WebhookConfig};
 use crate::engine::{self, StoredEvent, Wake};
@@ -36,7 +36,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// The recorder's name (checkpoint, lock).
 pub const NAME: &str = "webhook_deliverer";
+/// The sender's lock.
+const SENDER: &str = "webhook_sender";
 /// Attempts under way at once, per endpoint and in all.
 pub const PER_ENDPOINT: i32 = 16;
 pub const IN_FLIGHT: usize = 256;
@@ -44,9 +47,10 @@ pub const IN_FLIGHT: usize = 256;
 pub const TIMEOUT: Duration = Duration::from_secs(15);
 /// Events recorded per batch.
 const RECORD_BATCH: i64 = 1_000;
-/// When nothing wakes it, the deliverer looks for due work this often
-/// (retries coming due; endpoints enabled and replays in other processes).
-const POLL: Duration = Duration::from_millis(500);
+/// When nothing wakes it, the sender looks for due work this often
+/// (retries coming due; deliveries recorded, endpoints enabled and replays
+/// in other processes).
+const POLL: Duration = Duration::from_millis(250);
 const RETRY: Duration = Duration::from_secs(1);
 /// The longest `Retry-After` honoured.
 const RETRY_AFTER_MAX: Duration = Duration::from_secs(24 * 3600);
@@ -201,38 +205,40 @@ struct Claimed {
     master_id: String,
 }
 
-/// Claims due deliveries: per enabled endpoint up to its room (given the
-/// attempts under way, `busy`), at most `room` in all; each the head of its
-/// aggregate's chain.
-async fn claim(conn: &mut PgConnection, busy: &HashMap<Uuid, i32>, room: usize) -> sqlx::Result<Vec<Claimed>> {
-    let (ids, counts): (Vec<Uuid>, Vec<i32>) = busy.iter().filter(|(_, n)| **n > 0).map(|(k, v)| (*k, *v)).unzip();
+/// Due deliveries not under way (`busy`: per endpoint, the ones under
+/// way): per enabled endpoint up to its room, at most `room` in all; each
+/// the head of its aggregate's chain.
+async fn due(conn: &mut PgConnection, busy: &HashMap<Uuid, Vec<Uuid>>, room: usize) -> sqlx::Result<Vec<Claimed>> {
+    let (mut endpoints, mut counts, mut under_way) = (Vec::new(), Vec::new(), Vec::new());
+    for (endpoint, ids) in busy {
+        endpoints.push(*endpoint);
+        counts.push(ids.len() as i32);
+        under_way.extend_from_slice(ids);
+    }
     sqlx::query_as(
-        "WITH due AS (
-             SELECT c.id, w.url, w.secret, w.master_id,
-                    CASE WHEN w.previous_until > now() THEN w.previous_secret END AS previous_secret
-               FROM webhook_endpoints w
-               LEFT JOIN unnest($1::uuid[], $2::int[]) AS b(endpoint_id, busy) ON b.endpoint_id = w.id
-              CROSS JOIN LATERAL (
-                    SELECT d.id FROM webhook_deliveries d
-                     WHERE d.endpoint_id = w.id AND d.status = 'pending' AND d.next_attempt_at <= now()
-                       AND NOT EXISTS (
-                           SELECT 1 FROM webhook_deliveries p
-                            WHERE p.endpoint_id = d.endpoint_id AND p.status = 'pending'
-                              AND p.aggregate_type = d.aggregate_type AND p.aggregate_id = d.aggregate_id
-                              AND p.position < d.position)
-                     ORDER BY d.next_attempt_at, d.position
-                     LIMIT greatest($3 - coalesce(b.busy, 0), 0)) c
-              WHERE NOT w.disabled
-              LIMIT $4)
-         UPDATE webhook_deliveries d
-            SET attempts = d.attempts + 1, last_attempt_at = now(), next_attempt_at = NULL
-           FROM due
-          WHERE d.id = due.id
-         RETURNING d.id, d.endpoint_id, d.position, d.event_id, d.event_type, d.attempts, d.recorded_at,
-                   due.url, due.secret, due.previous_secret, due.master_id",
+        "SELECT c.id, w.id AS endpoint_id, c.position, c.event_id, c.event_type, c.attempts, c.recorded_at,
+                w.url, w.secret, w.master_id,
+                CASE WHEN w.previous_until > now() THEN w.previous_secret END AS previous_secret
+           FROM webhook_endpoints w
+           LEFT JOIN unnest($1::uuid[], $2::int[]) AS b(endpoint_id, busy) ON b.endpoint_id = w.id
+          CROSS JOIN LATERAL (
+                SELECT d.id, d.position, d.event_id, d.event_type, d.attempts, d.recorded_at
+                  FROM webhook_deliveries d
+                 WHERE d.endpoint_id = w.id AND d.status = 'pending' AND d.next_attempt_at <= now()
+                   AND d.id <> ALL($3)
+                   -- The head of its chain (one probe of the chain index).
+                   AND d.position = (
+                       SELECT min(p.position) FROM webhook_deliveries p
+                        WHERE p.endpoint_id = d.endpoint_id AND p.status = 'pending'
+                          AND p.aggregate_type = d.aggregate_type AND p.aggregate_id = d.aggregate_id)
+                 ORDER BY d.next_attempt_at, d.position
+                 LIMIT greatest($4 - coalesce(b.busy, 0), 0)) c
+          WHERE NOT w.disabled
+          LIMIT $5",
     )
-    .bind(ids)
+    .bind(endpoints)
     .bind(counts)
+    .bind(under_way)
     .bind(PER_ENDPOINT)
     .bind(room as i64)
     .fetch_all(conn)
@@ -244,7 +250,9 @@ async fn claim(conn: &mut PgConnection, busy: &HashMap<Uuid, i32>, room: usize) 
 struct Attempt {
     id: Uuid,
     endpoint_id: Uuid,
+    /// Attempts before this one.
     attempts: i32,
+    started: DateTime<Utc>,
     recorded_at: DateTime<Utc>,
     /// The answer's status, if there was one.
     status: Option<u16>,
@@ -390,7 +398,8 @@ fn describe(e: &reqwest::Error) -> String {
 /// attempt count reset) is left as the replay made it.
 async fn settle(conn: &mut PgConnection, config: &WebhookConfig, done: Vec<Attempt>) -> sqlx::Result<()> {
     let n = done.len();
-    let (mut ids, mut attempts, mut statuses, mut codes, mut errors, mut waits) = (
+    let (mut ids, mut attempts, mut started, mut statuses, mut codes, mut errors, mut waits) = (
+        Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -412,7 +421,7 @@ async fn settle(conn: &mut PgConnection, config: &WebhookConfig, done: Vec<Attem
                 // Sent again once the endpoint is enabled.
                 ("pending", Some(0.0), "gone")
             }
-            _ => match config.schedule.get(a.attempts as usize - 1) {
+            _ => match config.schedule.get(a.attempts as usize) {
                 Some(wait) => {
                     // ±10 % so that retries of many deliveries spread out.
                     let jitter = rand::thread_rng().gen_range(0.9..1.1);
@@ -425,6 +434,7 @@ async fn settle(conn: &mut PgConnection, config: &WebhookConfig, done: Vec<Attem
         metrics::counter!("roster_webhook_attempts_total", "outcome" => outcome).increment(1);
         ids.push(a.id);
         attempts.push(a.attempts);
+        started.push(a.started);
         statuses.push(status);
         codes.push(a.status.map(i32::from));
         errors.push(a.error);
@@ -433,15 +443,17 @@ async fn settle(conn: &mut PgConnection, config: &WebhookConfig, done: Vec<Attem
     let mut tx = conn.begin().await?;
     sqlx::query(
         "UPDATE webhook_deliveries d
-            SET status = o.status, last_status_code = o.code, last_error = o.error,
+            SET status = o.status, attempts = o.attempts + 1, last_attempt_at = o.started,
+                last_status_code = o.code, last_error = o.error,
                 next_attempt_at = now() + make_interval(secs => o.wait),
                 delivered_at = CASE WHEN o.status = 'delivered' THEN now() END
-           FROM unnest($1::uuid[], $2::int[], $3::text[], $4::int[], $5::text[], $6::float8[])
-                AS o(id, attempts, status, code, error, wait)
+           FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::int[], $6::text[], $7::float8[])
+                AS o(id, attempts, started, status, code, error, wait)
           WHERE d.id = o.id AND d.attempts = o.attempts AND d.status = 'pending'",
     )
     .bind(ids)
     .bind(attempts)
+    .bind(started)
     .bind(statuses)
     .bind(codes)
     .bind(errors)
@@ -460,24 +472,25 @@ async fn settle(conn: &mut PgConnection, config: &WebhookConfig, done: Vec<Attem
     tx.commit().await
 }
 
-/// The deliverer's state while it leads.
-struct Deliverer {
+/// The sender's state.
+struct Sender {
     pool: PgPool,
     vault: Arc<Vault>,
     config: WebhookConfig,
     http: reqwest::Client,
-    busy: HashMap<Uuid, i32>,
+    /// Per endpoint, the deliveries under way.
+    busy: HashMap<Uuid, Vec<Uuid>>,
     tasks: JoinSet<Attempt>,
 }
 
-impl Deliverer {
-    /// Claims what is due and starts sending it; returns how many.
+impl Sender {
+    /// Starts sending what is due; returns how many.
     async fn start_due(&mut self, conn: &mut PgConnection) -> anyhow::Result<usize> {
         let room = IN_FLIGHT.saturating_sub(self.tasks.len());
         if room == 0 {
             return Ok(0);
         }
-        let claimed = claim(conn, &self.busy, room).await?;
+        let claimed = due(conn, &self.busy, room).await?;
         if claimed.is_empty() {
             return Ok(0);
         }
@@ -497,11 +510,12 @@ impl Deliverer {
         let events: HashMap<i64, StoredEvent> = events?.into_iter().map(|e| (e.position.0, e)).collect();
         let n = claimed.len();
         for c in claimed {
-            *self.busy.entry(c.endpoint_id).or_default() += 1;
+            self.busy.entry(c.endpoint_id).or_default().push(c.id);
             let mut attempt = Attempt {
                 id: c.id,
                 endpoint_id: c.endpoint_id,
                 attempts: c.attempts,
+                started: Utc::now(),
                 recorded_at: c.recorded_at,
                 status: None,
                 error: None,
@@ -557,32 +571,19 @@ impl Deliverer {
             done.extend(next.ok());
         }
         for a in &done {
-            if let Some(n) = self.busy.get_mut(&a.endpoint_id) {
-                *n -= 1;
+            if let Some(ids) = self.busy.get_mut(&a.endpoint_id) {
+                ids.retain(|id| *id != a.id);
             }
         }
-        self.busy.retain(|_, n| *n > 0);
+        self.busy.retain(|_, ids| !ids.is_empty());
         settle(conn, &self.config, done).await?;
         Ok(())
     }
 }
 
-/// Makes deliveries whose attempt was under way due again: run by a new
-/// leader, whose predecessor may have died in them.
-async fn resume(conn: &mut PgConnection) -> sqlx::Result<u64> {
-    Ok(sqlx::query(
-        "UPDATE webhook_deliveries SET next_attempt_at = now()
-          WHERE status = 'pending' AND next_attempt_at IS NULL",
-    )
-    .execute(conn)
-    .await?
-    .rows_affected())
-}
-
-/// Runs the deliverer until shutdown, as the single leader across
-/// processes. On shutdown, attempts under way get up to [`TIMEOUT`] to end
-/// and are settled.
-pub async fn run(pool: PgPool, vault: Arc<Vault>, config: WebhookConfig, mut wake: Wake, shutdown: CancellationToken) {
+/// Runs the deliverer (recorder and sender) until shutdown. On shutdown,
+/// attempts under way get up to [`TIMEOUT`] to end and are settled.
+pub async fn run(pool: PgPool, vault: Arc<Vault>, config: WebhookConfig, wake: Wake, shutdown: CancellationToken) {
     let http = match client(&config) {
         Ok(c) => c,
         Err(e) => {
@@ -590,84 +591,117 @@ pub async fn run(pool: PgPool, vault: Arc<Vault>, config: WebhookConfig, mut wak
             return;
         }
     };
-    let mut d = Deliverer {
-        pool,
+    // The recorder tells this process's sender when it recorded something.
+    let (recorded, recorded_rx) = tokio::sync::watch::channel(0u64);
+    let sender = Sender {
+        pool: pool.clone(),
         vault,
         config,
         http,
         busy: HashMap::new(),
         tasks: JoinSet::new(),
     };
-    while !shutdown.is_cancelled() {
-        let mut conn = match engine::lead(&d.pool, NAME).await {
-            Ok(Some(conn)) => conn,
-            Ok(None) => {
-                tokio::select! { _ = shutdown.cancelled() => break, _ = tokio::time::sleep(RETRY) => continue }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "webhook deliverer cannot reach the database");
-                tokio::select! { _ = shutdown.cancelled() => break, _ = tokio::time::sleep(RETRY) => continue }
-            }
-        };
-        match resume(&mut conn).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(deliveries = n, "webhook attempts of a previous leader are due again"),
-            Err(e) => {
-                tracing::warn!(error = %e, "webhook deliverer cannot resume");
-                continue;
-            }
+    tokio::join!(
+        run_recorder(pool, wake, recorded, shutdown.clone()),
+        run_sender(sender, recorded_rx, shutdown)
+    );
+}
+
+/// Waits for leadership of `name`; `None` on shutdown.
+async fn leadership(pool: &PgPool, name: &str, shutdown: &CancellationToken) -> Option<PgConnection> {
+    loop {
+        match engine::lead(pool, name).await {
+            Ok(Some(conn)) => return Some(conn),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "webhook {name} cannot reach the database"),
         }
-        tracing::info!("webhook deliverer active");
-        if let Err(e) = lead(&mut d, &mut conn, &mut wake, &shutdown).await {
-            tracing::warn!(error = format!("{e:#}"), "webhook delivery failed; retrying");
-            // What is under way is dropped; the next leader sends it again.
-            d.tasks.abort_all();
-            d.busy.clear();
-            tokio::select! { _ = shutdown.cancelled() => {}, _ = tokio::time::sleep(RETRY) => {} }
+        tokio::select! { _ = shutdown.cancelled() => return None, _ = tokio::time::sleep(RETRY) => {} }
+    }
+}
+
+async fn run_recorder(
+    pool: PgPool,
+    mut wake: Wake,
+    recorded: tokio::sync::watch::Sender<u64>,
+    shutdown: CancellationToken,
+) {
+    while let Some(mut conn) = leadership(&pool, NAME, &shutdown).await {
+        tracing::info!("webhook recorder active");
+        loop {
+            let started = tokio::time::Instant::now();
+            let r = tokio::select! {
+                r = record(&mut conn, RECORD_BATCH) => r,
+                _ = shutdown.cancelled() => return,
+            };
+            match r {
+                Ok(n) => {
+                    if n > 0 {
+                        recorded.send_modify(|n| *n = n.wrapping_add(1));
+                    }
+                    if (n as i64) < RECORD_BATCH && !engine::idle(&mut wake, &shutdown, started).await {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "recording webhook deliveries failed; retrying"
+                    );
+                    tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(RETRY) => {} }
+                    if conn.ping().await.is_err() {
+                        break;
+                    }
+                }
+            }
         }
     }
 }
 
-/// One leadership: record, claim, send and settle until shutdown or an
-/// error of the database.
-async fn lead(
-    d: &mut Deliverer,
+async fn run_sender(mut s: Sender, mut recorded: tokio::sync::watch::Receiver<u64>, shutdown: CancellationToken) {
+    while let Some(mut conn) = leadership(&s.pool.clone(), SENDER, &shutdown).await {
+        tracing::info!("webhook sender active");
+        if let Err(e) = send_while_leading(&mut s, &mut conn, &mut recorded, &shutdown).await {
+            tracing::warn!(error = format!("{e:#}"), "sending webhooks failed; retrying");
+            // What is under way is dropped; it is still due, and sent again.
+            s.tasks.abort_all();
+            s.busy.clear();
+            tokio::select! { _ = shutdown.cancelled() => {}, _ = tokio::time::sleep(RETRY) => {} }
+        }
+        if shutdown.is_cancelled() {
+            return;
+        }
+    }
+}
+
+/// One leadership of the sender: start what is due, settle what ended,
+/// until shutdown or an error of the database.
+async fn send_while_leading(
+    s: &mut Sender,
     conn: &mut PgConnection,
-    wake: &mut Wake,
+    recorded: &mut tokio::sync::watch::Receiver<u64>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     loop {
         if shutdown.is_cancelled() {
             let drain = async {
-                while let Some(a) = d.tasks.join_next().await {
+                while let Some(a) = s.tasks.join_next().await {
                     if let Ok(a) = a {
-                        d.settle_ended(conn, a).await?;
+                        s.settle_ended(conn, a).await?;
                     }
                 }
                 anyhow::Ok(())
             };
-            return match tokio::time::timeout(TIMEOUT, drain).await {
-                Ok(r) => r,
-                Err(_) => Ok(()),
-            };
+            return tokio::time::timeout(TIMEOUT, drain).await.unwrap_or(Ok(()));
         }
-        let recorded = record(conn, RECORD_BATCH).await?;
-        d.start_due(conn).await?;
-        if recorded as i64 >= RECORD_BATCH {
-            // Behind: record the rest first, settling what has ended.
-            while let Some(Ok(a)) = d.tasks.try_join_next() {
-                d.settle_ended(conn, a).await?;
-            }
-            continue;
-        }
+        s.start_due(conn).await?;
         tokio::select! {
             _ = shutdown.cancelled() => {}
-            Some(ended) = d.tasks.join_next(), if !d.tasks.is_empty() => {
+            Some(ended) = s.tasks.join_next(), if !s.tasks.is_empty() => {
                 if let Ok(a) = ended {
-                    d.settle_ended(conn, a).await?;
+                    s.settle_ended(conn, a).await?;
                 }
             }
-            changed = wake.changed() => {
+            changed = recorded.changed() => {
                 if changed.is_err() {
                     tokio::time::sleep(POLL).await;
                 }

@@ -21,6 +21,12 @@
 //! With `--enroll-only` the clients (Roster's and the peer's) only enroll
 //! distinct users: the heaviest command alone.
 //!
+//! With `--webhooks=N`: N webhook endpoints of the bench's company, all on
+//! one receiver in this process that answers each delivery after 1 ms; it
+//! measures deliveries per second and the time from each event's command
+//! to its receipt, and after the run waits (up to 60 s) until every event
+//! has reached every endpoint.
+//!
 //! Prints one Markdown table, and the ratios Roster ÷ pgbench and Roster ÷
 //! the peer.
 
@@ -49,6 +55,52 @@ struct BenchArgs {
     processes: usize,
     /// Enrollments only, no update after each (`--enroll-only`).
     enroll_only: bool,
+    /// Webhook endpoints on a local receiver (`--webhooks=N`).
+    webhooks: usize,
+}
+
+/// What the webhook receiver got: for each delivery, command → receipt.
+#[derive(Default)]
+struct Receipts {
+    lags: std::sync::Mutex<Vec<Duration>>,
+    /// (endpoint, webhook-id) pairs seen.
+    seen: std::sync::Mutex<std::collections::HashSet<(u16, String)>>,
+}
+
+/// Starts the receiver: `POST /hook/{n}` answers 204 after 1 ms.
+async fn webhook_receiver() -> anyhow::Result<(String, Arc<Receipts>)> {
+    use axum::extract::{Path, State};
+    let receipts = Arc::new(Receipts::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}/hook", listener.local_addr()?);
+    async fn receive(
+        State(r): State<Arc<Receipts>>,
+        Path(n): Path<u16>,
+        headers: axum::http::HeaderMap,
+        body: axum::body::Bytes,
+    ) -> axum::http::StatusCode {
+        let at = chrono::Utc::now();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let id = headers
+            .get("webhook-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let time = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|b| chrono::DateTime::parse_from_rfc3339(b["timestamp"].as_str()?).ok());
+        if let Some(t) = time {
+            let lag = at.signed_duration_since(t).to_std().unwrap_or_default();
+            r.lags.lock().expect("lags").push(lag);
+        }
+        r.seen.lock().expect("seen").insert((n, id));
+        axum::http::StatusCode::NO_CONTENT
+    }
+    let app = axum::Router::new()
+        .route("/hook/{n}", axum::routing::post(receive))
+        .with_state(receipts.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((base, receipts))
 }
 
 /// Throughput of the peer (`../shared/peers/cqrs-es-default`): commands
@@ -300,6 +352,11 @@ async fn main() -> anyhow::Result<()> {
             .and_then(|n| n.parse().ok())
             .unwrap_or(1),
         enroll_only: argv.iter().any(|a| a == "--enroll-only"),
+        webhooks: argv
+            .iter()
+            .find_map(|a| a.strip_prefix("--webhooks="))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0),
     };
     let url = format!("{}/roster_loadbench", args.server);
     let admin = roster::db::connect(&format!("{}/postgres", args.server), 1).await?;
@@ -347,6 +404,26 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let token = token["access_token"].as_str().context("token")?.to_string();
     let app_id = client.client_id.to_string();
+    let receipts = if args.webhooks > 0 {
+        let (hooks, receipts) = webhook_receiver().await?;
+        for n in 0..args.webhooks {
+            let r = http
+                .post(format!("{base}/v1/webhook-endpoints"))
+                .bearer_auth(&token)
+                .header("x-appid", &app_id)
+                .json(&json!({"url": format!("{hooks}/{n}")}))
+                .send()
+                .await?;
+            anyhow::ensure!(
+                r.status() == reqwest::StatusCode::CREATED,
+                "endpoint: {}",
+                r.text().await?
+            );
+        }
+        Some(receipts)
+    } else {
+        None
+    };
 
     // Kafka lag: command time (ce_time) → received here.
     let kafka_lags = Arc::new(Mutex::new(Vec::<Duration>::new()));
@@ -494,6 +571,20 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut projection = prober.await?;
     let cpu_after = cpu_split(&pids);
+    let delivered_in_run = receipts.as_ref().map(|r| r.seen.lock().expect("seen").len());
+    // Every event to every endpoint: wait for the deliverer to finish.
+    let mut webhook_drain = None;
+    if let Some(r) = &receipts {
+        let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&pool)
+            .await?;
+        let expected = events as usize * args.webhooks;
+        let started = Instant::now();
+        while r.seen.lock().expect("seen").len() < expected && started.elapsed() < Duration::from_secs(60) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        webhook_drain = Some((expected, started.elapsed()));
+    }
     // Let the publisher drain, then stop.
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.cancel();
@@ -597,6 +688,27 @@ async fn main() -> anyhow::Result<()> {
         println!(
             "| ratio roster commands ÷ peer commands | {:.2} |",
             commands.len() as f64 / elapsed / rate
+        );
+    }
+    if let (Some(r), Some((expected, drain)), Some(in_run)) = (&receipts, webhook_drain, delivered_in_run) {
+        let mut lags = r.lags.lock().expect("lags").clone();
+        lags.sort();
+        let seen = r.seen.lock().expect("seen").len();
+        println!(
+            "| webhooks: {} endpoints, deliveries during the run | {:.0} /s |",
+            args.webhooks,
+            in_run as f64 / elapsed
+        );
+        println!(
+            "| webhooks: delivered / expected (events × endpoints), after {:.1} s more | {seen} / {expected} |",
+            drain.as_secs_f64()
+        );
+        println!(
+            "| webhooks: command → receipt p50 / p99 / max ({} receipts) | {:.1} / {:.1} / {:.1} ms |",
+            lags.len(),
+            q(&lags, 0.5),
+            q(&lags, 0.99),
+            q(&lags, 1.0)
         );
     }
     let cores: Vec<String> = cpu_after

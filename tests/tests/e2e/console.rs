@@ -6,12 +6,10 @@
 use reqwest::StatusCode;
 use roster_tests::{spawn_app_with, Creds, TestApp};
 use serde_json::{json, Value};
-use std::io::ErrorKind;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -130,73 +128,15 @@ async fn delivered(app: &TestApp, c: &Creds, endpoint: &str, patience: Duration)
 
 /// A webhook receiver on a free port of 127.0.0.1 that answers every
 /// request `204 No Content`; returns its port and how many requests it got.
-/// Plain HTTP/1.1 on tokio's sockets: the tests crate has no HTTP server
-/// library, and one request per connection is all a receiver needs.
 async fn receiver() -> (u16, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("address").port();
     let received = Arc::new(AtomicUsize::new(0));
     let counter = received.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let counter = counter.clone();
-            tokio::spawn(async move {
-                if read_request(&stream).await.is_ok() {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    // `connection: close`: the sender opens a new connection for the next one.
-                    let _ = write_all(&stream, b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n").await;
-                }
-            });
-        }
+    let app = axum::Router::new().fallback(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { axum::http::StatusCode::NO_CONTENT }
     });
+    tokio::spawn(async move { axum::serve(listener, app).await });
     (port, received)
-}
-
-/// Reads one whole request: its head, then its body (`content-length` or
-/// chunked), so the answer never comes before the sender finished writing.
-async fn read_request(stream: &TcpStream) -> std::io::Result<()> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    while !request_complete(&buf) {
-        stream.readable().await?;
-        match stream.try_read(&mut chunk) {
-            Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-fn request_complete(buf: &[u8]) -> bool {
-    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return false;
-    };
-    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-    let body = &buf[end + 4..];
-    for line in head.lines() {
-        if let Some(length) = line.strip_prefix("content-length:") {
-            return match length.trim().parse::<usize>() {
-                Ok(n) => body.len() >= n,
-                Err(_) => true, // not ours to judge: answer and let the sender see
-            };
-        }
-        if line.starts_with("transfer-encoding:") && line.contains("chunked") {
-            return body.ends_with(b"0\r\n\r\n");
-        }
-    }
-    true
-}
-
-async fn write_all(stream: &TcpStream, mut out: &[u8]) -> std::io::Result<()> {
-    while !out.is_empty() {
-        stream.writable().await?;
-        match stream.try_write(out) {
-            Ok(n) => out = &out[n..],
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }

@@ -31,9 +31,12 @@ CREATE TABLE webhook_endpoints (
 CREATE INDEX webhook_endpoints_company ON webhook_endpoints (company_id, id);
 
 CREATE TABLE webhook_deliveries (
-    id               uuid PRIMARY KEY,
     endpoint_id      uuid NOT NULL REFERENCES webhook_endpoints (id) ON DELETE CASCADE,
+    -- The event's place in the log: one delivery per (endpoint, event), and
+    -- an endpoint's deliveries in the log's order (the key grows at its end).
     position         bigint NOT NULL,
+    -- What clients see of it (not looked up by).
+    id               uuid NOT NULL,
     event_id         uuid NOT NULL,
     event_type       text NOT NULL,
     aggregate_type   text NOT NULL,
@@ -50,11 +53,9 @@ CREATE TABLE webhook_deliveries (
     -- sender alone); NULL once delivered or failed.
     next_attempt_at  timestamptz,
     delivered_at     timestamptz,
-    UNIQUE (endpoint_id, event_id)
+    PRIMARY KEY (endpoint_id, position)
 );
 
--- The list route: an endpoint's deliveries, newest first (ids are UUIDv7).
-CREATE INDEX webhook_deliveries_list ON webhook_deliveries (endpoint_id, id DESC);
 -- What is due per endpoint; the per-aggregate order check.
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (endpoint_id, next_attempt_at, position)
     WHERE status = 'pending';

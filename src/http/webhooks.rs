@@ -88,6 +88,22 @@ pub struct Replayed {
     pub replayed: u64,
 }
 
+/// The deliveries list's cursor: the last delivery's place in the log.
+fn encode_position(position: i64) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(position.to_be_bytes())
+}
+
+fn decode_position(cursor: &str) -> Result<i64, ApiError> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(i64::from_be_bytes)
+        .ok_or_else(|| ApiError::field("after", "is not a cursor this API returned"))
+}
+
 fn not_found() -> ApiError {
     ApiError::NotFound("WEBHOOK_ENDPOINT_NOT_FOUND", "No such webhook endpoint.")
 }
@@ -360,7 +376,7 @@ pub async fn deliveries(
             return Err(ApiError::field("status", "must be pending, delivered or failed"));
         }
     }
-    let after = paging.after.as_deref().map(cursor::decode_id).transpose()?;
+    let after = paging.after.as_deref().map(decode_position).transpose()?;
     let rows = endpoints::deliveries(
         &state.pool,
         &caller.company_id,
@@ -372,7 +388,7 @@ pub async fn deliveries(
     .await?
     .ok_or_else(not_found)?;
     Ok(Json(Page::from_rows(rows, paging.limit, |d: &Delivery| {
-        cursor::encode_id(d.id)
+        encode_position(d.position)
     }))
     .into_response())
 }

@@ -52,6 +52,8 @@ const RECORD_BATCH: i64 = 1_000;
 /// in other processes).
 const POLL: Duration = Duration::from_millis(250);
 const RETRY: Duration = Duration::from_secs(1);
+/// How long the sender gathers ended attempts to settle them together.
+const GATHER: Duration = Duration::from_millis(2);
 /// The longest `Retry-After` honoured.
 const RETRY_AFTER_MAX: Duration = Duration::from_secs(24 * 3600);
 
@@ -109,7 +111,7 @@ impl Rows {
     }
 
     /// Inserts the rows as pending deliveries due now; `conflict` is the
-    /// statement's `ON CONFLICT` clause. Returns the rows written.
+    /// statement's `ON CONFLICT (endpoint_id, position)` action. Returns the rows written.
     pub async fn insert<'e>(&self, db: impl PgExecutor<'e>, conflict: &str) -> sqlx::Result<u64> {
         if self.id.is_empty() {
             return Ok(0);
@@ -120,7 +122,7 @@ impl Rows {
                   recorded_at, next_attempt_at)
              SELECT *, now() FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::uuid[], $5::text[],
                                          $6::text[], $7::text[], $8::bigint[], $9::timestamptz[])
-             {conflict}"
+             ON CONFLICT (endpoint_id, position) {conflict}"
         ))
         .bind(&self.id)
         .bind(&self.endpoint)
@@ -182,8 +184,7 @@ pub async fn record(conn: &mut PgConnection, limit: i64) -> anyhow::Result<usize
             }
         }
     }
-    rows.insert(&mut *tx, "ON CONFLICT (endpoint_id, event_id) DO NOTHING")
-        .await?;
+    rows.insert(&mut *tx, "DO NOTHING").await?;
     engine::save_checkpoint(&mut tx, NAME, engine::Position(last)).await?;
     tx.commit().await?;
     Ok(events.len())
@@ -250,6 +251,7 @@ async fn due(conn: &mut PgConnection, busy: &HashMap<Uuid, Vec<Uuid>>, room: usi
 struct Attempt {
     id: Uuid,
     endpoint_id: Uuid,
+    position: i64,
     /// Attempts before this one.
     attempts: i32,
     started: DateTime<Utc>,
@@ -395,10 +397,13 @@ fn describe(e: &reqwest::Error) -> String {
 
 /// The attempts' outcomes, settled in one statement; 410s disable their
 /// endpoints. A delivery replayed while its attempt was under way (its
-/// attempt count reset) is left as the replay made it.
+/// attempt count reset) is left as the replay made it. (No `status`
+/// condition: it would steer the planner to a partial index, a scan of
+/// every pending delivery of the endpoint, instead of the key.)
 async fn settle(conn: &mut PgConnection, config: &WebhookConfig, done: Vec<Attempt>) -> sqlx::Result<()> {
     let n = done.len();
-    let (mut ids, mut attempts, mut started, mut statuses, mut codes, mut errors, mut waits) = (
+    let (mut endpoints, mut positions, mut attempts, mut started, mut statuses, mut codes, mut errors, mut waits) = (
+        Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -432,7 +437,8 @@ async fn settle(conn: &mut PgConnection, config: &WebhookConfig, done: Vec<Attem
             },
         };
         metrics::counter!("roster_webhook_attempts_total", "outcome" => outcome).increment(1);
-        ids.push(a.id);
+        endpoints.push(a.endpoint_id);
+        positions.push(a.position);
         attempts.push(a.attempts);
         started.push(a.started);
         statuses.push(status);
@@ -447,11 +453,13 @@ async fn settle(conn: &mut PgConnection, config: &WebhookConfig, done: Vec<Attem
                 last_status_code = o.code, last_error = o.error,
                 next_attempt_at = now() + make_interval(secs => o.wait),
                 delivered_at = CASE WHEN o.status = 'delivered' THEN now() END
-           FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::int[], $6::text[], $7::float8[])
-                AS o(id, attempts, started, status, code, error, wait)
-          WHERE d.id = o.id AND d.attempts = o.attempts AND d.status = 'pending'",
+           FROM unnest($1::uuid[], $2::bigint[], $3::int[], $4::timestamptz[], $5::text[], $6::int[], $7::text[],
+                       $8::float8[])
+                AS o(endpoint_id, position, attempts, started, status, code, error, wait)
+          WHERE d.endpoint_id = o.endpoint_id AND d.position = o.position AND d.attempts = o.attempts",
     )
-    .bind(ids)
+    .bind(endpoints)
+    .bind(positions)
     .bind(attempts)
     .bind(started)
     .bind(statuses)
@@ -514,6 +522,7 @@ impl Sender {
             let mut attempt = Attempt {
                 id: c.id,
                 endpoint_id: c.endpoint_id,
+                position: c.position,
                 attempts: c.attempts,
                 started: Utc::now(),
                 recorded_at: c.recorded_at,
@@ -564,8 +573,12 @@ impl Sender {
         Ok(secrets)
     }
 
-    /// Settles every attempt that has ended (waiting for at least one).
+    /// Settles `first` and every attempt that ends within [`GATHER`].
     async fn settle_ended(&mut self, conn: &mut PgConnection, first: Attempt) -> anyhow::Result<()> {
+        if !self.tasks.is_empty() {
+            // Others end about now: one statement for all of them.
+            tokio::time::sleep(GATHER).await;
+        }
         let mut done = vec![first];
         while let Some(next) = self.tasks.try_join_next() {
             done.extend(next.ok());

@@ -252,6 +252,9 @@ pub async fn rotate(pool: &PgPool, vault: &Vault, company_id: &str, id: Uuid) ->
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Delivery {
     pub id: Uuid,
+    /// The event's place in the log (the list's cursor).
+    #[serde(skip)]
+    pub position: i64,
     /// The `webhook-id` of every attempt.
     pub event_id: Uuid,
     pub event_type: String,
@@ -274,6 +277,7 @@ pub struct Delivery {
 #[derive(sqlx::FromRow)]
 struct DeliveryRow {
     id: Uuid,
+    position: i64,
     event_id: Uuid,
     event_type: String,
     aggregate_type: String,
@@ -291,25 +295,26 @@ struct DeliveryRow {
 /// The statuses a delivery can have.
 pub const STATUSES: [&str; 3] = ["pending", "delivered", "failed"];
 
-/// Up to `limit` deliveries of the endpoint, newest first, after the one
-/// with id `after`, with status `status` if given; `None`: no such endpoint.
+/// Up to `limit` deliveries of the endpoint, newest first (in the log's
+/// order), after the one at `after`, with status `status` if given; `None`:
+/// no such endpoint.
 pub async fn deliveries(
     pool: &PgPool,
     company_id: &str,
     endpoint_id: Uuid,
     status: Option<&str>,
-    after: Option<Uuid>,
+    after: Option<i64>,
     limit: i64,
 ) -> sqlx::Result<Option<Vec<Delivery>>> {
     if get(pool, company_id, endpoint_id).await?.is_none() {
         return Ok(None);
     }
     let rows: Vec<DeliveryRow> = sqlx::query_as(
-        "SELECT id, event_id, event_type, aggregate_type, aggregate_id, sequence, status, attempts,
+        "SELECT id, position, event_id, event_type, aggregate_type, aggregate_id, sequence, status, attempts,
                 last_attempt_at, last_status_code, last_error, next_attempt_at, delivered_at
            FROM webhook_deliveries
-          WHERE endpoint_id = $1 AND ($2::text IS NULL OR status = $2) AND ($3::uuid IS NULL OR id < $3)
-          ORDER BY id DESC LIMIT $4",
+          WHERE endpoint_id = $1 AND ($2::text IS NULL OR status = $2) AND ($3::bigint IS NULL OR position < $3)
+          ORDER BY position DESC LIMIT $4",
     )
     .bind(endpoint_id)
     .bind(status)
@@ -321,6 +326,7 @@ pub async fn deliveries(
         rows.into_iter()
             .map(|r| Delivery {
                 id: r.id,
+                position: r.position,
                 event_id: r.event_id,
                 event_type: r.event_type,
                 subject: format!("{}s/{}", r.aggregate_type, r.aggregate_id),
@@ -398,12 +404,7 @@ pub async fn replay(
             }
             rows.push(endpoint_id, event, ce_type);
         }
-        replayed += rows
-            .insert(
-                pool,
-                &format!("ON CONFLICT (endpoint_id, event_id) DO UPDATE SET {RESET}"),
-            )
-            .await?;
+        replayed += rows.insert(pool, &format!("DO UPDATE SET {RESET}")).await?;
     }
     Ok(Some(replayed))
 }

@@ -45,6 +45,8 @@ type Rule = Box<dyn Fn(&Value, usize) -> Answer + Send>;
 #[derive(Debug, Clone, Copy)]
 enum Answer {
     Status(u16),
+    /// The status with `Retry-After: <seconds>`.
+    RetryAfter(u16, u64),
     /// Never answers (until the connection drops).
     Hold,
 }
@@ -107,7 +109,7 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> 
         (r.rule.lock().expect("rule"))(&json, seen)
     };
     let status = match answer {
-        Answer::Status(s) => s,
+        Answer::Status(s) | Answer::RetryAfter(s, _) => s,
         Answer::Hold => 0,
     };
     r.got.lock().expect("got").push(Got {
@@ -119,6 +121,11 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> 
     });
     match answer {
         Answer::Status(s) => AxStatus::from_u16(s).expect("status").into_response(),
+        Answer::RetryAfter(s, secs) => (
+            AxStatus::from_u16(s).expect("status"),
+            [("retry-after", secs.to_string())],
+        )
+            .into_response(),
         Answer::Hold => {
             std::future::pending::<()>().await;
             unreachable!()
@@ -925,5 +932,60 @@ async fn a_crash_around_sending_loses_no_delivery() {
     })
     .await;
     drop(server);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_longer_retry_after_is_honoured() {
+    let app = spawn_app_with(None).await;
+    let c = app.creds("acme", None).await;
+    let rx = Receiver::start().await;
+    // The schedule says 200 ms; the receiver asks for 1 s, then accepts.
+    rx.answer(|_, seen| {
+        if seen == 0 {
+            Answer::RetryAfter(429, 1)
+        } else {
+            Answer::Status(200)
+        }
+    });
+    create(&app, &c, json!({"url": rx.url})).await;
+    app.enroll(&c, person("later@example.com")).await;
+    let got = rx.until("the retry", |g| g.len() == 2).await;
+    let wait = got[1].at - got[0].at;
+    assert!(wait >= Duration::from_millis(950), "retried after {wait:?}");
+    assert_eq!((got[0].status, got[1].status), (429, 200));
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_deleted_endpoint_gets_nothing_more() {
+    let app = spawn_app_with(None).await;
+    let c = app.creds("acme", None).await;
+    let (gone, kept) = (Receiver::start().await, Receiver::start().await);
+    let e = create(&app, &c, json!({"url": gone.url})).await;
+    create(&app, &c, json!({"url": kept.url})).await;
+    app.enroll(&c, person("one@example.com")).await;
+    gone.until("the first event", |g| g.len() == 1).await;
+    let r = app
+        .call(
+            &c,
+            Method::DELETE,
+            &format!("/v1/webhook-endpoints/{}", e["id"].as_str().expect("id")),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    app.enroll(&c, person("two@example.com")).await;
+    // The other endpoint got the second event: the deliverer has been
+    // past it, and sent the deleted one nothing.
+    kept.until("the second event", |g| g.len() == 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(gone.got().len(), 1);
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1::uuid")
+        .bind(e["id"].as_str())
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(rows, 0, "its deliveries went with it");
     app.cleanup().await;
 }

@@ -9,6 +9,9 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::Url;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+/// How long a host's resolution may take.
+const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Longest URL accepted.
 pub const URL_MAX: usize = 2048;
 
@@ -91,8 +94,9 @@ async fn public_addrs(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> 
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => tokio::net::lookup_host((bare, port))
+        Err(_) => tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((bare, port)))
             .await
+            .map_err(|_| format!("{host} does not resolve in time"))?
             .map_err(|_| format!("{host} does not resolve"))?
             .collect(),
     };

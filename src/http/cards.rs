@@ -125,10 +125,30 @@ pub struct OrderCardRequest {
     pub instructions: Option<Instructions>,
 }
 
-fn card_response(status: StatusCode, c: Committed<CardDoc, roster_events::user::UserEvent>) -> Response {
+/// The consistency token of a card write (the owner's stream).
+pub(crate) fn card_headers(c: &Committed<CardDoc, roster_events::user::UserEvent>) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(HEADER, Token::new("user", c.doc.owner_id, c.version).header_value());
-    (status, headers, Json(c.doc)).into_response()
+    headers
+}
+
+fn card_response(status: StatusCode, c: Committed<CardDoc, roster_events::user::UserEvent>) -> Response {
+    (status, card_headers(&c), Json(c.doc)).into_response()
+}
+
+impl OrderCardRequest {
+    /// The order this body asks for.
+    pub(crate) fn order(self) -> Order {
+        let instructions = self.instructions.unwrap_or(Instructions {
+            address2use: None,
+            expedite: None,
+        });
+        Order {
+            product: self.card_product_id,
+            address2use: instructions.address2use,
+            expedite: instructions.expedite,
+        }
+    }
 }
 
 fn user_id(id: &str) -> Result<Uuid, ApiError> {
@@ -150,16 +170,7 @@ pub async fn order_card(
     Path(id): Path<String>,
     Body(body): Body<OrderCardRequest>,
 ) -> Result<Response, ApiError> {
-    let instructions = body.instructions.unwrap_or(Instructions {
-        address2use: None,
-        expedite: None,
-    });
-    let order = Order {
-        product: body.card_product_id,
-        address2use: instructions.address2use,
-        expedite: instructions.expedite,
-    };
-    let committed = app::order(&state.commands, info.meta(&caller), user_id(&id)?, order).await?;
+    let committed = app::order(&state.commands, info.meta(&caller), user_id(&id)?, body.order()).await?;
     Ok(card_response(StatusCode::CREATED, committed))
 }
 

@@ -18,6 +18,9 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     Unauthenticated,
     Forbidden(&'static str),
+    /// 403 `FORBIDDEN` for what the caller may not name (another
+    /// company), with its own detail.
+    ForbiddenBecause(&'static str),
     NotFound(&'static str, &'static str),
     /// The route exists, not with this method.
     MethodNotAllowed,
@@ -101,6 +104,7 @@ impl IntoResponse for ApiError {
                 "FORBIDDEN",
                 format!("This route needs the {scope} scope."),
             ),
+            ForbiddenBecause(d) => (StatusCode::FORBIDDEN, "FORBIDDEN", d.to_string()),
             NotFound(code, d) => (StatusCode::NOT_FOUND, code, d.to_string()),
             MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,

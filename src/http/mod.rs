@@ -4,6 +4,7 @@
 pub mod cards;
 pub mod consistency;
 pub mod console;
+pub mod custodia;
 pub mod error;
 pub mod extract;
 #[cfg(test)]
@@ -89,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         .merge(users::router())
         .merge(households::router())
         .merge(cards::router())
+        .merge(custodia::router())
         .merge(webhooks::router())
         .merge(ops::router())
         .merge(console::router())

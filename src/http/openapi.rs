@@ -1,5 +1,6 @@
-//! `GET /openapi.json`: the OpenAPI 3.1 document of every `/v1` route,
-//! generated from the handlers' annotations and the types they use.
+//! `GET /openapi.json`: the OpenAPI 3.1 document of every `/v1` route and
+//! of the seeds' routes (§11), generated from the handlers' annotations and
+//! the types they use.
 
 use super::users::input::{
     AccountInput, AddressInput, CommunicationPreferencesInput, EnrollUserRequest, ExternalRefInput, KycInput,
@@ -30,7 +31,8 @@ use utoipa::{IntoParams, Modify, OpenApi, ToResponse, ToSchema};
         super::users::relationships, super::users::audit_trail, super::users::erase, search_alias,
         super::webhooks::create, super::webhooks::list, super::webhooks::retrieve, super::webhooks::update,
         super::webhooks::remove, super::webhooks::secret, super::webhooks::rotate, super::webhooks::deliveries,
-        super::webhooks::replay
+        super::webhooks::replay, super::custodia::create_user, super::custodia::get_user,
+        super::custodia::update_user, super::custodia::order_card, super::custodia::terminate_card
     ),
     components(schemas(
         Problem, FieldErrorDoc, UserPage, UserDoc, Profile, UserStatus, ExternalRef, Address, CommunicationPreferences,
@@ -46,7 +48,11 @@ use utoipa::{IntoParams, Modify, OpenApi, ToResponse, ToSchema};
         roster_query::relationships::Related, roster_query::relationships::Ancestor,
         roster_query::relationships::Descendant, super::users::Erased, super::webhooks::CreateEndpoint,
         super::webhooks::UpdateEndpoint, super::webhooks::ReplayRequest, super::webhooks::CreatedEndpoint,
-        super::webhooks::Secret, super::webhooks::Replayed, Endpoint, Delivery, EndpointPage, DeliveryPage
+        super::webhooks::Secret, super::webhooks::Replayed, Endpoint, Delivery, EndpointPage, DeliveryPage,
+        super::custodia::CustodiaUser, super::custodia::CreateUserRequest, super::custodia::UpdateUserRequest,
+        super::custodia::CustodiaInstructions, super::custodia::CustodiaOrderRequest,
+        super::custodia::CustodiaOrderedCard, super::custodia::CustodiaTerminateRequest,
+        super::custodia::CustodiaTerminatedCard
     ),
     responses(BadRequest, Unauthenticated, Forbidden, NotFound, Conflict, Gone, PreconditionFailed, Unprocessable, Locked, Unavailable)),
     modifiers(&Security)
@@ -166,7 +172,7 @@ problem_response!(Forbidden, "FORBIDDEN: a scope is missing");
 problem_response!(NotFound, "USER_NOT_FOUND and other *_NOT_FOUND codes");
 problem_response!(
     Conflict,
-    "EMAIL_TAKEN, EXTERNAL_ID_TAKEN, ACCOUNT_TAKEN, CONCURRENT_MODIFICATION, ..."
+    "EMAIL_TAKEN, EXTERNAL_ID_TAKEN, ACCOUNT_TAKEN, CONCURRENT_MODIFICATION, INVALID-USER-STATE (Custodia), ..."
 );
 problem_response!(Unprocessable, "PARENT_NOT_FOUND, RELATIONSHIP_CYCLE, ...");
 problem_response!(PreconditionFailed, "PRECONDITION_FAILED: If-Match is stale");

@@ -40,7 +40,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// ETag and consistency token of a user write.
-fn user_headers(doc: &UserDoc) -> HeaderMap {
+pub(crate) fn user_headers(doc: &UserDoc) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(header::ETAG, etag(doc.version));
     h.insert(
@@ -50,7 +50,7 @@ fn user_headers(doc: &UserDoc) -> HeaderMap {
     h
 }
 
-fn etag(version: u64) -> HeaderValue {
+pub(crate) fn etag(version: u64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).expect("digits are a valid header value")
 }
 
@@ -79,7 +79,7 @@ pub async fn enroll(
 }
 
 /// A user id from the path: not a UUID cannot name a user.
-fn user_id(id: &str) -> Result<Uuid, ApiError> {
+pub(crate) fn user_id(id: &str) -> Result<Uuid, ApiError> {
     id.parse().map_err(|_| ApiError::user_not_found())
 }
 
@@ -100,14 +100,14 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 }
 
 /// The user a request names, at the version its `If-Match` expects.
-fn target(id: &str, headers: &HeaderMap) -> Result<Target, ApiError> {
+pub(crate) fn target(id: &str, headers: &HeaderMap) -> Result<Target, ApiError> {
     Ok(Target {
         id: user_id(id)?,
         expected_version: if_match(headers)?,
     })
 }
 
-fn user_response(status: StatusCode, doc: UserDoc) -> Response {
+pub(crate) fn user_response(status: StatusCode, doc: UserDoc) -> Response {
     (status, user_headers(&doc), Json(doc)).into_response()
 }
 

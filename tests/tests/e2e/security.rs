@@ -145,6 +145,27 @@ fn operations(ids: &Ids) -> Vec<Op> {
             Some(json!({"since": "2020-01-01T00:00:00Z"})),
         ),
         op(Method::DELETE, "/v1/webhook-endpoints/{wid}", "webhooks", None),
+        // The Custodia door (CONTRACT §11).
+        op(
+            Method::POST,
+            "/md/api/User",
+            w,
+            Some(json!({"firstname": "Eve", "lastname": "E", "email": "eve@example.com", "companyId": "x"})),
+        ),
+        op(Method::GET, "/md/api/User/{userId}", r, None),
+        op(
+            Method::PATCH,
+            "/md/api/User/{userId}",
+            w,
+            Some(json!({"firstname": "Mallory"})),
+        ),
+        op(Method::POST, "/md/api/User/{userId}/order-card", cw, Some(json!({}))),
+        op(
+            Method::POST,
+            "/md/api/User/{userId}/terminate-card",
+            cw,
+            Some(json!({"pan": ids.last4, "reasonCode": "01"})),
+        ),
     ]
 }
 
@@ -155,6 +176,7 @@ impl Op {
             .replace("{hid}", &ids.household)
             .replace("{wid}", &ids.webhook)
             .replace("{id}", &ids.user)
+            .replace("{userId}", &ids.user)
             .replace("{account_id}", "ACC-1")
     }
 

@@ -4,6 +4,7 @@
 pub mod cards;
 pub mod consistency;
 pub mod console;
+pub mod cradl;
 pub mod custodia;
 pub mod error;
 pub mod extract;
@@ -91,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .merge(households::router())
         .merge(cards::router())
         .merge(custodia::router())
+        .merge(cradl::router())
         .merge(webhooks::router())
         .merge(ops::router())
         .merge(console::router())
@@ -98,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn(consistency::stamp))
         .layer(middleware::from_fn_with_state(state.clone(), idempotency::layer))
+        .layer(middleware::from_fn(cradl::errors))
         .with_state(state)
         .layer(middleware::from_fn(record_metrics))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -32,7 +32,8 @@ use utoipa::{IntoParams, Modify, OpenApi, ToResponse, ToSchema};
         super::webhooks::create, super::webhooks::list, super::webhooks::retrieve, super::webhooks::update,
         super::webhooks::remove, super::webhooks::secret, super::webhooks::rotate, super::webhooks::deliveries,
         super::webhooks::replay, super::custodia::create_user, super::custodia::get_user,
-        super::custodia::update_user, super::custodia::order_card, super::custodia::terminate_card
+        super::custodia::update_user, super::custodia::order_card, super::custodia::terminate_card,
+        super::cradl::create_user, super::cradl::get_user, super::cradl::update_kyc
     ),
     components(schemas(
         Problem, FieldErrorDoc, UserPage, UserDoc, Profile, UserStatus, ExternalRef, Address, CommunicationPreferences,
@@ -52,7 +53,9 @@ use utoipa::{IntoParams, Modify, OpenApi, ToResponse, ToSchema};
         super::custodia::CustodiaUser, super::custodia::CreateUserRequest, super::custodia::UpdateUserRequest,
         super::custodia::CustodiaInstructions, super::custodia::CustodiaOrderRequest,
         super::custodia::CustodiaOrderedCard, super::custodia::CustodiaTerminateRequest,
-        super::custodia::CustodiaTerminatedCard
+        super::custodia::CustodiaTerminatedCard, super::cradl::CradlError, super::cradl::CradlLoginInput,
+        super::cradl::CradlCreateUser, super::cradl::CradlWritten, super::cradl::CradlLogin, super::cradl::CradlUser,
+        super::cradl::CradlKycRequest
     ),
     responses(BadRequest, Unauthenticated, Forbidden, NotFound, Conflict, Gone, PreconditionFailed, Unprocessable, Locked, Unavailable)),
     modifiers(&Security)

@@ -8,10 +8,13 @@ import schemathesis
 
 @schemathesis.check
 def problem_json(ctx, response, case):
-    """Every 4xx/5xx is application/problem+json with a stable upper-case code."""
+    """Every 4xx/5xx is application/problem+json with a stable upper-case code
+    (the Cradl routes, CONTRACT §11: application/json with `error_codes`)."""
     if response.status_code < 400:
         return None
     content_type = (response.headers.get("content-type") or [""])[0]
+    if case.path.startswith("/v2/users"):
+        return cradl_error(response, content_type)
     if content_type != "application/problem+json":
         raise AssertionError(f"{response.status_code} with content-type {content_type!r}")
     body = json.loads(response.content)
@@ -23,6 +26,23 @@ def problem_json(ctx, response, case):
     return None
 
 
+def stable(code):
+    return isinstance(code, str) and code and code.replace("_", "").isalpha() and code.isupper()
+
+
+def cradl_error(response, content_type):
+    """A Cradl error: `{user_id, error_codes: [...]}` as application/json."""
+    if content_type != "application/json":
+        raise AssertionError(f"{response.status_code} with content-type {content_type!r}")
+    body = json.loads(response.content)
+    codes = body.get("error_codes")
+    if not (isinstance(codes, list) and codes and all(stable(c) for c in codes)):
+        raise AssertionError(f"{response.status_code} without stable error_codes: {body}")
+    if "user_id" not in body:
+        raise AssertionError(f"{response.status_code} without user_id: {body}")
+    return None
+
+
 @schemathesis.hook
 def map_path_parameters(ctx, path_parameters):
     """Half the generated ids name the test's real user, so the fuzzer gets
@@ -31,6 +51,8 @@ def map_path_parameters(ctx, path_parameters):
     import random
 
     user = os.environ.get("ROSTER_FUZZ_USER")
-    if user and path_parameters and "id" in path_parameters and random.random() < 0.5:
-        path_parameters["id"] = user
+    if user and path_parameters and random.random() < 0.5:
+        for name in ("id", "user_id"):
+            if name in path_parameters:
+                path_parameters[name] = user
     return path_parameters

@@ -6,6 +6,7 @@ mod cards;
 mod commands;
 mod concurrency;
 mod console;
+mod cradl;
 mod custodia;
 mod erasure;
 mod faults;

@@ -40,32 +40,22 @@ fn is_cradl(path: &str) -> bool {
     path == "/v2/users" || path.starts_with("/v2/users/")
 }
 
+/// `/v1` field names and theirs.
+const NAMES: [(&str, &str); 3] = [
+    ("email", "login.email"),
+    ("password", "login.password"),
+    ("mobile", "phone_number"),
+];
+
 /// A `/v1` field name as Cradl spells it (the rest of a nested path kept).
+#[cfg(test)]
 fn cradl_field(field: &str) -> String {
-    const NAMES: [(&str, &str); 3] = [
-        ("email", "login.email"),
-        ("password", "login.password"),
-        ("mobile", "phone_number"),
-    ];
-    for (v1, cradl) in NAMES {
-        if let Some(rest) = field.strip_prefix(v1) {
-            if rest.is_empty() || rest.starts_with('.') || rest.starts_with('[') {
-                return format!("{cradl}{rest}");
-            }
-        }
-    }
-    field.to_string()
+    super::error::renamed_field(field, &NAMES)
 }
 
 /// `/v1`'s field errors under Cradl's names.
 fn cradl_errors_named(errors: Vec<FieldError>) -> Vec<FieldError> {
-    errors
-        .into_iter()
-        .map(|e| FieldError {
-            field: cradl_field(&e.field),
-            message: e.message,
-        })
-        .collect()
+    super::error::renamed(errors, &NAMES)
 }
 
 /// A Cradl error: §6's code(s), and for validation one `VALIDATION_FAILED`

@@ -36,38 +36,28 @@ pub fn router() -> Router<AppState> {
         .route("/md/api/User/{userId}/terminate-card", post(terminate_card))
 }
 
+/// `/v1` field names and theirs.
+const NAMES: [(&str, &str); 8] = [
+    ("first_name", "firstname"),
+    ("last_name", "lastname"),
+    ("email_verified", "emailVerified"),
+    ("employee_id", "employeeId"),
+    ("status_reason", "reason"),
+    ("office_phone", "office"),
+    ("office_extension", "extension"),
+    ("reason_code", "reasonCode"),
+];
+
 /// A `/v1` field name as Custodia spells it (the rest of a nested path
 /// kept).
+#[cfg(test)]
 fn custodia_field(field: &str) -> String {
-    const NAMES: [(&str, &str); 8] = [
-        ("first_name", "firstname"),
-        ("last_name", "lastname"),
-        ("email_verified", "emailVerified"),
-        ("employee_id", "employeeId"),
-        ("status_reason", "reason"),
-        ("office_phone", "office"),
-        ("office_extension", "extension"),
-        ("reason_code", "reasonCode"),
-    ];
-    for (v1, custodia) in NAMES {
-        if let Some(rest) = field.strip_prefix(v1) {
-            if rest.is_empty() || rest.starts_with('.') || rest.starts_with('[') {
-                return format!("{custodia}{rest}");
-            }
-        }
-    }
-    field.to_string()
+    super::error::renamed_field(field, &NAMES)
 }
 
 /// `/v1`'s field errors under Custodia's names.
 fn custodia_errors(errors: Vec<FieldError>) -> Vec<FieldError> {
-    errors
-        .into_iter()
-        .map(|e| FieldError {
-            field: custodia_field(&e.field),
-            message: e.message,
-        })
-        .collect()
+    super::error::renamed(errors, &NAMES)
 }
 
 /// A Custodia user.

@@ -305,3 +305,28 @@ impl From<sqlx::Error> for ApiError {
         }
     }
 }
+
+/// `field` as another door spells it: the first `(ours, theirs)` pair whose
+/// name it is (alone, or before `.`/`[` of a nested path) renamed, the rest
+/// of the path kept.
+pub(crate) fn renamed_field(field: &str, names: &[(&str, &str)]) -> String {
+    for (ours, theirs) in names {
+        if let Some(rest) = field.strip_prefix(ours) {
+            if rest.is_empty() || rest.starts_with('.') || rest.starts_with('[') {
+                return format!("{theirs}{rest}");
+            }
+        }
+    }
+    field.to_string()
+}
+
+/// Field errors under another door's names ([`renamed_field`]).
+pub(crate) fn renamed(errors: Vec<FieldError>, names: &[(&str, &str)]) -> Vec<FieldError> {
+    errors
+        .into_iter()
+        .map(|e| FieldError {
+            field: renamed_field(&e.field, names),
+            message: e.message,
+        })
+        .collect()
+}

@@ -10,12 +10,13 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use roster_command::user::patch::Patch;
 use roster_command::validate;
 use roster_projections::engine;
 use roster_projections::webhooks::address;
 use roster_projections::webhooks::endpoints::{self, Change, Delivery, Endpoint, NewEndpoint};
 use roster_query::{cursor, Page};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
@@ -42,21 +43,18 @@ pub struct CreateEndpoint {
     pub disabled: Option<bool>,
 }
 
-/// `Some(None)` for an explicit `null`, `None` for an absent field.
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateEndpoint {
     pub url: Option<String>,
-    #[serde(default, deserialize_with = "present")]
+    /// `null` clears it.
+    #[serde(default)]
     #[schema(value_type = Option<String>)]
-    pub description: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    pub description: Patch<String>,
+    /// `null`: every type.
+    #[serde(default)]
     #[schema(value_type = Option<Vec<String>>)]
-    pub event_types: Option<Option<Vec<String>>>,
+    pub event_types: Patch<Vec<String>>,
     pub disabled: Option<bool>,
 }
 
@@ -273,8 +271,8 @@ pub async fn update(
         &state,
         &mut errors,
         body.url.as_deref(),
-        body.description.as_ref(),
-        body.event_types.as_ref(),
+        body.description.into_option().as_ref(),
+        body.event_types.into_option().as_ref(),
     )
     .await;
     let change = errors

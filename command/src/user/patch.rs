@@ -27,6 +27,15 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Patch<T> {
 }
 
 impl<T> Patch<T> {
+    /// `None`: absent; `Some(None)`: `null`; `Some(Some(v))`: a value.
+    pub fn into_option(self) -> Option<Option<T>> {
+        match self {
+            Patch::Absent => None,
+            Patch::Null => Some(None),
+            Patch::Value(v) => Some(Some(v)),
+        }
+    }
+
     /// The field after the patch, given its value before.
     fn apply(self, current: Option<T>) -> Option<T> {
         match self {

@@ -118,6 +118,9 @@ pub async fn create(
     .bind(master_id)
     .fetch_one(&mut *tx)
     .await?;
+    // Tests hold a creation here, its head read and not committed, to race
+    // the recorder.
+    fail::fail_point!("webhooks::creating");
     tx.commit().await?;
     Ok((row.into(), sign::text(&secret)))
 }

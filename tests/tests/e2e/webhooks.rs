@@ -989,3 +989,54 @@ async fn a_deleted_endpoint_gets_nothing_more() {
     assert_eq!(rows, 0, "its deliveries went with it");
     app.cleanup().await;
 }
+
+/// An endpoint whose creation has read the log's head but not committed
+/// when an event is appended gets that event: the recorder's batch waits
+/// for the creation (both lock the recorder's checkpoint row) and then sees
+/// the endpoint. Without that lock the batch passes the event before the
+/// endpoint exists for it, and it is never delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_appended_while_an_endpoint_is_created_reaches_it() {
+    let app = spawn_app_with(None).await;
+    let c = app.creds("acme", None).await;
+    let rx = Receiver::start().await;
+    let (release, mut reached) = roster_tests::hold_at("webhooks::creating");
+    let creating = tokio::spawn(TestApp::send(
+        app.request(Some(&c), Method::POST, "/v1/webhook-endpoints")
+            .json(&json!({"url": rx.url})),
+    ));
+    reached.recv().await.expect("the creation is held");
+    let user = app.enroll(&c, person("race@example.com")).await;
+    let position: i64 = sqlx::query_scalar("SELECT max(position) FROM events")
+        .fetch_one(&app.pool)
+        .await
+        .expect("head");
+    // Until the recorder has either passed the event or is waiting for the
+    // creation's lock.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (passed, waiting): (bool, bool) = sqlx::query_as(
+            "SELECT (SELECT position >= $1 FROM subscriber_checkpoints WHERE name = 'webhook_deliverer'),
+                    EXISTS (SELECT 1 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+                             WHERE NOT l.granted AND c.relname = 'subscriber_checkpoints')
+                    OR EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted AND locktype = 'transactionid')",
+        )
+        .bind(position)
+        .fetch_one(&app.pool)
+        .await
+        .expect("state");
+        if passed || waiting {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the recorder neither passed nor waited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    release.send(()).expect("release");
+    let created = creating.await.expect("creation");
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let got = rx
+        .until("the event appended during the creation", |g| !g.is_empty())
+        .await;
+    assert_eq!(got[0].subject(), format!("users/{user}"));
+    app.cleanup().await;
+}

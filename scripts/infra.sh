@@ -169,9 +169,21 @@ infra_webhooks_verifier() {
   fi
 }
 
+# Mastercard's own client libraries (PyPI) sign and encrypt requests in the
+# tests, pinned with hashes by tests/mastercard/requirements.txt, in a venv
+# of their own.
+infra_mastercard() {
+  local dir
+  dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/mastercard"
+  "$dir/.venv/bin/python" -c 'import oauth1, client_encryption' >/dev/null 2>&1 && return 0
+  log "installing mastercard-oauth1-signer and mastercard-client-encryption (tests/mastercard/.venv)"
+  python3 -m venv "$dir/.venv" \
+    && "$dir/.venv/bin/pip" install --quiet --disable-pip-version-check --require-hashes -r "$dir/requirements.txt"
+}
+
 infra_up() {
   infra_packages && infra_postgres && infra_tansu_install && infra_broker_start && infra_schemathesis \
-    && infra_browser && infra_openapi_lint && infra_webhooks_verifier || return
+    && infra_browser && infra_openapi_lint && infra_webhooks_verifier && infra_mastercard || return
   log "ready: postgres 127.0.0.1:5432, kafka $BROKER_HOST:$BROKER_PORT"
 }
 

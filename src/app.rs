@@ -34,6 +34,8 @@ pub struct Settings {
     pub vault: Arc<Vault>,
     /// Webhook delivery: the retry schedule, whether private URLs are allowed.
     pub webhooks: WebhookConfig,
+    /// Roster's encryption key and public URL (signed and encrypted calls).
+    pub sealing: Arc<http::signed::Sealing>,
 }
 
 /// Tells every subscriber (in this and other processes) that events were
@@ -66,13 +68,16 @@ async fn notify_appends(pool: PgPool, mut appended: tokio::sync::watch::Receiver
 /// How long in-flight requests get to finish on shutdown.
 pub const HTTP_DRAIN: Duration = Duration::from_secs(10);
 
-/// Deletes expired idempotency keys now and then.
+/// Deletes expired idempotency keys and signed requests' nonces now and then.
 async fn purge_idempotency_keys(pool: PgPool, shutdown: CancellationToken) {
     loop {
         match http::idempotency::purge(&pool).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(keys = n, "expired idempotency keys deleted"),
             Err(e) => tracing::debug!(error = %e, "cannot purge idempotency keys; later"),
+        }
+        if let Err(e) = http::signed::purge_nonces(&pool).await {
+            tracing::debug!(error = %e, "cannot purge nonces; later");
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -160,6 +165,7 @@ impl App {
                 publisher_enabled: settings.kafka.is_some(),
                 vault: settings.vault.clone(),
                 webhooks: settings.webhooks.clone(),
+                sealing: settings.sealing.clone(),
                 pool,
             });
             let router = http::router(state);

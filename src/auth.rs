@@ -5,6 +5,7 @@
 //! the database, so they stay valid across restarts and processes until
 //! they expire; checking one needs no database round trip.
 
+use crate::jwe::PublicKey;
 use anyhow::Context;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -65,6 +66,47 @@ pub struct NewClient {
     pub client_secret: String,
     pub company_id: String,
     pub scopes: Vec<&'static str>,
+    pub signing_key_fingerprint: Option<String>,
+    pub encryption_key_fingerprint: Option<String>,
+}
+
+/// A client's keys for signed and encrypted calls (CONTRACT §10).
+#[derive(Debug, Clone, Default)]
+pub struct ClientKeys {
+    /// Its OAuth 1.0a signatures verify under this key.
+    pub signing: Option<PublicKey>,
+    /// Its encrypted answers are made for this key.
+    pub encryption: Option<PublicKey>,
+}
+
+/// What `client update` prints: the client, without its secret.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct ClientDoc {
+    pub client_id: Uuid,
+    pub company_id: String,
+    pub name: Option<String>,
+    pub scopes: Vec<String>,
+    pub signing_key_fingerprint: Option<String>,
+    pub encryption_key_fingerprint: Option<String>,
+}
+
+/// Registers or replaces the keys given; keeps the others.
+pub async fn update_client(pool: &PgPool, client_id: Uuid, keys: &ClientKeys) -> anyhow::Result<ClientDoc> {
+    // A key's fingerprint is the hex SHA-256 of its DER SubjectPublicKeyInfo,
+    // which is what the columns hold.
+    let doc: Option<ClientDoc> = sqlx::query_as(
+        "UPDATE clients SET signing_key = coalesce($2, signing_key), encryption_key = coalesce($3, encryption_key)
+          WHERE client_id = $1
+         RETURNING client_id, company_id, name, scopes,
+                   encode(sha256(signing_key), 'hex') AS signing_key_fingerprint,
+                   encode(sha256(encryption_key), 'hex') AS encryption_key_fingerprint",
+    )
+    .bind(client_id)
+    .bind(keys.signing.as_ref().map(PublicKey::der))
+    .bind(keys.encryption.as_ref().map(PublicKey::der))
+    .fetch_optional(pool)
+    .await?;
+    doc.with_context(|| format!("no client {client_id}"))
 }
 
 /// Provisions a client, creating its company if new.
@@ -73,6 +115,7 @@ pub async fn create_client(
     company: &str,
     name: Option<&str>,
     scopes: Option<&[String]>,
+    keys: &ClientKeys,
 ) -> anyhow::Result<NewClient> {
     let company = company.trim();
     anyhow::ensure!(
@@ -101,20 +144,27 @@ pub async fn create_client(
         .bind(company)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("INSERT INTO clients (client_id, company_id, name, secret_hash, scopes) VALUES ($1, $2, $3, $4, $5)")
-        .bind(client_id)
-        .bind(company)
-        .bind(name)
-        .bind(&hash)
-        .bind(&scope_names)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO clients (client_id, company_id, name, secret_hash, scopes, signing_key, encryption_key) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(client_id)
+    .bind(company)
+    .bind(name)
+    .bind(&hash)
+    .bind(&scope_names)
+    .bind(keys.signing.as_ref().map(PublicKey::der))
+    .bind(keys.encryption.as_ref().map(PublicKey::der))
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(NewClient {
         client_id,
         client_secret,
         company_id: company.to_string(),
         scopes: scope_names,
+        signing_key_fingerprint: keys.signing.as_ref().map(|k| k.fingerprint().to_string()),
+        encryption_key_fingerprint: keys.encryption.as_ref().map(|k| k.fingerprint().to_string()),
     })
 }
 

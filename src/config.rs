@@ -26,6 +26,9 @@ pub enum Command {
     },
     /// Rebuild read models from the event store, with progress; exits 0 when caught up.
     Replay(ReplayArgs),
+    /// Print Roster's encryption certificate (PEM): the one clients
+    /// encrypt requests for (CONTRACT §10).
+    EncryptionCertificate(EncryptionKeyArgs),
     /// Manage the keys of personal data.
     Keys {
         #[command(subcommand)]
@@ -72,15 +75,21 @@ pub struct KeyArgs {
 impl KeyArgs {
     /// The development key's file.
     pub fn dev_key_file(&self) -> std::path::PathBuf {
-        if let Some(path) = &self.master_key_file {
-            return path.clone();
+        match &self.master_key_file {
+            Some(path) => path.clone(),
+            None => dev_dir().join("dev-master.key"),
         }
-        let data = std::env::var_os("XDG_DATA_HOME")
-            .map(std::path::PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".local/share")))
-            .unwrap_or_else(|| std::path::PathBuf::from("."));
-        data.join("roster").join("dev-master.key")
     }
+}
+
+/// Where development keys are kept: `$XDG_DATA_HOME/roster`, or
+/// `~/.local/share/roster`.
+fn dev_dir() -> std::path::PathBuf {
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".local/share")))
+        .unwrap_or_else(|| std::path::PathBuf::from("."));
+    data.join("roster")
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,6 +97,9 @@ pub enum ClientCommand {
     /// Provision an API client (creates the company if new); prints
     /// {"client_id","client_secret","company_id","scopes"} on stdout.
     Create(ClientCreateArgs),
+    /// Register or replace a client's keys for signed and encrypted calls;
+    /// prints the client's JSON.
+    Update(ClientUpdateArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -149,6 +161,71 @@ pub struct ServeArgs {
     pub keys: KeyArgs,
     #[command(flatten)]
     pub webhooks: WebhookArgs,
+    #[command(flatten)]
+    pub encryption: EncryptionKeyArgs,
+    /// The URL clients call, e.g. https://roster.example.com: the base URI
+    /// of signed requests [default: http:// + the Host header].
+    #[arg(long, env = "ROSTER_PUBLIC_URL")]
+    pub public_url: Option<String>,
+}
+
+/// Roster's RSA key for encrypted payloads (CONTRACT §10).
+#[derive(Debug, Clone, Args)]
+pub struct EncryptionKeyArgs {
+    /// Roster's RSA private key (PKCS#8 PEM, 2048 bits or more), or the
+    /// path of a file holding it. Unset: a development key made once into
+    /// --encryption-key-file, with a warning.
+    #[arg(long, env = "ROSTER_ENCRYPTION_KEY", hide_env_values = true)]
+    pub encryption_key: Option<String>,
+    /// Where the development encryption key is kept when
+    /// ROSTER_ENCRYPTION_KEY is unset [default:
+    /// $XDG_DATA_HOME/roster/dev-encryption.pem, or
+    /// ~/.local/share/roster/dev-encryption.pem].
+    #[arg(long, env = "ROSTER_ENCRYPTION_KEY_FILE")]
+    pub encryption_key_file: Option<std::path::PathBuf>,
+}
+
+impl EncryptionKeyArgs {
+    /// The key: ROSTER_ENCRYPTION_KEY, else the development key file
+    /// (made on first use; the first of two processes making it wins).
+    pub fn load(&self) -> anyhow::Result<crate::jwe::PrivateKey> {
+        use anyhow::Context;
+        if let Some(value) = self.encryption_key.as_deref().filter(|v| !v.trim().is_empty()) {
+            let pem = match value.trim_start().starts_with("-----BEGIN") {
+                true => value.as_bytes().to_vec(),
+                false => std::fs::read(value.trim())
+                    .with_context(|| format!("ROSTER_ENCRYPTION_KEY: cannot read {value}"))?,
+            };
+            return crate::jwe::PrivateKey::from_pem(&pem).context("ROSTER_ENCRYPTION_KEY");
+        }
+        let path = self
+            .encryption_key_file
+            .clone()
+            .unwrap_or_else(|| dev_dir().join("dev-encryption.pem"));
+        let key = match std::fs::read(&path) {
+            Ok(pem) => crate::jwe::PrivateKey::from_pem(&pem).with_context(|| format!("{}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = crate::jwe::PrivateKey::generate()?;
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+                }
+                match roster_vault::write_new(&path, &key.to_pem()?) {
+                    Ok(()) => key,
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        crate::jwe::PrivateKey::from_pem(&std::fs::read(&path)?)
+                            .with_context(|| format!("{}", path.display()))?
+                    }
+                    Err(e) => return Err(e).with_context(|| format!("{}", path.display())),
+                }
+            }
+            Err(e) => return Err(e).with_context(|| format!("{}", path.display())),
+        };
+        tracing::warn!(
+            path = %path.display(),
+            "ROSTER_ENCRYPTION_KEY is not set: using a development encryption key kept in a file; set it in production"
+        );
+        Ok(key)
+    }
 }
 
 /// Webhook delivery (CONTRACT §9).
@@ -187,6 +264,31 @@ pub struct ClientCreateArgs {
     /// Comma-separated scopes (default: all).
     #[arg(long, value_delimiter = ',')]
     pub scopes: Option<Vec<String>>,
+    #[command(flatten)]
+    pub keys: ClientKeyArgs,
+}
+
+/// A client's keys for signed and encrypted calls (CONTRACT §10).
+#[derive(Debug, Clone, Args)]
+pub struct ClientKeyArgs {
+    /// PEM X.509 certificate or public key (RSA, 2048 bits or more) its
+    /// OAuth 1.0a signatures verify under.
+    #[arg(long)]
+    pub signing_cert: Option<std::path::PathBuf>,
+    /// PEM X.509 certificate or public key (RSA, 2048 bits or more) its
+    /// encrypted answers are made for.
+    #[arg(long)]
+    pub encryption_cert: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ClientUpdateArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// The client to update.
+    pub client_id: uuid::Uuid,
+    #[command(flatten)]
+    pub keys: ClientKeyArgs,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -2,8 +2,8 @@ use anyhow::Context;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use roster::app::{App, Settings};
-use roster::config::{Cli, ClientCommand, Command, KeysCommand, ProjectionName, ReplayArgs, ServeArgs};
-use roster::{auth, db, keys, telemetry};
+use roster::config::{Cli, ClientCommand, ClientKeyArgs, Command, KeysCommand, ProjectionName, ReplayArgs, ServeArgs};
+use roster::{auth, db, http, jwe, keys, telemetry};
 use roster_projections::publisher::KafkaConfig;
 use roster_projections::{card_view::CardView, engine, household_view::HouseholdView, user_view::UserView};
 use std::sync::Arc;
@@ -27,9 +27,33 @@ async fn main() -> anyhow::Result<()> {
             command: ClientCommand::Create(args),
         } => {
             let pool = db::prepare(&args.db.database_url, 2).await?;
-            let client =
-                auth::create_client(&pool, &args.company, args.name.as_deref(), args.scopes.as_deref()).await?;
+            let keys = client_keys(&args.keys)?;
+            let client = auth::create_client(
+                &pool,
+                &args.company,
+                args.name.as_deref(),
+                args.scopes.as_deref(),
+                &keys,
+            )
+            .await?;
             println!("{}", serde_json::to_string(&client)?);
+            Ok(())
+        }
+        Command::Client {
+            command: ClientCommand::Update(args),
+        } => {
+            let keys = client_keys(&args.keys)?;
+            anyhow::ensure!(
+                keys.signing.is_some() || keys.encryption.is_some(),
+                "give --signing-cert, --encryption-cert or both"
+            );
+            let pool = db::prepare(&args.db.database_url, 2).await?;
+            let client = auth::update_client(&pool, args.client_id, &keys).await?;
+            println!("{}", serde_json::to_string(&client)?);
+            Ok(())
+        }
+        Command::EncryptionCertificate(args) => {
+            print!("{}", args.load()?.certificate_pem()?);
             Ok(())
         }
         Command::Replay(args) => replay(args).await,
@@ -62,6 +86,22 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The keys `--signing-cert` and `--encryption-cert` name.
+fn client_keys(args: &ClientKeyArgs) -> anyhow::Result<auth::ClientKeys> {
+    let read = |path: &Option<std::path::PathBuf>, flag: &str| {
+        path.as_ref()
+            .map(|p| {
+                let pem = std::fs::read(p).with_context(|| format!("{flag}: cannot read {}", p.display()))?;
+                jwe::PublicKey::from_pem(&pem).with_context(|| format!("{flag} {}", p.display()))
+            })
+            .transpose()
+    };
+    Ok(auth::ClientKeys {
+        signing: read(&args.signing_cert, "--signing-cert")?,
+        encryption: read(&args.encryption_cert, "--encryption-cert")?,
+    })
+}
+
 fn bar_style(unit: &str) -> ProgressStyle {
     ProgressStyle::with_template(&format!(
         "{{msg:12}} [{{bar:40}}] {{pos}}/{{len}} {unit} {{per_sec}} eta {{eta}}"
@@ -87,6 +127,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             kafka,
             vault,
             webhooks: args.webhooks.config(),
+            sealing: Arc::new(http::signed::Sealing::new(
+                args.encryption.load()?,
+                args.public_url.as_deref(),
+            )?),
         },
         Some(listener),
     )

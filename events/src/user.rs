@@ -362,6 +362,9 @@ pub struct AccountDoc {
     pub household_id: Option<Uuid>,
 }
 
+/// Consecutive failed verifications that lock a user.
+pub const MAX_FAILED_VERIFICATIONS: u32 = 5;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VerificationDoc {
     pub question_codes: Vec<String>,

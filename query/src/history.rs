@@ -99,6 +99,79 @@ pub async fn user_at(
     Ok(Past::Found(Box::new(doc)))
 }
 
+/// A user's verification state in full (CONTRACT §10,
+/// `include_verification_details=true`; only ever sent encrypted).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct VerificationDetails {
+    pub question_codes: Vec<String>,
+    pub locked: bool,
+    /// Wrong answers left before the lock.
+    pub attempts_remaining: u32,
+    /// The last right answer, if any.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_verified_at: Option<Timestamp>,
+}
+
+impl VerificationDetails {
+    /// Folds the user's verification events, oldest first, over what its
+    /// document shows (codes and lock).
+    pub fn fold(doc: &UserDoc, events: &[UserEvent]) -> Self {
+        let max = roster_events::user::MAX_FAILED_VERIFICATIONS;
+        let mut details = VerificationDetails {
+            question_codes: doc
+                .verification
+                .as_ref()
+                .map(|v| v.question_codes.clone())
+                .unwrap_or_default(),
+            locked: doc.verification.as_ref().is_some_and(|v| v.locked),
+            attempts_remaining: max,
+            last_verified_at: None,
+        };
+        for event in events {
+            match event {
+                UserEvent::VerificationQuestionsSet(_) => details.attempts_remaining = max,
+                UserEvent::VerificationSucceeded(e) => {
+                    details.attempts_remaining = max;
+                    details.last_verified_at = Some(e.at);
+                }
+                UserEvent::VerificationFailed(e) => details.attempts_remaining = e.attempts_remaining,
+                UserEvent::VerificationLocked(_) => details.attempts_remaining = 0,
+                _ => {}
+            }
+        }
+        details
+    }
+}
+
+/// The verification events of a user of `company_id`, oldest first.
+pub async fn verification_events(
+    pool: &PgPool,
+    vault: &Vault,
+    company_id: &str,
+    user_id: Uuid,
+) -> Result<Vec<UserEvent>, QueryError> {
+    let rows: Vec<EventRow> = sqlx::query_as(
+        "SELECT sequence, event_type, event_version, payload::text, metadata ->> 'company_id' FROM events
+          WHERE aggregate_type = 'user' AND aggregate_id = $1
+            AND event_type IN ('VerificationQuestionsSet', 'VerificationSucceeded', 'VerificationFailed', 'VerificationLocked')
+          ORDER BY sequence",
+    )
+    .bind(user_id.to_string())
+    .fetch_all(pool)
+    .await?;
+    let keys = vault.keyring(pool, &[user_id]).await?;
+    let mut events = Vec::with_capacity(rows.len());
+    for (_, event_type, version, payload, company) in rows {
+        if company.as_deref() != Some(company_id) {
+            continue;
+        }
+        let (_, payload) = roster_events::upcast::upcast_text("user", &event_type, &version, payload);
+        let payload = roster_vault::seal::open_text(payload, keys.get(user_id))?.payload;
+        events.push(serde_json::from_str(&payload)?);
+    }
+    Ok(events)
+}
+
 type MemberRow = (String, i64, String, String, String);
 
 /// Sets each account's household as of `instant`.

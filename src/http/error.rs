@@ -17,6 +17,10 @@ pub enum ApiError {
     PayloadTooLarge,
     Validation(Vec<FieldError>),
     Unauthenticated,
+    /// A signed request that failed a check (CONTRACT §10).
+    SignatureRefused(crate::oauth1::Refusal),
+    /// An encrypted payload that does not decrypt (CONTRACT §10).
+    DecryptionFailed(crate::jwe::JweError),
     Forbidden(&'static str),
     /// 403 `FORBIDDEN` for what the caller may not name (another
     /// company), with its own detail.
@@ -98,6 +102,16 @@ impl IntoResponse for ApiError {
                 StatusCode::UNAUTHORIZED,
                 "UNAUTHENTICATED",
                 "A valid bearer token and its x-appid are required.".into(),
+            ),
+            SignatureRefused(refusal) => (
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHENTICATED",
+                format!("The signed request was refused: {refusal}."),
+            ),
+            DecryptionFailed(reason) => (
+                StatusCode::BAD_REQUEST,
+                "DECRYPTION_FAILED",
+                format!("The encrypted payload does not decrypt: {reason}."),
             ),
             Forbidden(scope) => (
                 StatusCode::FORBIDDEN,
@@ -184,6 +198,9 @@ impl IntoResponse for ApiError {
         }
         if matches!(self, Unauthenticated) {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if matches!(self, SignatureRefused(_)) {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("OAuth"));
         }
         response
     }

@@ -48,9 +48,17 @@ impl Required for Webhooks {
     const SCOPE: Scope = Scope::Webhooks;
 }
 
-/// The caller a request's `Authorization: Bearer <token>` and `x-appid`
-/// name, if the token is valid for that client.
-pub(crate) fn caller(headers: &axum::http::HeaderMap, tokens: &crate::auth::Tokens) -> Option<Caller> {
+/// The caller a signed request authenticated ([`super::signed`]), or the
+/// one a request's `Authorization: Bearer <token>` and `x-appid` name, if
+/// the token is valid for that client.
+pub(crate) fn caller(
+    headers: &axum::http::HeaderMap,
+    extensions: &axum::http::Extensions,
+    tokens: &crate::auth::Tokens,
+) -> Option<Caller> {
+    if let Some(super::signed::Verified(caller)) = extensions.get() {
+        return Some(caller.clone());
+    }
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let token =
         header("authorization").and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))?;
@@ -80,7 +88,7 @@ impl<S: Required> FromRequestParts<AppState> for Auth<S> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let caller = caller(&parts.headers, &state.tokens).ok_or(ApiError::Unauthenticated)?;
+        let caller = caller(&parts.headers, &parts.extensions, &state.tokens).ok_or(ApiError::Unauthenticated)?;
         if !caller.has(S::SCOPE) {
             return Err(ApiError::Forbidden(S::SCOPE.as_str()));
         }

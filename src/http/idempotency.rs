@@ -66,7 +66,8 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
         Err(e) => return e.into_response(),
     };
     // Keys are scoped to the client; unauthenticated requests just run (and fail).
-    let Some(client) = super::extract::caller(req.headers(), &state.tokens).map(|c| c.client_id) else {
+    let Some(client) = super::extract::caller(req.headers(), req.extensions(), &state.tokens).map(|c| c.client_id)
+    else {
         return next.run(req).await;
     };
     let (parts, body) = req.into_parts();

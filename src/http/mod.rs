@@ -16,6 +16,7 @@ pub mod oauth;
 pub mod openapi;
 pub mod ops;
 pub mod parse;
+pub mod signed;
 pub mod users;
 pub mod webhooks;
 
@@ -66,6 +67,8 @@ pub struct Shared {
     /// Personal data keys and webhook secrets.
     pub vault: std::sync::Arc<roster_vault::Vault>,
     pub webhooks: roster_projections::webhooks::WebhookConfig,
+    /// Roster's encryption key and public URL (signed and encrypted calls).
+    pub sealing: Arc<signed::Sealing>,
 }
 
 /// The process-wide Prometheus recorder (installed once, shared by every
@@ -100,6 +103,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn(consistency::stamp))
         .layer(middleware::from_fn_with_state(state.clone(), idempotency::layer))
+        .layer(middleware::from_fn_with_state(state.clone(), signed::layer))
         .layer(middleware::from_fn(cradl::errors))
         .with_state(state)
         .layer(middleware::from_fn(record_metrics))

@@ -11,8 +11,11 @@ use axum::{Json, Router};
 use roster_command::secret::Secret;
 use serde::Deserialize;
 
+/// The token route: bearer tokens only, never signed (CONTRACT §10).
+pub const TOKEN_PATH: &str = "/v1/oauth/token";
+
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/oauth/token", post(token))
+    Router::new().route(TOKEN_PATH, post(token))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -14,7 +14,9 @@ use roster_events::user::{
 };
 use roster_projections::webhooks::endpoints::{Delivery, Endpoint};
 use serde::Serialize;
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
 use utoipa::{IntoParams, Modify, OpenApi, ToResponse, ToSchema};
 
 #[derive(OpenApi)]
@@ -80,6 +82,41 @@ impl Modify for Security {
             "app_id",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-appid"))),
         );
+        components.add_security_scheme(
+            "oauth1",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::OAuth)
+                    .description(Some(
+                        "OAuth 1.0a, RSA-SHA256 with oauth_body_hash, as Mastercard's mastercard-oauth1-signer \
+                         signs requests (CONTRACT §10): oauth_consumer_key is the client id, the key is the one \
+                         registered with `roster client update --signing-cert`; no x-appid. A body \
+                         {\"encryptedValue\": JWE} (RSA-OAEP-256 with A256GCM or A128CBC-HS256, for the key \
+                         `roster encryption-certificate` prints) is decrypted, and its answer is encrypted for the \
+                         client's key; failures: 401 UNAUTHENTICATED, 400 DECRYPTION_FAILED, 422 ENCRYPTION_REQUIRED.",
+                    ))
+                    .build(),
+            ),
+        );
+        // Every authenticated /v1 route but the token route also takes a
+        // signed request.
+        for (path, item) in api.paths.paths.iter_mut() {
+            if !path.starts_with("/v1/") || path == super::oauth::TOKEN_PATH {
+                continue;
+            }
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                if let Some(security) = operation.security.as_mut().filter(|s| !s.is_empty()) {
+                    security.push(SecurityRequirement::new("oauth1", Vec::<String>::new()));
+                }
+            }
+        }
     }
 }
 

@@ -30,6 +30,22 @@ pub fn test_vault() -> std::sync::Arc<roster_vault::Vault> {
     std::sync::Arc::new(roster_vault::Vault::new(master, None))
 }
 
+/// Roster's encryption key in tests (PKCS#8 PEM; a test fixture, never a
+/// deployment's key).
+pub const TEST_ENCRYPTION_KEY: &str = include_str!("../keys/roster-test-encryption.pem");
+
+/// Roster's side of signed and encrypted calls in tests: the test key, the
+/// base URI from the Host header.
+pub fn test_sealing() -> std::sync::Arc<roster::http::signed::Sealing> {
+    static SEALING: std::sync::OnceLock<std::sync::Arc<roster::http::signed::Sealing>> = std::sync::OnceLock::new();
+    SEALING
+        .get_or_init(|| {
+            let key = roster::jwe::PrivateKey::from_pem(TEST_ENCRYPTION_KEY.as_bytes()).expect("the test key");
+            std::sync::Arc::new(roster::http::signed::Sealing::new(key, None).expect("sealing"))
+        })
+        .clone()
+}
+
 /// Webhooks in tests: receivers on this machine, retries after 200 ms and
 /// 400 ms, then failed.
 pub fn test_webhooks() -> roster_projections::webhooks::WebhookConfig {
@@ -101,6 +117,17 @@ pub async fn spawn_app_configured(
     brokers: Option<String>,
     webhooks: roster_projections::webhooks::WebhookConfig,
 ) -> TestApp {
+    spawn_app_sealed(server, brokers, webhooks, test_sealing()).await
+}
+
+/// [`spawn_app_configured`] with Roster's side of signed and encrypted
+/// calls (its key, its public URL) of the test's own.
+pub async fn spawn_app_sealed(
+    server: &str,
+    brokers: Option<String>,
+    webhooks: roster_projections::webhooks::WebhookConfig,
+    sealing: std::sync::Arc<roster::http::signed::Sealing>,
+) -> TestApp {
     if std::env::var_os("RUST_LOG").is_some() {
         roster::telemetry::init(roster::config::LogFormat::Pretty);
     }
@@ -116,6 +143,7 @@ pub async fn spawn_app_configured(
         }),
         vault: test_vault(),
         webhooks,
+        sealing,
     };
     let app = App::start(pool.clone(), settings, Some(listener))
         .await
@@ -151,6 +179,7 @@ impl TestApp {
             kafka: None,
             vault: test_vault(),
             webhooks: test_webhooks(),
+            sealing: test_sealing(),
         };
         let app = App::start(pool.clone(), settings, Some(listener))
             .await
@@ -192,7 +221,7 @@ impl TestApp {
     /// gets it a token.
     pub async fn creds(&self, company: &str, scopes: Option<&[&str]>) -> Creds {
         let scopes: Option<Vec<String>> = scopes.map(|s| s.iter().map(|x| x.to_string()).collect());
-        let c = roster::auth::create_client(&self.pool, company, None, scopes.as_deref())
+        let c = roster::auth::create_client(&self.pool, company, None, scopes.as_deref(), &Default::default())
             .await
             .expect("client created");
         self.creds_of(&Creds {
@@ -512,6 +541,7 @@ impl Server {
             ("ROSTER_LOG_FORMAT", "json".to_string()),
             ("RUST_LOG", filter.to_string()),
             ("ROSTER_MASTER_KEY", TEST_MASTER_KEY.to_string()),
+            ("ROSTER_ENCRYPTION_KEY", TEST_ENCRYPTION_KEY.to_string()),
             ("ROSTER_WEBHOOK_ALLOW_PRIVATE", "true".to_string()),
             ("ROSTER_WEBHOOK_RETRY_SCHEDULE", "200ms,400ms".to_string()),
         ];

@@ -94,7 +94,8 @@ pub fn master_key(configured: Option<&str>, dev_file: &Path) -> Result<MasterKey
     Ok(key)
 }
 
-fn write_new(path: &Path, text: &str) -> std::io::Result<()> {
+/// Writes a new file readable by its owner only; `AlreadyExists` when one is there.
+pub fn write_new(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

@@ -29,8 +29,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use uuid::Uuid;
 
-/// Consecutive failed verifications that lock a user.
-pub const MAX_FAILED_VERIFICATIONS: u32 = 5;
+pub use roster_events::user::MAX_FAILED_VERIFICATIONS;
 
 /// A command on one user, with who asks and when.
 #[derive(Debug, Clone)]

@@ -25,6 +25,7 @@ use super::{etag, missing_user, user_id};
     params(("id" = String, Path, description = "User id"),
         ("version" = Option<u64>, Query, description = "The user right after its event n (1..=current), from the event log", minimum = 1),
         ("as_of" = Option<String>, Query, description = "The user right after its last event at or before this RFC 3339 instant, households as of the instant", format = DateTime),
+        ("include_verification_details" = Option<bool>, Query, description = "Adds `verification_details` (question codes, lock, attempts remaining, last verified); the answer is then always `{\"encryptedValue\"}` for the client's encryption key (CONTRACT §10)"),
         crate::http::openapi::ConsistencyToken),
     responses(
         (status = 200, description = "The user (or a past state of it)", body = UserDoc, headers(("ETag" = String))),
@@ -46,7 +47,14 @@ pub async fn retrieve(
     }
     let Auth(caller, ..) = auth;
     let id: Uuid = id.parse().map_err(|_| ApiError::user_not_found())?;
+    let details = crate::http::signed::wants_verification_details(query.0.as_deref())?;
     if let Some(at) = point_in_time(query.0.as_deref())? {
+        if details {
+            return Err(ApiError::field(
+                "include_verification_details",
+                "is about the user now; not with version or as_of",
+            ));
+        }
         let doc = match history::user_at(&state.pool, state.commands.vault(), &caller.company_id, id, at).await? {
             history::Past::Found(doc) => doc,
             history::Past::NotFound => return Err(missing_user(&state, &caller.company_id, id).await),
@@ -63,6 +71,14 @@ pub async fn retrieve(
     let Some(doc) = users::get(&state.pool, &caller.company_id, id).await? else {
         return Err(missing_user(&state, &caller.company_id, id).await);
     };
+    if details {
+        // Sent only encrypted: the signed-call layer saw the same query.
+        let events = history::verification_events(&state.pool, state.commands.vault(), &caller.company_id, id).await?;
+        let details = history::VerificationDetails::fold(&doc, &events);
+        let mut body = serde_json::to_value(&doc).map_err(ApiError::internal)?;
+        body["verification_details"] = serde_json::to_value(details).map_err(ApiError::internal)?;
+        return Ok(([(header::ETAG, etag(doc.version))], Json(body)).into_response());
+    }
     Ok(([(header::ETAG, etag(doc.version))], Json(doc)).into_response())
 }
 

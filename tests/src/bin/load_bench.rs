@@ -390,7 +390,7 @@ async fn main() -> anyhow::Result<()> {
     let bases: Vec<String> = servers.iter().map(Server::base).collect();
     let pids: Vec<u32> = servers.iter().map(Server::pid).collect();
     let base = bases[0].clone();
-    let client = roster::auth::create_client(&pool, "bench", None, None).await?;
+    let client = roster::auth::create_client(&pool, "bench", None, None, &Default::default()).await?;
     let http = reqwest::Client::new();
     let token: serde_json::Value = http
         .post(format!("{base}/v1/oauth/token"))

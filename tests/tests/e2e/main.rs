@@ -16,6 +16,7 @@ mod hostile;
 mod households;
 mod idempotency;
 mod kafka;
+mod mastercard;
 mod ops;
 mod order;
 mod queries;

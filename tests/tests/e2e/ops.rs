@@ -42,6 +42,39 @@ async fn health_readiness_metrics_and_openapi() {
         assert!(r.body["paths"][path][method].is_object(), "{method} {path} documented");
     }
     assert!(r.body["components"]["schemas"]["UserDoc"].is_object());
+    // Signed calls (CONTRACT §10): the OAuth scheme, offered beside the
+    // bearer token on every authenticated /v1 route but the token route.
+    let scheme = &r.body["components"]["securitySchemes"]["oauth1"];
+    assert_eq!(scheme["type"], "http", "{scheme}");
+    assert!(
+        scheme["scheme"]
+            .as_str()
+            .is_some_and(|s| s.eq_ignore_ascii_case("OAuth")),
+        "{scheme}"
+    );
+    for (path, method) in [
+        ("/v1/users", "post"),
+        ("/v1/users/{id}", "get"),
+        ("/v1/users/{id}/cards", "get"),
+    ] {
+        let security = r.body["paths"][path][method]["security"].as_array().expect("security");
+        assert!(
+            security.iter().any(|s| s.get("oauth1").is_some()),
+            "{method} {path}: {security:?}"
+        );
+        assert!(
+            security.iter().any(|s| s.get("bearer").is_some()),
+            "{method} {path}: {security:?}"
+        );
+    }
+    let token = &r.body["paths"]["/v1/oauth/token"]["post"]["security"];
+    assert!(!token.to_string().contains("oauth1"), "{token}");
+    assert!(r.body["paths"]["/md/api/User"]["post"]["tags"]
+        .to_string()
+        .contains("custodia"));
+    assert!(r.body["paths"]["/v2/users"]["post"]["tags"]
+        .to_string()
+        .contains("cradl"));
 
     let r = TestApp::send(app.request(Some(&c), Method::GET, "/v1/nothing-here")).await;
     assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "NOT_FOUND"));

@@ -796,3 +796,39 @@ D7ANd//4CLuDzncRInr36NUxvsL6eDfvGkTJpQzn4RUa08kXMkBxKOC2f0ONpH3t
 QSdgGch6Wh9u+hwyIwIDAQAB
 -----END PUBLIC KEY-----
 ";
+
+/// Parsed keys are cached by their bytes, read from the database on every
+/// request: a replaced signing key is the only one that holds at once.
+#[tokio::test]
+async fn a_replaced_signing_key_holds_at_once_and_the_old_one_no_more() {
+    let app = spawn_app().await;
+    let c = client(&app, None, false).await;
+    let r = call(&app, &c, "POST", "/v1/users", json!({"body": person("k1@example.com")})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let new = PrivateKey::generate().expect("a key");
+    roster::auth::update_client(
+        &app.pool,
+        c.creds.client_id.parse().expect("uuid"),
+        &ClientKeys {
+            signing: Some(new.public().clone()),
+            encryption: None,
+        },
+    )
+    .await
+    .expect("replaced");
+    let old = call(&app, &c, "POST", "/v1/users", json!({"body": person("k2@example.com")})).await;
+    assert_eq!(old.status, StatusCode::UNAUTHORIZED, "{:?}", old.body);
+    assert!(old.detail().contains("oauth_signature"));
+    let path = write(&c.dir, "new.pem", &new.to_pem().expect("pem"));
+    let r = call(
+        &app,
+        &c,
+        "POST",
+        "/v1/users",
+        json!({"body": person("k3@example.com"), "signing_key": path}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    drop(c);
+    app.cleanup().await;
+}

@@ -146,6 +146,7 @@ fn count_containing(rows: &[String], needle: &str) -> usize {
 
 #[tokio::test]
 async fn a_signed_and_encrypted_enrollment_is_handled_as_its_plaintext() {
+    let logs = roster_tests::capture_logs();
     let app = spawn_app().await;
     let c = client(&app, None, true).await;
     let r = call(
@@ -201,6 +202,11 @@ async fn a_signed_and_encrypted_enrollment_is_handled_as_its_plaintext() {
             .expect("rows");
         assert_eq!(count_containing(&rows, "encryptedValue"), 0, "{table} holds ciphertext");
         assert_eq!(count_containing(&rows, "Al Noor"), 0, "{table} holds an answer");
+    }
+    let logged = String::from_utf8_lossy(&logs.lock().expect("logs")).into_owned();
+    assert!(logged.contains("request"), "logs were captured");
+    for secret in ["encryptedValue", "Al Noor", "maria@example.com", "oauth_signature"] {
+        assert!(!logged.contains(secret), "the logs hold {secret}");
     }
     drop(c);
     app.cleanup().await;
@@ -502,6 +508,20 @@ async fn a128cbc_hs256_payloads_and_bearer_callers_are_served_too() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let sealed = r.body["encryptedValue"].as_str().expect("an encrypted answer");
     let key = PrivateKey::from_pem(&std::fs::read(&c.decryption).expect("key")).expect("key");
+    // For the client's key: RSA-OAEP-256, A256GCM, kid = its fingerprint.
+    let header: Value = {
+        use base64::Engine;
+        let first = sealed.split('.').next().expect("a header");
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(first)
+                .expect("b64"),
+        )
+        .expect("json")
+    };
+    assert_eq!(header["alg"], "RSA-OAEP-256");
+    assert_eq!(header["enc"], "A256GCM");
+    assert_eq!(header["kid"].as_str(), Some(sha256_hex(key.public().der()).as_str()));
     let plain: Value = serde_json::from_slice(&key.decrypt(sealed).expect("decrypts for the client")).expect("json");
     assert_eq!(plain["email"], "bo@example.com");
     drop(c);

@@ -36,7 +36,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Whether a request path is the Cradl door's.
-fn is_cradl(path: &str) -> bool {
+pub fn is_cradl(path: &str) -> bool {
     path == "/v2/users" || path.starts_with("/v2/users/")
 }
 

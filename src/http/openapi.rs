@@ -98,10 +98,10 @@ impl Modify for Security {
                     .build(),
             ),
         );
-        // Every authenticated /v1 route but the token route also takes a
-        // signed request.
+        // Every authenticated route the signed-call layer covers also takes
+        // a signed request.
         for (path, item) in api.paths.paths.iter_mut() {
-            if !path.starts_with("/v1/") || path == super::oauth::TOKEN_PATH {
+            if !super::signed::covers(path) {
                 continue;
             }
             let operations = [

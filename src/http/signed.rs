@@ -1,6 +1,6 @@
 //! Signed and encrypted calls (CONTRACT §10): the layer in front of every
-//! `/v1` route but the token route that lets Mastercard's client libraries
-//! call Roster unchanged.
+//! `/v1` route but the token route (and the seeds' doors, §11) that lets
+//! Mastercard's client libraries call Roster unchanged.
 //!
 //! A request with `Authorization: OAuth …` is verified here ([`oauth1`]):
 //! the client's signing key, the clock, the body hash, the signature, then
@@ -216,14 +216,22 @@ async fn verify(state: &AppState, header: &str, parts: &Parts, body: &[u8]) -> R
     })
 }
 
+/// The routes that take signed and encrypted calls: every `/v1` route but
+/// the token route (CONTRACT §10), and the seeds' own doors, which share
+/// `/v1`'s authentication (§11).
+pub fn covers(path: &str) -> bool {
+    (path.starts_with("/v1/") && path != super::oauth::TOKEN_PATH)
+        || path.starts_with("/md/api/")
+        || super::cradl::is_cradl(path)
+}
+
 fn is_oauth(value: &str) -> bool {
     value.len() > 6 && value[..6].eq_ignore_ascii_case("oauth ")
 }
 
 /// The layer: see the module's documentation.
 pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let path = req.uri().path();
-    if !path.starts_with("/v1/") || path == super::oauth::TOKEN_PATH {
+    if !covers(req.uri().path()) {
         return next.run(req).await;
     }
     let signed = req

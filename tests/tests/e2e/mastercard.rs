@@ -852,3 +852,58 @@ async fn a_replaced_signing_key_holds_at_once_and_the_old_one_no_more() {
     drop(c);
     app.cleanup().await;
 }
+
+/// The seeds' doors share `/v1`'s authentication (CONTRACT §11): signed and
+/// encrypted calls work there too, and their refusals take the door's shape.
+#[tokio::test]
+async fn the_seeds_doors_take_signed_and_encrypted_calls_too() {
+    let app = spawn_app().await;
+    let c = client(&app, None, true).await;
+    let custodia = json!({"firstname": "Ann", "lastname": "Lee", "email": "ann@example.com",
+                          "companyId": c.creds.company_id, "active": true});
+    let r = call(&app, &c, "POST", "/md/api/User", json!({ "body": custodia })).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["firstname"], "Ann");
+    assert!(!r.encrypted);
+
+    let cradl = json!({"login": {"email": "bo@example.com", "password": "correct horse battery"},
+                       "first_name": "Bo", "last_name": "Ng"});
+    let r = call(&app, &c, "POST", "/v2/users", json!({"body": cradl, "encrypt": true})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert!(r.encrypted);
+    assert_eq!(r.body["error_codes"], json!([]));
+    let id = r.body["user_id"].as_str().expect("user_id").to_string();
+    let r = call(&app, &c, "GET", &format!("/v2/users/{id}"), json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["login"]["email"], "bo@example.com");
+
+    let other = PrivateKey::generate().expect("a key");
+    let wrong = write(&c.dir, "wrong.pem", &other.to_pem().expect("pem"));
+    let r = call(
+        &app,
+        &c,
+        "GET",
+        &format!("/v2/users/{id}"),
+        json!({ "signing_key": wrong }),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{:?}", r.body);
+    assert_eq!(
+        r.body["error_codes"],
+        json!(["UNAUTHENTICATED"]),
+        "Cradl's shape: {:?}",
+        r.body
+    );
+    let r = call(
+        &app,
+        &c,
+        "GET",
+        &format!("/md/api/User/{id}"),
+        json!({ "signing_key": wrong }),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{:?}", r.body);
+    assert_eq!(r.code(), "UNAUTHENTICATED");
+    drop(c);
+    app.cleanup().await;
+}

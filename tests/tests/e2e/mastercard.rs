@@ -140,6 +140,21 @@ fn person(email: &str) -> Value {
            "verification_questions": [{"code": "FIRST_SCHOOL", "answer": "Al Noor"}]})
 }
 
+/// How many users the registry holds.
+async fn users(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM user_registry")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count")
+}
+
+/// An answer encrypted for the client, decrypted with its key (what the
+/// library does), as JSON.
+fn open(c: &Client, sealed: &str) -> Value {
+    let key = PrivateKey::from_pem(&std::fs::read(&c.decryption).expect("key")).expect("key");
+    serde_json::from_slice(&key.decrypt(sealed).expect("decrypts for the client")).expect("json")
+}
+
 fn count_containing(rows: &[String], needle: &str) -> usize {
     rows.iter().filter(|r| r.contains(needle)).count()
 }
@@ -348,10 +363,7 @@ async fn every_failed_check_is_a_401_naming_the_check() {
 
     // None of them enrolled anyone; the details never name what was
     // expected (the real body hash, say).
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM user_registry")
-        .fetch_one(&app.pool)
-        .await
-        .expect("count");
+    let n = users(&app).await;
     assert_eq!(n, 1, "only the first nonce's request enrolled");
     drop(c);
     app.cleanup().await;
@@ -469,10 +481,7 @@ async fn payloads_that_do_not_decrypt_are_400_and_errors_stay_plain() {
         !text.contains("not-an-email") && !text.contains("971509999999"),
         "{text}"
     );
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM user_registry")
-        .fetch_one(&app.pool)
-        .await
-        .expect("count");
+    let n = users(&app).await;
     assert_eq!(n, 0);
     drop(c);
     app.cleanup().await;
@@ -522,8 +531,7 @@ async fn a128cbc_hs256_payloads_and_bearer_callers_are_served_too() {
     assert_eq!(header["alg"], "RSA-OAEP-256");
     assert_eq!(header["enc"], "A256GCM");
     assert_eq!(header["kid"].as_str(), Some(sha256_hex(key.public().der()).as_str()));
-    let plain: Value = serde_json::from_slice(&key.decrypt(sealed).expect("decrypts for the client")).expect("json");
-    assert_eq!(plain["email"], "bo@example.com");
+    assert_eq!(open(&c, sealed)["email"], "bo@example.com");
     drop(c);
     app.cleanup().await;
 }
@@ -542,10 +550,7 @@ async fn answers_that_must_be_encrypted_need_the_clients_key_and_change_nothing_
     .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.body);
     assert_eq!(r.code(), "ENCRYPTION_REQUIRED");
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM user_registry")
-        .fetch_one(&app.pool)
-        .await
-        .expect("count");
+    let n = users(&app).await;
     assert_eq!(n, 0, "nothing was enrolled");
     let id = app
         .enroll(
@@ -606,12 +611,7 @@ async fn verification_details_are_always_encrypted() {
     // Through the bearer door too: encrypted.
     let r = app.get(&c.creds, &path).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let key = PrivateKey::from_pem(&std::fs::read(&c.decryption).expect("key")).expect("key");
-    let plain: Value = serde_json::from_slice(
-        &key.decrypt(r.body["encryptedValue"].as_str().expect("encrypted"))
-            .expect("decrypts"),
-    )
-    .expect("json");
+    let plain = open(&c, r.body["encryptedValue"].as_str().expect("encrypted"));
     let details = &plain["verification_details"];
     assert_eq!(details["attempts_remaining"], 5, "{details}");
     assert!(details["last_verified_at"].as_str().is_some(), "{details}");

@@ -48,7 +48,11 @@ impl Required for Webhooks {
     const SCOPE: Scope = Scope::Webhooks;
 }
 
-/// The caller a signed request authenticated ([`super::signed`]), or the
+/// A caller a signed request authenticated, set by [`super::signed::layer`].
+#[derive(Debug, Clone)]
+pub struct Verified(pub Caller);
+
+/// The caller a signed request authenticated ([`Verified`]), or the
 /// one a request's `Authorization: Bearer <token>` and `x-appid` name, if
 /// the token is valid for that client.
 pub(crate) fn caller(
@@ -56,7 +60,7 @@ pub(crate) fn caller(
     extensions: &axum::http::Extensions,
     tokens: &crate::auth::Tokens,
 ) -> Option<Caller> {
-    if let Some(super::signed::Verified(caller)) = extensions.get() {
+    if let Some(Verified(caller)) = extensions.get() {
         return Some(caller.clone());
     }
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());

@@ -7,7 +7,7 @@
 //! its nonce, remembered in Postgres so a replay is refused by every
 //! process (recorded while an encrypted body decrypts, before the route
 //! runs). Its caller goes on in the request's extensions, where
-//! [`super::extract::caller`] finds it. A body `{"encryptedValue": JWE}`
+//! [`super::extract::caller`] finds it ([`Verified`]). A body `{"encryptedValue": JWE}`
 //! is decrypted with Roster's key ([`jwe`]) and handled as if its plaintext
 //! had been sent; the answer to it (or to `include_verification_details=true`)
 //! is encrypted for the client's key, decided before the route runs so a
@@ -16,6 +16,7 @@
 //! nothing encrypted is stored.
 
 use super::error::ApiError;
+use super::extract::Verified;
 use super::AppState;
 use crate::auth::{Caller, Scope};
 use crate::jwe::{PrivateKey, PublicKey};
@@ -97,10 +98,6 @@ impl Sealing {
         })
     }
 }
-
-/// A caller a signed request authenticated (set by [`layer`]).
-#[derive(Debug, Clone)]
-pub struct Verified(pub Caller);
 
 /// Whether a query asks for `include_verification_details=true`: 400 for
 /// a value other than `true` or `false`.

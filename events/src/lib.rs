@@ -48,6 +48,54 @@ pub fn public_data(payload: Value) -> Value {
     inner
 }
 
+/// [`public_data`] of a stored payload's text, as JSON bytes, without
+/// building the whole payload as a `Value`: the inner object's fields are
+/// kept as the text they are (stored payloads are written compact with
+/// their keys sorted, so the bytes are `public_data`'s), `_hash` fields
+/// dropped, and only a field whose text holds a `_hash` key deeper down is
+/// parsed and scrubbed. What the Kafka publisher sends for every event.
+pub fn public_json(payload: &str) -> Vec<u8> {
+    use serde_json::value::RawValue;
+    use std::collections::BTreeMap;
+    let slow =
+        || serde_json::to_vec(&public_data(serde_json::from_str(payload).unwrap_or_default())).unwrap_or_default();
+    let Ok(outer) = serde_json::from_str::<BTreeMap<&str, &RawValue>>(payload) else {
+        return slow();
+    };
+    let inner = match outer.len() {
+        1 => outer.into_values().next().map(RawValue::get).unwrap_or("null"),
+        _ => return slow(),
+    };
+    let Ok(fields) = serde_json::from_str::<BTreeMap<&str, &RawValue>>(inner) else {
+        // Not an object (or a key with escapes): the general way.
+        return slow();
+    };
+    let mut out = Vec::with_capacity(inner.len());
+    out.push(b'{');
+    let mut first = true;
+    for (key, value) in fields {
+        if key.ends_with("_hash") {
+            continue;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        serde_json::to_writer(&mut out, key).unwrap_or_default();
+        out.push(b':');
+        let text = value.get();
+        if text.contains("_hash\"") {
+            let mut nested: Value = serde_json::from_str(text).unwrap_or_default();
+            scrub(&mut nested);
+            serde_json::to_writer(&mut out, &nested).unwrap_or_default();
+        } else {
+            out.extend_from_slice(text.as_bytes());
+        }
+    }
+    out.push(b'}');
+    out
+}
+
 fn scrub(value: &mut Value) {
     match value {
         Value::Object(map) => {
@@ -113,6 +161,42 @@ pub fn cloud_event_type(aggregate_type: &str, event_type: &str, event_version: &
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn public_json_is_public_data_without_the_value() {
+        let payloads = [
+            json!({"UserEnrolled": {"email": "a@b.c", "password_hash": "$argon2id$x", "verification_questions": [],
+                   "address": {"line1": "1 \"Main\"", "line2": null}, "at": "2026-12-06T00:00:00.000000Z"}}),
+            json!({"VerificationQuestionsSet": {"questions": [{"code": "PET", "answer_hash": "$argon2id$y"}], "at": "t"}}),
+            json!({"UserErased": {"user_id": "u", "nested": {"deep": [{"x_hash": 1, "keep": [1, 2]}]}}}),
+            json!({"A": 1}),
+            json!({"A": null}),
+            json!({"A": {}, "B": {}}),
+            json!([1, 2]),
+        ];
+        for payload in payloads {
+            // Stored payloads are compact with sorted keys: the bytes match.
+            let text = payload.to_string();
+            let expected = serde_json::to_vec(&public_data(payload.clone())).expect("json");
+            assert_eq!(
+                String::from_utf8(public_json(&text)).expect("utf-8"),
+                String::from_utf8(expected.clone()).expect("utf-8"),
+                "{text}"
+            );
+            // Written otherwise (spaces, as Postgres' json_build_object
+            // writes): the same JSON.
+            let spaced = serde_json::to_string_pretty(&payload).expect("json");
+            let got: Value = serde_json::from_slice(&public_json(&spaced)).expect("json");
+            assert_eq!(
+                got,
+                serde_json::from_slice::<Value>(&expected).expect("json"),
+                "{spaced}"
+            );
+        }
+        assert!(!String::from_utf8(public_json("not json"))
+            .expect("utf-8")
+            .contains("not"));
+    }
 
     #[test]
     fn public_data_unwraps_and_drops_every_hash() {

@@ -226,8 +226,7 @@ impl Message {
         let value = if e.erased {
             b"null".to_vec()
         } else {
-            let payload: serde_json::Value = serde_json::from_str(&e.payload).unwrap_or_default();
-            serde_json::to_vec(&roster_events::public_data(payload)).unwrap_or_default()
+            roster_events::public_json(&e.payload)
         };
         let company = &e.metadata.company_id;
         let time = e

@@ -18,6 +18,10 @@
 //!    own process on the same Postgres and broker, the same clients doing
 //!    the same enroll-then-update for the same time (it has no auth).
 //!
+//! With `--wrk` (and `--enroll-only`) `wrk` makes the enrollments, Roster's
+//! and the peer's, as the issue that asked for this benchmark measured
+//! them: 2 threads, the clients as connections, a Lua script making each
+//! email distinct; the probes still measure the lags.
 //! With `--enroll-only` the clients (Roster's and the peer's) only enroll
 //! distinct users: the heaviest command alone.
 //!
@@ -57,6 +61,106 @@ struct BenchArgs {
     enroll_only: bool,
     /// Webhook endpoints on a local receiver (`--webhooks=N`).
     webhooks: usize,
+    /// `wrk` makes the enrollments (Roster's and the peer's) instead of the
+    /// bench's own clients (`--wrk`, with `--enroll-only`).
+    wrk: bool,
+}
+
+/// What a `wrk` run measured.
+struct WrkRun {
+    /// Successful (2xx) requests per second.
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    errors: u64,
+}
+
+/// Each request enrolls a distinct user: the thread's number, a run id
+/// and a counter make the email.
+const WRK_ENROLL: &str = r#"
+local threads = 0
+function setup(thread)
+  thread:set("tid", threads)
+  thread:set("run", tostring(os.time()) .. tostring(math.random(1000000)))
+  threads = threads + 1
+end
+local counter = 0
+request = function()
+  counter = counter + 1
+  local body = string.format('{"email":"wrk-%s-%d-%d@example.com","first_name":"Load","last_name":"Bench"}', run, tid, counter)
+  return wrk.format("POST", "/v1/users", nil, body)
+end
+"#;
+
+/// Enrolls for `seconds` with `wrk` (2 threads, `clients` connections)
+/// against `base`, with `headers`.
+async fn wrk(base: &str, clients: usize, seconds: u64, headers: &[String]) -> anyhow::Result<WrkRun> {
+    let script = std::env::temp_dir().join(format!("roster-wrk-{}.lua", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&script, WRK_ENROLL)?;
+    let mut cmd = tokio::process::Command::new("wrk");
+    cmd.args([
+        "-t2",
+        &format!("-c{clients}"),
+        &format!("-d{seconds}s"),
+        "--latency",
+        "-s",
+    ])
+    .arg(&script)
+    .args(["-H", "content-type: application/json"]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd.arg(base).output().await.context("wrk runs (apt-get install wrk)")?;
+    let _ = std::fs::remove_file(&script);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    anyhow::ensure!(
+        out.status.success(),
+        "wrk failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ms = |v: &str| -> f64 {
+        let n: f64 = v
+            .trim_end_matches(|c: char| c.is_alphabetic())
+            .parse()
+            .unwrap_or(f64::NAN);
+        match v.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.') {
+            "us" => n / 1000.0,
+            "ms" => n,
+            "s" => n * 1000.0,
+            "m" => n * 60_000.0,
+            _ => f64::NAN,
+        }
+    };
+    let words = |prefix: &str| -> Vec<String> {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .map(|l| l.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default()
+    };
+    let total: f64 = text
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0.0);
+    let non_2xx: u64 = words("Non-2xx").last().and_then(|n| n.parse().ok()).unwrap_or(0);
+    let socket: u64 = text
+        .lines()
+        .find(|l| l.contains("Socket errors"))
+        .map(|l| {
+            l.split(|c: char| !c.is_ascii_digit())
+                .filter_map(|n| n.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    Ok(WrkRun {
+        rate: (total - non_2xx as f64) / seconds as f64,
+        p50_ms: words("50%").get(1).map_or(f64::NAN, |v| ms(v)),
+        p99_ms: words("99%").get(1).map_or(f64::NAN, |v| ms(v)),
+        max_ms: words("Latency").get(3).map_or(f64::NAN, |v| ms(v)),
+        errors: non_2xx + socket,
+    })
 }
 
 /// What the webhook receiver got: for each delivery, command → receipt.
@@ -112,6 +216,7 @@ async fn peer(
     clients: usize,
     seconds: u64,
     enroll_only: bool,
+    with_wrk: bool,
 ) -> anyhow::Result<(f64, f64, u64)> {
     let admin = roster::db::connect(&format!("{server}/postgres"), 1).await?;
     sqlx::query("DROP DATABASE IF EXISTS peer_loadbench WITH (FORCE)")
@@ -153,6 +258,12 @@ async fn peer(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!("peer: {clients} clients, {seconds} s ...");
+    if with_wrk {
+        let run = wrk(&base, clients, seconds, &[]).await;
+        let _ = child.kill().await;
+        let run = run?;
+        return Ok((run.rate, run.p99_ms, run.errors));
+    }
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut workers = Vec::new();
     for w in 0..clients {
@@ -357,7 +468,12 @@ async fn main() -> anyhow::Result<()> {
             .find_map(|a| a.strip_prefix("--webhooks="))
             .and_then(|n| n.parse().ok())
             .unwrap_or(0),
+        wrk: argv.iter().any(|a| a == "--wrk"),
     };
+    anyhow::ensure!(
+        !args.wrk || args.enroll_only,
+        "--wrk makes enrollments only: add --enroll-only"
+    );
     let url = format!("{}/roster_loadbench", args.server);
     let admin = roster::db::connect(&format!("{}/postgres", args.server), 1).await?;
     sqlx::query("DROP DATABASE IF EXISTS roster_loadbench WITH (FORCE)")
@@ -467,7 +583,12 @@ async fn main() -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let samples = Arc::new(Mutex::new(Samples::default()));
     let mut workers = Vec::new();
-    for w in 0..args.clients {
+    let wrk_run = args.wrk.then(|| {
+        let headers = [format!("authorization: Bearer {token}"), format!("x-appid: {app_id}")];
+        let (base, clients, seconds) = (base.clone(), args.clients, args.seconds);
+        tokio::spawn(async move { wrk(&base, clients, seconds, &headers).await })
+    });
+    for w in 0..args.clients * usize::from(!args.wrk) {
         let (http, base, token, app_id, samples) = (
             reqwest::Client::new(),
             bases[w % bases.len()].clone(),
@@ -569,6 +690,10 @@ async fn main() -> anyhow::Result<()> {
     for w in workers {
         w.await?;
     }
+    let wrk_run = match wrk_run {
+        Some(run) => Some(run.await??),
+        None => None,
+    };
     let mut projection = prober.await?;
     let cpu_after = cpu_split(&pids);
     let delivered_in_run = receipts.as_ref().map(|r| r.seen.lock().expect("seen").len());
@@ -604,7 +729,15 @@ async fn main() -> anyhow::Result<()> {
     projection.sort();
     let mut kafka = kafka_lags.lock().await.clone();
     kafka.sort();
-    let enroll_rate = enroll.len() as f64 / elapsed;
+    let mut enroll_rate = enroll.len() as f64 / elapsed;
+    let mut commands_rate = commands.len() as f64 / elapsed;
+    let mut errors = s.errors as u64;
+    // (p50, p99, max) of the commands, and of the enrollments.
+    let mut latency = (q(&commands, 0.5), q(&commands, 0.99), q(&commands, 1.0));
+    if let Some(run) = &wrk_run {
+        (enroll_rate, commands_rate, errors) = (run.rate, run.rate, run.errors);
+        latency = (run.p50_ms, run.p99_ms, run.max_ms);
+    }
     println!("| measurement | value |");
     println!("|---|---|");
     if let Some(tps) = pg_tps {
@@ -614,8 +747,9 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!(
-        "| roster: enrollments ({} clients, {}, {} process(es)) | {enroll_rate:.0} /s |",
+        "| roster: enrollments ({} clients{}, {}, {} process(es)) | {enroll_rate:.0} /s |",
         args.clients,
+        if args.wrk { " of wrk" } else { "" },
         if args.enroll_only {
             "enroll only"
         } else {
@@ -624,21 +758,19 @@ async fn main() -> anyhow::Result<()> {
         servers.len()
     );
     println!("| roster: updates | {:.0} /s |", update.len() as f64 / elapsed);
-    println!(
-        "| roster: commands (enroll + update) | {:.0} /s |",
-        commands.len() as f64 / elapsed
-    );
-    println!("| roster: errors | {} |", s.errors);
+    println!("| roster: commands (enroll + update) | {commands_rate:.0} /s |");
+    println!("| roster: errors | {errors} |");
     println!(
         "| command latency p50 / p99 / max | {:.1} / {:.1} / {:.1} ms |",
-        q(&commands, 0.5),
-        q(&commands, 0.99),
-        q(&commands, 1.0)
+        latency.0, latency.1, latency.2
     );
+    let enroll_latency = match &wrk_run {
+        Some(run) => (run.p50_ms, run.p99_ms),
+        None => (q(&enroll, 0.5), q(&enroll, 0.99)),
+    };
     println!(
         "| enroll latency p50 / p99 | {:.1} / {:.1} ms |",
-        q(&enroll, 0.5),
-        q(&enroll, 0.99)
+        enroll_latency.0, enroll_latency.1
     );
     if !args.enroll_only {
         println!(
@@ -663,7 +795,7 @@ async fn main() -> anyhow::Result<()> {
         println!("| ratio enrollments ÷ pgbench | {:.2} |", enroll_rate / tps);
         println!(
             "| ratio commands ÷ pgbench (each one transaction appending an event) | {:.2} |",
-            commands.len() as f64 / elapsed / tps
+            commands_rate / tps
         );
     }
     if let Ok(bin) = std::env::var("ROSTER_PEER_BIN") {
@@ -674,6 +806,7 @@ async fn main() -> anyhow::Result<()> {
             args.clients,
             args.seconds,
             args.enroll_only,
+            args.wrk,
         )
         .await?;
         println!(
@@ -687,7 +820,7 @@ async fn main() -> anyhow::Result<()> {
         );
         println!(
             "| ratio roster commands ÷ peer commands | {:.2} |",
-            commands.len() as f64 / elapsed / rate
+            commands_rate / rate
         );
     }
     if let (Some(r), Some((expected, drain)), Some(in_run)) = (&receipts, webhook_drain, delivered_in_run) {

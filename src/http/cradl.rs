@@ -11,7 +11,7 @@ use super::consistency::ReadAfter;
 use super::error::ApiError;
 use super::extract::{Auth, RequestInfo, UsersRead, UsersWrite, Valid, Validate};
 use super::users::input::{EnrollUserRequest, KycInput};
-use super::users::{etag, missing_user, target, user_headers, user_id};
+use super::users::{created_headers, current, etag, target, user_headers, user_id};
 use super::AppState;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
@@ -25,7 +25,6 @@ use roster_command::users::{self as app, Enrollment};
 use roster_command::validate::FieldError;
 use roster_command::Committed;
 use roster_events::user::UserDoc;
-use roster_query::users::{self as users_query, PROJECTION};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -196,12 +195,7 @@ pub async fn create_user(
     Valid(enrollment): Valid<CradlCreateUser>,
 ) -> Result<Response, ApiError> {
     let Committed { doc, .. } = app::enroll(&state.commands, info.meta(&caller), enrollment).await?;
-    let mut headers = user_headers(&doc);
-    headers.insert(
-        header::LOCATION,
-        HeaderValue::from_str(&format!("/v2/users/{}", doc.id)).expect("uuid is a valid header value"),
-    );
-    Ok(written(StatusCode::CREATED, headers, &doc))
+    Ok(written(StatusCode::CREATED, created_headers(&doc, "/v2/users"), &doc))
 }
 
 /// Cradl's login object: the email only, never the password.
@@ -262,11 +256,7 @@ pub async fn get_user(
     read_after: ReadAfter,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = user_id(&id)?;
-    read_after.wait(&state.pool, PROJECTION, &caller.company_id).await?;
-    let Some(doc) = users_query::get(&state.pool, &caller.company_id, id).await? else {
-        return Err(missing_user(&state, &caller.company_id, id).await);
-    };
+    let doc = current(&state, &caller, &read_after, user_id(&id)?).await?;
     Ok(([(header::ETAG, etag(doc.version))], Json(CradlUser::from(doc))).into_response())
 }
 

@@ -9,7 +9,7 @@ use super::consistency::ReadAfter;
 use super::error::ApiError;
 use super::extract::{Auth, Body, CardsWrite, RequestInfo, UsersRead, UsersWrite, Valid, Validate};
 use super::users::input::{self, EnrollUserRequest};
-use super::users::{etag, missing_user, target, user_headers, user_id};
+use super::users::{current, etag, target, user_headers, user_id};
 use super::AppState;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
@@ -24,7 +24,6 @@ use roster_command::{CommandError, Committed};
 use roster_events::card::{CardDoc, CardState, CardType, Issuer};
 use roster_events::user::{UserDoc, UserEvent, UserStatus};
 use roster_events::Timestamp;
-use roster_query::users::{self as users_query, PROJECTION};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -200,11 +199,7 @@ pub async fn get_user(
     read_after: ReadAfter,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = user_id(&id)?;
-    read_after.wait(&state.pool, PROJECTION, &caller.company_id).await?;
-    let Some(doc) = users_query::get(&state.pool, &caller.company_id, id).await? else {
-        return Err(missing_user(&state, &caller.company_id, id).await);
-    };
+    let doc = current(&state, &caller, &read_after, user_id(&id)?).await?;
     Ok(([(header::ETAG, etag(doc.version))], Json(CustodiaUser::from(doc))).into_response())
 }
 

@@ -50,6 +50,35 @@ pub(crate) fn user_headers(doc: &UserDoc) -> HeaderMap {
     h
 }
 
+/// A new user's headers: [`user_headers`] and `Location` under the door's
+/// `prefix` (`/v1/users`, `/v2/users`).
+pub(crate) fn created_headers(doc: &UserDoc, prefix: &str) -> HeaderMap {
+    let mut headers = user_headers(doc);
+    headers.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&format!("{prefix}/{}", doc.id)).expect("uuid is a valid header value"),
+    );
+    headers
+}
+
+/// The user `id` of the caller's company as the read model has it (after
+/// the request's consistency token), else 404 or 410: what every door's
+/// read of one user answers.
+pub(crate) async fn current(
+    state: &AppState,
+    caller: &crate::auth::Caller,
+    read_after: &super::consistency::ReadAfter,
+    id: Uuid,
+) -> Result<UserDoc, ApiError> {
+    read_after
+        .wait(&state.pool, roster_query::users::PROJECTION, &caller.company_id)
+        .await?;
+    match roster_query::users::get(&state.pool, &caller.company_id, id).await? {
+        Some(doc) => Ok(doc),
+        None => Err(missing_user(state, &caller.company_id, id).await),
+    }
+}
+
 pub(crate) fn etag(version: u64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).expect("digits are a valid header value")
 }
@@ -70,12 +99,7 @@ pub async fn enroll(
     Valid(e): Valid<EnrollUserRequest>,
 ) -> Result<Response, ApiError> {
     let Committed { doc, .. } = app::enroll(&state.commands, info.meta(&caller), e).await?;
-    let mut headers = user_headers(&doc);
-    headers.insert(
-        header::LOCATION,
-        HeaderValue::from_str(&format!("/v1/users/{}", doc.id)).expect("uuid is a valid header value"),
-    );
-    Ok((StatusCode::CREATED, headers, Json(doc)).into_response())
+    Ok((StatusCode::CREATED, created_headers(&doc, "/v1/users"), Json(doc)).into_response())
 }
 
 /// A user id from the path: not a UUID cannot name a user.

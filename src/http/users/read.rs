@@ -67,10 +67,7 @@ pub async fn retrieve(
         };
         return Ok(([(header::ETAG, etag(doc.version))], Json(doc)).into_response());
     }
-    read_after.wait(&state.pool, PROJECTION, &caller.company_id).await?;
-    let Some(doc) = users::get(&state.pool, &caller.company_id, id).await? else {
-        return Err(missing_user(&state, &caller.company_id, id).await);
-    };
+    let doc = super::current(&state, &caller, &read_after, id).await?;
     if details {
         // Sent only encrypted: the signed-call layer saw the same query.
         let events = history::verification_events(&state.pool, state.commands.vault(), &caller.company_id, id).await?;

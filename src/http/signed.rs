@@ -39,8 +39,9 @@ pub struct Sealing {
     pub key: PrivateKey,
     /// `ROSTER_PUBLIC_URL` split into scheme, authority and path prefix.
     public_url: Option<(String, String, String)>,
-    /// Clients' keys parsed, by their DER bytes (OpenSSL 3's decoders take
-    /// ~0.2 ms a key). The bytes still come from the database on every
+    /// Clients' keys parsed, by their DER bytes (decoding a key with
+    /// OpenSSL 3 cost more than checking the signature with it: see
+    /// docs/benchmarks.md). The bytes still come from the database on every
     /// request, so a key replaced by `roster client update` is used at once.
     parsed: Mutex<LruCache<Vec<u8>, PublicKey>>,
 }
@@ -139,7 +140,9 @@ async fn client(pool: &PgPool, client_id: Uuid) -> Result<Option<Client>, ApiErr
 
 /// Records a signed request's nonce: `false` when the client used it in
 /// the last 10 minutes (the span a request's timestamp stays acceptable).
-async fn fresh_nonce(pool: &PgPool, client_id: Uuid, nonce: &str) -> Result<bool, ApiError> {
+/// Two at once with one nonce: the second waits for the first's row and
+/// then finds it, so exactly one is fresh.
+pub async fn fresh_nonce<'e>(db: impl sqlx::PgExecutor<'e>, client_id: Uuid, nonce: &str) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "INSERT INTO oauth_nonces (client_id, nonce) VALUES ($1, $2)
          ON CONFLICT (client_id, nonce) DO UPDATE SET seen_at = now()
@@ -148,9 +151,8 @@ async fn fresh_nonce(pool: &PgPool, client_id: Uuid, nonce: &str) -> Result<bool
     .bind(client_id)
     .bind(nonce)
     .bind((2 * oauth1::WINDOW_SECS) as f64)
-    .execute(pool)
-    .await
-    .map_err(|e| ApiError::internal(format!("cannot record a nonce: {e}")))?;
+    .execute(db)
+    .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -288,7 +290,9 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
         // and the RSA decryption overlap. A reused nonce is refused first.
         let record = async {
             match &nonce {
-                Some((client_id, nonce)) => fresh_nonce(&state.pool, *client_id, nonce).await,
+                Some((client_id, nonce)) => fresh_nonce(&state.pool, *client_id, nonce)
+                    .await
+                    .map_err(|e| ApiError::internal(format!("cannot record a nonce: {e}"))),
                 None => Ok(true),
             }
         };

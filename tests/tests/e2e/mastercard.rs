@@ -907,3 +907,56 @@ async fn the_seeds_doors_take_signed_and_encrypted_calls_too() {
     drop(c);
     app.cleanup().await;
 }
+
+/// Two requests with one nonce, driven step by step: the first records it
+/// in a transaction left open; the second blocks on that row, and once the
+/// first commits finds it used. A nonce seen more than 10 minutes ago is
+/// fresh again (no request with it can still pass the clock check).
+#[tokio::test]
+async fn a_nonce_raced_by_two_requests_is_fresh_for_one_only() {
+    use roster::http::signed::fresh_nonce;
+    let app = spawn_app().await;
+    let client = Uuid::now_v7();
+    let mut first = app.pool.begin().await.expect("tx");
+    assert!(fresh_nonce(&mut *first, client, "n1").await.expect("recorded"));
+    let pool = app.pool.clone();
+    let second = tokio::spawn(async move { fresh_nonce(&pool, client, "n1").await.expect("answered") });
+    // The second waits on the first's uncommitted row.
+    let waiting = async {
+        loop {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO oauth_nonces%'",
+            )
+            .fetch_one(&app.pool)
+            .await
+            .expect("activity");
+            if n > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+        .await
+        .expect("the second request waits for the first's row");
+    assert!(!second.is_finished());
+    first.commit().await.expect("commit");
+    assert!(!second.await.expect("joined"), "the second finds the nonce used");
+
+    // Ten minutes on, the same nonce is fresh again; within them it is not.
+    sqlx::query("UPDATE oauth_nonces SET seen_at = now() - interval '9 minutes' WHERE nonce = 'n1'")
+        .execute(&app.pool)
+        .await
+        .expect("aged");
+    assert!(!fresh_nonce(&app.pool, client, "n1").await.expect("answered"));
+    sqlx::query("UPDATE oauth_nonces SET seen_at = now() - interval '11 minutes' WHERE nonce = 'n1'")
+        .execute(&app.pool)
+        .await
+        .expect("aged");
+    assert!(fresh_nonce(&app.pool, client, "n1").await.expect("answered"));
+    assert!(
+        fresh_nonce(&app.pool, Uuid::now_v7(), "n1").await.expect("answered"),
+        "nonces are per client"
+    );
+    app.cleanup().await;
+}

@@ -31,6 +31,9 @@
 //! to its receipt, and after the run waits (up to 60 s) until every event
 //! has reached every endpoint.
 //!
+//! Each phase (pgbench, Roster, the peer) starts after a `CHECKPOINT`, so
+//! that none pays for the dirty pages of the one before it.
+//!
 //! Prints one Markdown table, and the ratios Roster ÷ pgbench and Roster ÷
 //! the peer.
 
@@ -207,6 +210,13 @@ async fn webhook_receiver() -> anyhow::Result<(String, Arc<Receipts>)> {
     Ok((base, receipts))
 }
 
+/// Writes every dirty page out before a phase, so that no phase pays for
+/// the one before it (a checkpoint the previous phase's writes set off).
+async fn checkpoint(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    sqlx::query("CHECKPOINT").execute(pool).await?;
+    Ok(())
+}
+
 /// Throughput of the peer (`../shared/peers/cqrs-es-default`): commands
 /// per second, their p99, and the errors.
 async fn peer(
@@ -257,6 +267,7 @@ async fn peer(
         anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "the peer did not start");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    checkpoint(&admin).await?;
     eprintln!("peer: {clients} clients, {seconds} s ...");
     if with_wrk {
         let run = wrk(&base, clients, seconds, &[]).await;
@@ -491,6 +502,7 @@ async fn main() -> anyhow::Result<()> {
     let pg_tps = if args.no_pgbench {
         None
     } else {
+        checkpoint(&pool).await?;
         eprintln!("pgbench: {} clients, {} s ...", args.clients, args.seconds);
         Some(pgbench(&url, args.clients, args.seconds).await?)
     };
@@ -573,6 +585,7 @@ async fn main() -> anyhow::Result<()> {
         });
     }
 
+    checkpoint(&pool).await?;
     eprintln!(
         "roster: {} clients, {} s, {} process(es) ...",
         args.clients,

@@ -147,13 +147,46 @@ struct Subscriber {
     after_position: i64,
 }
 
+/// What one [`record`] batch went through.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// Events the batch moved the checkpoint past.
+    pub events: usize,
+    /// Deliveries it recorded.
+    pub deliveries: u64,
+}
+
 /// Records the deliveries of the next batch of events and moves the
-/// checkpoint past it, in one transaction. Returns the events read.
-pub async fn record(conn: &mut PgConnection, limit: i64) -> anyhow::Result<usize> {
+/// checkpoint past it, in one transaction.
+pub async fn record(conn: &mut PgConnection, limit: i64) -> anyhow::Result<Recorded> {
     let mut tx = conn.begin().await?;
     // Locked: an endpoint being created waits for this batch (its creation
     // locks the row too), and this batch sees every endpoint created before.
     let at = engine::checkpoint(&mut tx, NAME, true).await?;
+    let endpoints: Vec<Subscriber> =
+        sqlx::query_as("SELECT id, company_id, event_types, after_position FROM webhook_endpoints")
+            .fetch_all(&mut *tx)
+            .await?;
+    if endpoints.is_empty() {
+        // No endpoint: nothing to record, only the checkpoint to move, read
+        // from the position index alone.
+        let (last, events): (Option<i64>, i64) = sqlx::query_as(
+            "SELECT max(position), count(*)
+               FROM (SELECT position FROM events WHERE position > $1 ORDER BY position LIMIT $2) page",
+        )
+        .bind(at.0)
+        .bind(limit)
+        .fetch_one(&mut *tx)
+        .await?;
+        if let Some(last) = last {
+            engine::save_checkpoint(&mut tx, NAME, engine::Position(last)).await?;
+        }
+        tx.commit().await?;
+        return Ok(Recorded {
+            events: events as usize,
+            deliveries: 0,
+        });
+    }
     let events: Vec<Light> = sqlx::query_as(&format!(
         "SELECT {LIGHT} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
     ))
@@ -162,32 +195,29 @@ pub async fn record(conn: &mut PgConnection, limit: i64) -> anyhow::Result<usize
     .fetch_all(&mut *tx)
     .await?;
     let Some(last) = events.last().map(|e| e.position) else {
-        return Ok(0);
+        return Ok(Recorded::default());
     };
-    let endpoints: Vec<Subscriber> =
-        sqlx::query_as("SELECT id, company_id, event_types, after_position FROM webhook_endpoints")
-            .fetch_all(&mut *tx)
-            .await?;
     let mut rows = Rows::default();
-    if !endpoints.is_empty() {
-        for event in &events {
-            let mut ce_type = None;
-            for e in &endpoints {
-                if Some(&e.company_id) != event.company_id.as_ref() || event.position <= e.after_position {
-                    continue;
-                }
-                let t = ce_type.get_or_insert_with(|| cloud_type(&event.aggregate_type, &event.kind));
-                if e.event_types.as_ref().is_some_and(|types| !types.contains(t)) {
-                    continue;
-                }
-                rows.push(e.id, event, t.clone());
+    for event in &events {
+        let mut ce_type = None;
+        for e in &endpoints {
+            if Some(&e.company_id) != event.company_id.as_ref() || event.position <= e.after_position {
+                continue;
             }
+            let t = ce_type.get_or_insert_with(|| cloud_type(&event.aggregate_type, &event.kind));
+            if e.event_types.as_ref().is_some_and(|types| !types.contains(t)) {
+                continue;
+            }
+            rows.push(e.id, event, t.clone());
         }
     }
-    rows.insert(&mut *tx, "DO NOTHING").await?;
+    let deliveries = rows.insert(&mut *tx, "DO NOTHING").await?;
     engine::save_checkpoint(&mut tx, NAME, engine::Position(last)).await?;
     tx.commit().await?;
-    Ok(events.len())
+    Ok(Recorded {
+        events: events.len(),
+        deliveries,
+    })
 }
 
 /// A claimed delivery, with what sending it needs.
@@ -647,11 +677,13 @@ async fn run_recorder(
                 _ = shutdown.cancelled() => return,
             };
             match r {
-                Ok(n) => {
-                    if n > 0 {
+                Ok(batch) => {
+                    // The sender looks for due work when told that some
+                    // was recorded, else every `POLL`.
+                    if batch.deliveries > 0 {
                         recorded.send_modify(|n| *n = n.wrapping_add(1));
                     }
-                    if (n as i64) < RECORD_BATCH && !engine::idle(&mut wake, &shutdown, started).await {
+                    if (batch.events as i64) < RECORD_BATCH && !engine::idle(&mut wake, &shutdown, started).await {
                         return;
                     }
                 }

@@ -413,3 +413,68 @@ async fn a_store_restored_into_another_cluster_goes_on_from_its_checkpoints() {
     drop(server);
     app.pool.close().await;
 }
+
+/// A page for a subscriber that reads few kinds of events carries only
+/// those, yet ends where the log's page ends and counts every event it went
+/// through: the checkpoint moves past the others, and a full page of them
+/// still means "read on".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_page_carries_only_what_its_subscriber_reads_and_ends_where_the_log_does() {
+    let app = roster_tests::spawn_app().await;
+    let c = app.creds("acme", None).await;
+    for n in 0..3 {
+        app.enroll(&c, json!({"email": format!("before-{n}@example.com")}))
+            .await;
+    }
+    let h = app.post(&c, "/v1/households", &json!({})).await;
+    ok(&h, StatusCode::CREATED);
+    let household = h.body["id"].as_str().expect("id").to_string();
+    for n in 0..3 {
+        app.enroll(&c, json!({"email": format!("after-{n}@example.com")})).await;
+    }
+    let mut conn = app.pool.acquire().await.expect("connection");
+    let positions: Vec<(i64, String)> = sqlx::query_as("SELECT position, aggregate_type FROM events ORDER BY position")
+        .fetch_all(&mut *conn)
+        .await
+        .expect("positions");
+    let reads = engine::Projector::reads(&HouseholdView);
+    let vault = test_vault();
+    let mut page = async |after: i64, limit: i64| {
+        engine::read_page(
+            &mut conn,
+            &vault,
+            engine::Keys::Kept,
+            engine::Position(after),
+            limit,
+            reads,
+        )
+        .await
+        .expect("page")
+    };
+
+    // The whole log in one page: the household's event alone, the end at
+    // the last event, every event counted.
+    let whole = page(0, 10_000).await;
+    let wanted: Vec<i64> = positions
+        .iter()
+        .filter(|(_, t)| t == "household")
+        .map(|(p, _)| *p)
+        .collect();
+    assert_eq!(wanted.len(), 1, "{positions:?}");
+    assert_eq!(whole.events.iter().map(|e| e.position.0).collect::<Vec<_>>(), wanted);
+    assert_eq!(whole.events[0].aggregate_id, household);
+    assert_eq!(whole.end, Some(engine::Position(positions.last().expect("events").0)));
+    assert_eq!(whole.scanned, positions.len());
+
+    // A page that ends before the household: nothing to read, but it ends
+    // at its own last event and is full.
+    let before = positions.iter().position(|(_, t)| t == "household").expect("household");
+    let short = page(0, before as i64).await;
+    assert!(short.events.is_empty(), "{:?}", short.events);
+    assert_eq!(short.end, Some(engine::Position(positions[before - 1].0)));
+    assert_eq!(short.scanned, before);
+
+    // Past the last event: an empty page that ends nowhere.
+    let past = page(positions.last().expect("events").0, 10).await;
+    assert!(past.events.is_empty() && past.end.is_none() && past.scanned == 0);
+}

@@ -40,7 +40,8 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task; it ends when the last `Writer` is dropped.
+    /// Starts the writer (a task on a thread of its own); it ends when the
+    /// last `Writer` is dropped.
     ///
     /// One writer, not several: a second one would take half of what is
     /// queued while the first writes, so twice the statements for the same
@@ -59,7 +60,18 @@ impl Writer {
             conn: None,
         };
         let (jobs, queue) = mpsc::unbounded_channel();
-        tokio::spawn(run(own, pool, queue));
+        // On a thread of its own: a batch's answer is taken as soon as it
+        // arrives, not after whatever HTTP work the service's workers have
+        // queued before the writer's task (1.06–1.08, docs/benchmarks.md).
+        // The thread ends with the queue, when the last `Writer` is dropped.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("the writer's runtime starts");
+        std::thread::Builder::new()
+            .name("roster-writer".into())
+            .spawn(move || runtime.block_on(run(own, pool, queue)))
+            .expect("the writer's thread starts");
         Writer { jobs }
     }
 

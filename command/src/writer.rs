@@ -12,7 +12,7 @@
 //! violation or conflict fails only that command, with its own precise
 //! error, and the rules hold exactly as for a lone append.
 //!
-//! One file of about 480 lines: the queue, the batch statement (built here
+//! One file of about 600 lines: the queue, the batch statement (built here
 //! in its variants) and the fallback append by append are one mechanism.
 
 use crate::append::{is_busy, is_unavailable, Append, AppendError, Appended};
@@ -341,7 +341,7 @@ impl<'a> Columns<'a> {
         for a in appends {
             c.events(a);
             let own = match constraints {
-                Constraints::InStatement => a.constraints.as_slice(),
+                Constraints::InStatement | Constraints::Batched => a.constraints.as_slice(),
                 Constraints::Stepped => &[],
             };
             for constraint in own {
@@ -382,16 +382,30 @@ impl<'a> Columns<'a> {
 }
 
 /// Whether the statement writes the appends' constraints.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Constraints {
-    /// Claims and registrations are rows of the statement.
+    /// Claims and registrations are rows of the statement; a claim another
+    /// owner holds raises `roster_claim_taken` (naming its kind), one its
+    /// owner holds already passes.
     InStatement,
+    /// As `InStatement`, but the claims are inserted plainly: a claim
+    /// already held, by anyone, refuses the whole statement (a unique
+    /// violation), and its appends are then written one by one, each
+    /// `InStatement`. For batches of many appends, whose claims are almost
+    /// always new: it spares Postgres the `ON CONFLICT` check of every
+    /// claim, an index search before the insert's own.
+    Batched,
     /// The transaction around the statement applied them step by step.
     Stepped,
 }
 
 async fn insert(own: &mut PgConnection, appends: &[&Append]) -> sqlx::Result<Vec<Appended>> {
-    insert_rows(own, appends, Constraints::InStatement).await
+    // A lone append is written exactly: its error is the command's.
+    let constraints = match appends.len() {
+        1 => Constraints::InStatement,
+        _ => Constraints::Batched,
+    };
+    insert_rows(own, appends, constraints).await
 }
 
 /// The events and idempotency outcomes of appends whose constraints their
@@ -407,15 +421,19 @@ const CLAIMS: usize = 1;
 const NEW_USERS: usize = 2;
 const DATA_KEYS: usize = 4;
 const OUTCOMES: usize = 8;
+/// The claims inserted plainly ([`Constraints::Batched`]).
+const PLAIN_CLAIMS: usize = 16;
 
 /// The statement for `c`'s rows: only the parts that have rows (an
 /// update's batch is the events alone), since every part costs Postgres
 /// its planning and executor set-up even when empty. Every variant binds
 /// the same parameters; each is prepared once per connection.
-fn statement(c: &Columns<'_>) -> &'static str {
-    static VARIANTS: LazyLock<Vec<String>> = LazyLock::new(|| (0..16).map(variant).collect());
+fn statement(c: &Columns<'_>, constraints: Constraints) -> &'static str {
+    static VARIANTS: LazyLock<Vec<String>> = LazyLock::new(|| (0..32).map(variant).collect());
     let part = |rows: bool, part: usize| if rows { part } else { 0 };
-    &VARIANTS[part(!c.claim_values.is_empty(), CLAIMS)
+    let claims = !c.claim_values.is_empty();
+    &VARIANTS[part(claims, CLAIMS)
+        | part(claims && constraints == Constraints::Batched, PLAIN_CLAIMS)
         | part(!c.users.is_empty(), NEW_USERS)
         | part(!c.key_owners.is_empty(), DATA_KEYS)
         | part(!c.clients.is_empty(), OUTCOMES)]
@@ -434,7 +452,16 @@ fn statement(c: &Columns<'_>) -> &'static str {
 fn variant(parts: usize) -> String {
     let mut ctes: Vec<&str> = Vec::new();
     let mut before: Vec<&str> = Vec::new();
-    if parts & CLAIMS != 0 {
+    if parts & PLAIN_CLAIMS != 0 {
+        ctes.push(
+            "claimed AS (
+             INSERT INTO unique_claims (company_id, kind, value, owner_id)
+             SELECT * FROM UNNEST($8::text[], $9::text[], $10::text[], $11::uuid[])
+             RETURNING 1
+         )",
+        );
+        before.push("(SELECT count(*) FROM claimed)");
+    } else if parts & CLAIMS != 0 {
         ctes.push(
             "wanted AS (
              SELECT * FROM UNNEST($8::text[], $9::text[], $10::text[], $11::uuid[]) AS w(company_id, kind, value, owner_id)
@@ -517,7 +544,7 @@ async fn insert_rows<'e>(
     constraints: Constraints,
 ) -> sqlx::Result<Vec<Appended>> {
     let c = Columns::of(appends, constraints);
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(statement(&c))
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(statement(&c, constraints))
         .bind(&c.types)
         .bind(&c.ids)
         .bind(&c.seqs)

@@ -5,7 +5,7 @@
 
 use roster_command::append::Appended;
 use roster_command::append::{Append, AppendError, NewEvent, Stream};
-use roster_command::constraints::Constrained;
+use roster_command::constraints::{Claim, Constrained, Constraint};
 use roster_command::user::User;
 use roster_command::writer::write_batch;
 use roster_command::{Meta, Violation};
@@ -148,6 +148,33 @@ async fn a_taken_claim_fails_only_its_own_append(pool: PgPool) {
         .await
         .expect("registry");
     assert_eq!(registered, 0);
+}
+
+/// A batch's claims are inserted plainly, so one its owner holds already
+/// refuses the batch; written again one by one, the append passes, as it
+/// does alone.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_claim_its_owner_holds_already_passes_in_a_batch(pool: PgPool) {
+    let a = Uuid::now_v7();
+    batch(&pool, &[enroll(a, "a@example.com")]).await[0]
+        .as_ref()
+        .expect("enrolled");
+    let first = enroll(a, "a@example.com");
+    let reclaim = Append::new(
+        first.stream,
+        1,
+        first.events,
+        vec![Constraint::Claim(Claim::Email("a@example.com".into()))],
+        claim_key().clone(),
+        &meta(),
+    );
+    let b = Uuid::now_v7();
+    let outcomes = batch(&pool, &[reclaim, enroll(b, "b@example.com")]).await;
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    assert_eq!(stored(&pool, a).await.len(), 2);
+    assert_eq!(stored(&pool, b).await.len(), 1);
+    assert_eq!(claim_owner(&pool, "a@example.com").await, Some(a));
+    assert_eq!(claim_owner(&pool, "b@example.com").await, Some(b));
 }
 
 #[sqlx::test(migrations = "../migrations")]

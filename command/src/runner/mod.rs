@@ -30,6 +30,18 @@ use std::sync::Arc;
 use tracing::instrument;
 use uuid::Uuid;
 
+/// Runs a command in a task of its own (a client that goes away cannot
+/// cancel it half-way), boxed: a command's future is kilobytes, which the
+/// task would otherwise copy as it is spawned and as it completes.
+async fn to_completion<T: Send + 'static>(
+    command: std::pin::Pin<Box<impl std::future::Future<Output = Result<T, CommandError>> + Send + 'static>>,
+) -> Result<T, CommandError> {
+    tokio::spawn(command)
+        .await
+        .map_err(|e| CommandError::Internal(Box::new(e)))
+        .and_then(|r| r)
+}
+
 /// Attempts per command before an optimistic conflict is reported.
 pub const MAX_ATTEMPTS: usize = 10;
 
@@ -173,11 +185,10 @@ impl Commands {
         let store = self.catalogs.clone();
         let id = catalog_id(&command.company_id);
         let product_id = command.card_product_id;
-        let task = tokio::spawn(async move { execute(&store, &(), id, command, &meta, Load::Existing).await });
-        let result = task
-            .await
-            .map_err(|e| CommandError::Internal(Box::new(e)))
-            .and_then(|r| r);
+        let result = to_completion(Box::pin(async move {
+            execute(&store, &(), id, command, &meta, Load::Existing).await
+        }))
+        .await;
         self.bump(&result);
         let result = result.and_then(|(catalog, version, events)| {
             // The product the events created (a recovered request's may
@@ -224,11 +235,10 @@ impl Commands {
     ) -> Result<Committed<HouseholdDoc, HouseholdEvent>, CommandError> {
         let store = self.households.clone();
         let name = command.action.name();
-        let task = tokio::spawn(async move { execute(&store, &(), id, command, &meta, load).await });
-        let result = task
-            .await
-            .map_err(|e| CommandError::Internal(Box::new(e)))
-            .and_then(|r| r);
+        let result = to_completion(Box::pin(
+            async move { execute(&store, &(), id, command, &meta, load).await },
+        ))
+        .await;
         self.bump(&result);
         let result = result.and_then(|(household, version, events)| {
             let doc = household
@@ -309,11 +319,10 @@ impl Commands {
         let store = self.users.clone();
         let services = self.user_services.clone();
         let name = command.action.name();
-        let task = tokio::spawn(async move { execute(&store, &services, user_id, command, &meta, load).await });
-        let result = task
-            .await
-            .map_err(|e| CommandError::Internal(Box::new(e)))
-            .and_then(|r| r);
+        let result = to_completion(Box::pin(async move {
+            execute(&store, &services, user_id, command, &meta, load).await
+        }))
+        .await;
         record(name, &result);
         self.bump(&result);
         if let Ok((user, _, _)) = &result {

@@ -4,8 +4,8 @@
 //! `UserErased` deletes its rows, so a replay never shows it either.
 //!
 //! One file of about 490 lines: the projector, its folding of a batch per
-//! user and its bulk writes (upsert live, `COPY` in a rebuild) share one
-//! row type.
+//! user and its bulk writes (`COPY` for users without a row, an upsert for
+//! the others) share one row type.
 
 use crate::engine::{Projector, StoredEvent};
 use anyhow::Context;
@@ -47,12 +47,25 @@ impl Default for UserView {
 
 impl UserView {
     /// The current documents of `ids`: those kept at the version the table
-    /// holds, the others read.
-    async fn current(&self, tx: &mut PgConnection, ids: &[Uuid]) -> anyhow::Result<HashMap<Uuid, UserDoc>> {
+    /// holds, the others read; and `absent` extended with the `ids` that
+    /// have no row. Only the runner holding the leadership writes the
+    /// table, and this batch's transaction holds its checkpoint, so a row
+    /// absent now is absent until the batch writes it (copied in, not
+    /// upserted).
+    async fn current(
+        &self,
+        tx: &mut PgConnection,
+        ids: &[Uuid],
+        absent: &mut HashSet<Uuid>,
+    ) -> anyhow::Result<HashMap<Uuid, UserDoc>> {
         let versions: Vec<(Uuid, i64)> = sqlx::query_as("SELECT id, version FROM user_view WHERE id = ANY($1)")
             .bind(ids)
             .fetch_all(&mut *tx)
             .await?;
+        if versions.len() < ids.len() {
+            let present: HashSet<Uuid> = versions.iter().map(|(id, _)| *id).collect();
+            absent.extend(ids.iter().filter(|id| !present.contains(id)));
+        }
         let mut docs = HashMap::with_capacity(versions.len());
         let mut missing = Vec::new();
         {
@@ -80,9 +93,9 @@ impl UserView {
         Ok(docs)
     }
 
-    /// Of `ids`, those that certainly have no row (a replay that has not
-    /// named them yet); all of them count as named from now on, before
-    /// anything is written.
+    /// Of `ids`, those that certainly have no row without looking (a replay
+    /// that has not named them yet); all of them count as named from now
+    /// on, before anything is written.
     fn absent(&self, ids: &[Uuid]) -> anyhow::Result<HashSet<Uuid>> {
         let mut rebuilt = self
             .rebuilt
@@ -131,9 +144,9 @@ impl Projector for UserView {
         ids.extend(&memberships.users);
         ids.sort_unstable();
         ids.dedup();
-        let absent = self.absent(&ids)?;
+        let mut absent = self.absent(&ids)?;
         ids.retain(|id| !absent.contains(id));
-        let mut docs = self.current(tx, &ids).await?;
+        let mut docs = self.current(tx, &ids, &mut absent).await?;
         // Whose households to read back: users whose memberships changed,
         // and users that gained an account (the fold adds it without one).
         let mut refresh: Vec<Uuid> = memberships.users.clone();
@@ -329,8 +342,8 @@ async fn households_into(
     Ok(())
 }
 
-/// One statement for the whole batch: the documents of `absent` users
-/// (see [`UserView::absent`]) copied in, the others upserted.
+/// The batch's documents: those of users without a row (`absent`, see
+/// [`UserView::current`]) copied in, the others upserted.
 async fn write<'a>(
     tx: &mut PgConnection,
     docs: impl Iterator<Item = &'a UserDoc>,

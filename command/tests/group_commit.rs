@@ -265,6 +265,40 @@ async fn every_combination_of_parts_writes_exactly_its_rows(pool: PgPool) {
     }
 }
 
+/// Opens a transaction on a connection of its own that is inserting the
+/// claim of `email` for `holder`, not yet committed.
+async fn claim_being_inserted(pool: &PgPool, email: &str, holder: Uuid) -> sqlx::pool::PoolConnection<sqlx::Postgres> {
+    let mut other = pool.acquire().await.expect("connection");
+    sqlx::query("BEGIN").execute(&mut *other).await.expect("begin");
+    sqlx::query("INSERT INTO unique_claims (company_id, kind, value, owner_id) VALUES ('acme', 'email', $1, $2)")
+        .bind(claim_key().hash(email))
+        .bind(holder)
+        .execute(&mut *other)
+        .await
+        .expect("claim being inserted");
+    other
+}
+
+/// How many lock requests of this database wait, once one does (or after
+/// two seconds).
+async fn lock_waits(pool: &PgPool) -> i64 {
+    let mut waiting = 0;
+    for _ in 0..200 {
+        waiting = sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity s USING (pid)
+              WHERE NOT l.granted AND s.datname = current_database()",
+        )
+        .fetch_one(pool)
+        .await
+        .expect("locks");
+        if waiting > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    waiting
+}
+
 /// A batch's events come after its other rows: a batch that waits for a
 /// claim another transaction is inserting waits before its first event
 /// takes the log's lock, so every other append goes on meanwhile (here one
@@ -273,33 +307,12 @@ async fn every_combination_of_parts_writes_exactly_its_rows(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn a_batch_waiting_for_a_claim_holds_no_other_append_up(pool: PgPool) {
     let holder = Uuid::now_v7();
-    let mut other = pool.acquire().await.expect("connection");
-    sqlx::query("BEGIN").execute(&mut *other).await.expect("begin");
-    sqlx::query("INSERT INTO unique_claims (company_id, kind, value, owner_id) VALUES ('acme', 'email', $1, $2)")
-        .bind(claim_key().hash("wanted@example.com"))
-        .bind(holder)
-        .execute(&mut *other)
-        .await
-        .expect("claim being inserted");
+    let mut other = claim_being_inserted(&pool, "wanted@example.com", holder).await;
     let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
     let appends = vec![enroll(a, "wanted@example.com"), enroll(b, "free@example.com")];
     let p = pool.clone();
     let batch = tokio::spawn(async move { batch(&p, &appends).await });
-    let mut waiting = 0;
-    for _ in 0..200 {
-        waiting = sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity s USING (pid)
-              WHERE NOT l.granted AND s.datname = current_database()",
-        )
-        .fetch_one(&pool)
-        .await
-        .expect("locks");
-        if waiting > 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert_eq!(waiting, 1, "the batch waits for the claim");
+    assert_eq!(lock_waits(&pool).await, 1, "the batch waits for the claim");
 
     let mut conn = pool.acquire().await.expect("connection");
     sqlx::query("SET statement_timeout = '3s'")
@@ -319,4 +332,31 @@ async fn a_batch_waiting_for_a_claim_holds_no_other_append_up(pool: PgPool) {
     let outcomes = batch.await.expect("batch");
     assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
     assert_eq!(claim_owner(&pool, "wanted@example.com").await, Some(a));
+}
+
+/// A batch's claims are inserted plainly: one that another transaction
+/// commits while the batch waits for it refuses the batch, whose appends
+/// are then written one by one, so only the append that wanted it fails.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_claim_committed_while_a_batch_waits_fails_only_its_append(pool: PgPool) {
+    let holder = Uuid::now_v7();
+    let mut other = claim_being_inserted(&pool, "wanted@example.com", holder).await;
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let appends = vec![enroll(a, "wanted@example.com"), enroll(b, "free@example.com")];
+    let p = pool.clone();
+    let batch = tokio::spawn(async move { batch(&p, &appends).await });
+    assert_eq!(lock_waits(&pool).await, 1, "the batch waits for the claim");
+
+    sqlx::query("COMMIT").execute(&mut *other).await.expect("commit");
+    let outcomes = batch.await.expect("batch");
+    assert!(
+        matches!(outcomes[0], Err(AppendError::Violation(Violation::EmailTaken))),
+        "{:?}",
+        outcomes[0]
+    );
+    assert!(outcomes[1].is_ok(), "{:?}", outcomes[1]);
+    assert!(stored(&pool, a).await.is_empty(), "nothing of the refused append");
+    assert_eq!(stored(&pool, b).await.len(), 1);
+    assert_eq!(claim_owner(&pool, "wanted@example.com").await, Some(holder));
+    assert_eq!(claim_owner(&pool, "free@example.com").await, Some(b));
 }
